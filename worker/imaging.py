@@ -1,0 +1,163 @@
+"""Turning request bytes into RGB pixels, safely and fast.
+
+Usage:
+    image = decode_image(body, max_pixels=40_000_000, min_size=(300, 300))
+
+The header is read first, so an image over the pixel limit (a decompression
+bomb) is refused before any pixel is decoded. JPEGs are decoded by libjpeg-turbo
+(simplejpeg) straight to the smallest power-of-two reduction that still covers the
+model's input: a 1920x1080 photo for a 300x300 model never needs full resolution.
+EXIF orientation is applied, so sizes and boxes are in the picture as displayed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import simplejpeg
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageTooLarge, InvalidImage
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPES = {
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/pjpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/gif": "GIF",
+    "image/tiff": "TIFF",
+    "application/octet-stream": None,  # any of the formats below, told by its bytes
+}
+FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """RGB pixels (perhaps reduced) and the full size of the picture as displayed."""
+
+    pixels: np.ndarray  # H x W x 3, uint8, RGB, C-contiguous
+    width: int
+    height: int
+
+
+def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] = (0, 0)) -> DecodedImage:
+    """Decode an image, reduced no further than ``min_size`` (width, height) allows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _open(data, max_pixels)
+    orientation = _orientation(image)
+    width, height = image.size
+    pixels = None
+    if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
+        pixels = _decode_jpeg(data, width, height, min_size, orientation)
+    if pixels is None:
+        pixels = _decode_pillow(image, min_size, orientation)
+    pixels = np.ascontiguousarray(_orient(pixels, orientation))
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return DecodedImage(pixels, width, height)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"The image is too large to decode: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        logger.debug("undecodable upload: %s", error)
+        raise InvalidImage("The body is not an image this worker can decode (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
+    if image.format not in FORMATS:
+        raise InvalidImage(f"{image.format} images are not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF.")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} = {width * height:,} pixels; this worker accepts at most "
+            f"{max_pixels:,}. Resize it before sending."
+        )
+    if width < 1 or height < 1:
+        raise InvalidImage("The image has no pixels.")
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block must not cost the picture
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _reduction(width: int, height: int, min_size: tuple[int, int], orientation: int) -> int:
+    """The largest power-of-two JPEG reduction (1, 2, 4, 8) that keeps the image over min_size."""
+    need_w, need_h = min_size if orientation < 5 else (min_size[1], min_size[0])
+    factor = 1
+    while factor < 8 and width // (factor * 2) >= need_w and height // (factor * 2) >= need_h:
+        factor *= 2
+    return factor
+
+
+def _decode_jpeg(data: bytes, width: int, height: int, min_size: tuple[int, int], orientation: int):
+    factor = _reduction(width, height, min_size, orientation)
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace not in ("YCbCr", "Gray", "RGB"):
+            return None  # CMYK and friends: Pillow knows their quirks (Adobe inversion)
+        return simplejpeg.decode_jpeg(
+            data, colorspace="RGB", strict=True,
+            min_height=-(-height // factor), min_width=-(-width // factor),
+        )
+    except ValueError as error:
+        raise InvalidImage(f"The JPEG is corrupt or truncated ({error}).") from None
+
+
+def _decode_pillow(image: Image.Image, min_size: tuple[int, int], orientation: int) -> np.ndarray:
+    if image.format in ("JPEG", "MPO"):
+        factor = _reduction(*image.size, min_size, orientation)
+        image.draft("RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))
+    try:
+        image.seek(0)
+        image.load()
+        return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: scale to 8 bits instead of clipping at 255
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation, as Pillow's ImageOps.exif_transpose does."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return np.rot90(pixels, 2).transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(pixels, 1)
+    return pixels

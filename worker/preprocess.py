@@ -1,0 +1,81 @@
+"""From RGB pixels to one model input, and from model coordinates back to pixels.
+
+Usage:
+    tensor, frame = preprocess(image.pixels, spec)
+    x, y, w, h = frame.to_pixels(box, image.width, image.height)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .repository import InputSpec
+
+INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+LETTERBOX_FILL = 114
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where the picture sits inside the model input, in normalised (0..1) coordinates."""
+
+    left: float = 0.0
+    top: float = 0.0
+    width: float = 1.0
+    height: float = 1.0
+
+    def to_pixels(self, box: tuple[float, float, float, float], width: int, height: int) -> dict[str, int]:
+        """A normalised (x1, y1, x2, y2) box in model space as integer pixels, clipped to the image."""
+        x1, y1, x2, y2 = box
+        xs = np.clip([(x1 - self.left) / self.width, (x2 - self.left) / self.width], 0.0, 1.0) * width
+        ys = np.clip([(y1 - self.top) / self.height, (y2 - self.top) / self.height], 0.0, 1.0) * height
+        left, right = round(float(xs[0])), round(float(xs[1]))
+        top, bottom = round(float(ys[0])), round(float(ys[1]))
+        return {"x": left, "y": top, "width": max(right - left, 0), "height": max(bottom - top, 0)}
+
+
+def preprocess(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:
+    """Resize, reorder and scale one image into the model's input layout (no batch axis)."""
+    resized, frame = _resize(pixels, spec)
+    if spec.color == "BGR":
+        resized = resized[:, :, ::-1]
+    if spec.dtype == "float32":
+        tensor = (resized.astype(np.float32) - np.float32(spec.mean)) * np.float32([1 / s for s in spec.std])
+    else:
+        tensor = resized
+    if spec.layout == "NCHW":
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor), frame
+
+
+def _resize(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:
+    height, width = pixels.shape[:2]
+    flag = INTERPOLATION[spec.interpolation]
+    if spec.resize == "stretch":
+        return cv2.resize(pixels, (spec.width, spec.height), interpolation=flag), Frame()
+    if spec.resize == "letterbox":
+        return _letterbox(pixels, spec, flag)
+    scale = spec.resize_shorter / min(width, height)  # type: ignore[operator]
+    new_w, new_h = max(round(width * scale), spec.width), max(round(height * scale), spec.height)
+    resized = cv2.resize(pixels, (new_w, new_h), interpolation=flag)
+    left, top = (new_w - spec.width) // 2, (new_h - spec.height) // 2
+    crop = resized[top : top + spec.height, left : left + spec.width]
+    return crop, Frame(-left / spec.width, -top / spec.height, new_w / spec.width, new_h / spec.height)
+
+
+def _letterbox(pixels: np.ndarray, spec: InputSpec, flag: int) -> tuple[np.ndarray, Frame]:
+    height, width = pixels.shape[:2]
+    scale = min(spec.width / width, spec.height / height)
+    new_w, new_h = max(round(width * scale), 1), max(round(height * scale), 1)
+    canvas = np.full((spec.height, spec.width, 3), LETTERBOX_FILL, dtype=np.uint8)
+    left, top = (spec.width - new_w) // 2, (spec.height - new_h) // 2
+    canvas[top : top + new_h, left : left + new_w] = cv2.resize(pixels, (new_w, new_h), interpolation=flag)
+    return canvas, Frame(left / spec.width, top / spec.height, new_w / spec.width, new_h / spec.height)
