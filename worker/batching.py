@@ -84,7 +84,7 @@ class Batcher:
     """A bounded queue and one thread per engine instance, gathering jobs into batches."""
 
     def __init__(self, name: str, engines: list[Engine], spec: BatchingSpec) -> None:
-        self.name = name
+        self.name, self.engines = name, engines
         self.max_batch = max(1, min(spec.max_batch_size, *(e.max_batch_size for e in engines)))
         self.max_delay = spec.max_queue_delay_ms / 1000.0
         self.queue: queue.Queue[Job | None] = queue.Queue(spec.max_queue_size)

@@ -50,8 +50,8 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] = (0, 0)) -> DecodedImage:
-    """Decode an image, reduced no further than ``min_size`` (width, height) allows."""
+def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | None = None) -> DecodedImage:
+    """Decode an image; a JPEG may come reduced, but never below ``min_size`` (width, height)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = _open(data, max_pixels)
@@ -97,8 +97,10 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _reduction(width: int, height: int, min_size: tuple[int, int], orientation: int) -> int:
+def _reduction(width: int, height: int, min_size: tuple[int, int] | None, orientation: int) -> int:
     """The largest power-of-two JPEG reduction (1, 2, 4, 8) that keeps the image over min_size."""
+    if min_size is None:
+        return 1
     need_w, need_h = min_size if orientation < 5 else (min_size[1], min_size[0])
     factor = 1
     while factor < 8 and width // (factor * 2) >= need_w and height // (factor * 2) >= need_h:
@@ -106,7 +108,9 @@ def _reduction(width: int, height: int, min_size: tuple[int, int], orientation: 
     return factor
 
 
-def _decode_jpeg(data: bytes, width: int, height: int, min_size: tuple[int, int], orientation: int):
+def _decode_jpeg(
+    data: bytes, width: int, height: int, min_size: tuple[int, int] | None, orientation: int
+) -> np.ndarray | None:
     factor = _reduction(width, height, min_size, orientation)
     try:
         colorspace = simplejpeg.decode_jpeg_header(data)[2]
@@ -120,7 +124,7 @@ def _decode_jpeg(data: bytes, width: int, height: int, min_size: tuple[int, int]
         raise InvalidImage(f"The JPEG is corrupt or truncated ({error}).") from None
 
 
-def _decode_pillow(image: Image.Image, min_size: tuple[int, int], orientation: int) -> np.ndarray:
+def _decode_pillow(image: Image.Image, min_size: tuple[int, int] | None, orientation: int) -> np.ndarray:
     if image.format in ("JPEG", "MPO"):
         factor = _reduction(*image.size, min_size, orientation)
         image.draft("RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))

@@ -1,0 +1,7 @@
+"""Usage: python -m visionpool.client worker ..."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``visionpool`` command line.
+
+Usage:
+    visionpool worker [--model NAME ...] [--model-repository DIR] [--host HOST] [--port PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .options import add_settings_arguments, settings_from_args
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from visionpool.worker.repository import ConfigError
+    from visionpool.worker.server import serve
+    from visionpool.worker.settings import WorkerSettings
+
+    try:
+        settings = settings_from_args(WorkerSettings, args, os.environ)
+        _configure_logging(settings.log_level)
+        return serve(settings)
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"visionpool worker: {error}", file=sys.stderr)
+        return 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from visionpool.worker.settings import WorkerSettings
+
+    parser = argparse.ArgumentParser(prog="visionpool", description="A horizontally scaled pool of image-model workers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = commands.add_parser("worker", help="serve image models over HTTP",
+                                 description="Serve image models over HTTP: POST an image to /predict.")
+    add_settings_arguments(worker, WorkerSettings)
+    worker.set_defaults(run=_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``visionpool`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Fixtures every test package shares: real photos, real models, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from helpers import WorkerProcess, encode, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MODELS = Path(os.environ.get("VISIONPOOL_TEST_MODELS", ROOT.parent / "shared" / "models"))
+MODEL_FILES = {"ssd-mobilenet-v2": "ssd_mobilenet_v2_coco_raw.onnx", "efficientnet-lite0": "efficientnet_lite0.onnx"}
+PHOTOS = ("chelsea", "coffee", "camera", "astronaut", "rocket")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos as RGB arrays: a cat, a cup, a cameraman, an astronaut, a rocket."""
+    images = {name: getattr(skimage.data, name)() for name in PHOTOS}
+    images["camera"] = np.repeat(images["camera"][:, :, None], 3, axis=2)  # greyscale -> RGB
+    return images
+
+
+@pytest.fixture(scope="session")
+def jpegs(photos: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """The photos as JPEG files."""
+    return {name: encode(pixels, "JPEG", quality=92) for name, pixels in photos.items()}
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository made of ops/models' configs and the real ONNX models from ../shared/models."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"the test models are not at {SHARED_MODELS} (set VISIONPOOL_TEST_MODELS)")
+    root = tmp_path_factory.mktemp("models")
+    for name, file in MODEL_FILES.items():
+        shutil.copytree(ROOT / "ops" / "models" / name, root / name, ignore=shutil.ignore_patterns("*.onnx"))
+        (root / name / "1").mkdir(exist_ok=True)
+        (root / name / "1" / "model.onnx").symlink_to(SHARED_MODELS / file)
+    return root
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``visionpool worker`` processes on free ports; every one is stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+        port = free_port()
+        worker = WorkerProcess(["--port", str(port), *args], env or {}, port)
+        started.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)

@@ -1,0 +1,81 @@
+"""Helpers the tests share: free ports, image bytes, box overlap, worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import requests
+from PIL import Image
+
+
+def free_port() -> int:
+    """A port nobody listens on, found by binding port 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:
+    """Pixels as an image file's bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def iou(a: dict[str, int], b: dict[str, int]) -> float:
+    """Intersection over union of two {x, y, width, height} boxes."""
+    x1, y1 = max(a["x"], b["x"]), max(a["y"], b["y"])
+    x2 = min(a["x"] + a["width"], b["x"] + b["width"])
+    y2 = min(a["y"] + a["height"], b["y"] + b["height"])
+    inter = max(x2 - x1, 0) * max(y2 - y1, 0)
+    return inter / (a["width"] * a["height"] + b["width"] * b["height"] - inter)
+
+
+class WorkerProcess:
+    """A ``visionpool worker`` running in a subprocess."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker never blocks on it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "visionpool.client", "worker", *args],
+            env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll /readyz until 200; fail with the worker's output if it exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready after {timeout} s:\n{self.stop()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> str:
+        """Signal the worker, wait for it to exit, and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.output()
+
+    def output(self) -> str:
+        """Everything the worker printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")

@@ -1,0 +1,160 @@
+"""POST /predict on real models: the answers a user checks, and the errors they get instead."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+from flask.testing import FlaskClient
+from helpers import encode, iou
+
+# What SSD MobileNet v2 finds in scikit-image's photos, drawn around the object by eye and
+# confirmed by the model: boxes must land within IoU 0.8 of these.
+EXPECTED = {
+    "chelsea": ("cat", {"x": 9, "y": 0, "width": 399, "height": 297}),
+    "coffee": ("cup", {"x": 173, "y": 13, "width": 239, "height": 227}),
+    "camera": ("person", {"x": 0, "y": 61, "width": 302, "height": 447}),
+}
+
+
+def post(client: FlaskClient, data: bytes, content_type: str = "image/jpeg", path: str = "/predict"):
+    return client.post(path, data=data, content_type=content_type)
+
+
+@pytest.mark.parametrize("photo", [pytest.param(name, id=name) for name in EXPECTED])
+def test_detector_finds_the_object_with_its_box(client: FlaskClient, jpegs: dict[str, bytes], photo: str) -> None:
+    label, box = EXPECTED[photo]
+    response = post(client, jpegs[photo])
+    assert response.status_code == 200
+    best = response.get_json()["predictions"][0]
+    assert best["label"] == label and best["score"] > 0.85
+    assert iou(best["box"], box) > 0.8
+
+
+def test_response_shape(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    body = post(client, jpegs["coffee"]).get_json()
+    assert body["model"] == {"name": "ssd-mobilenet-v2", "version": "1"}
+    assert body["image"] == {"width": 600, "height": 400}
+    scores = [p["score"] for p in body["predictions"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 2
+    assert all(isinstance(v, int) for p in body["predictions"] for v in p["box"].values())
+    assert set(body["timing_ms"]) == {"decode", "preprocess", "queue", "inference", "postprocess", "total"}
+
+
+def test_nothing_above_half_in_the_rocket(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    assert post(client, jpegs["rocket"]).get_json()["predictions"] == []
+
+
+def test_boxes_stay_inside_the_image(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    body = post(client, jpegs["coffee"], path="/predict?threshold=0.05&top_k=50").get_json()
+    width, height = body["image"]["width"], body["image"]["height"]
+    assert len(body["predictions"]) > 5
+    for p in body["predictions"]:
+        box = p["box"]
+        assert 0 <= box["x"] and box["x"] + box["width"] <= width
+        assert 0 <= box["y"] and box["y"] + box["height"] <= height
+
+
+def test_threshold_and_top_k_query(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    loose = post(client, jpegs["coffee"], path="/predict?threshold=0.1").get_json()["predictions"]
+    assert len(loose) > 3 and min(p["score"] for p in loose) >= 0.1
+    assert len(post(client, jpegs["coffee"], path="/predict?threshold=0.1&top_k=2").get_json()["predictions"]) == 2
+
+
+def test_classifier_puts_espresso_first(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    body = post(client, jpegs["coffee"], path="/models/efficientnet-lite0/predict").get_json()
+    assert body["predictions"][0]["label"] == "espresso" and body["predictions"][0]["score"] > 0.9
+    assert len(body["predictions"]) == 5 and "box" not in body["predictions"][0]
+
+
+def test_classifier_sees_a_cat(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    top3 = [p["label"] for p in post(client, jpegs["chelsea"], path="/models/efficientnet-lite0/predict?top_k=3")
+            .get_json()["predictions"]]
+    assert "tiger cat" in top3 and "Egyptian cat" in top3
+
+
+@pytest.mark.parametrize("field", ["image", "data"])
+def test_multipart_upload(client: FlaskClient, jpegs: dict[str, bytes], field: str) -> None:
+    response = client.post("/predict", data={field: (io.BytesIO(jpegs["chelsea"]), "cat.jpg")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200
+    assert response.get_json()["predictions"][0]["label"] == "cat"
+
+
+def test_exif_rotated_photo_gives_boxes_in_the_displayed_frame(client: FlaskClient, photos) -> None:
+    # Stored turned a quarter left, with EXIF orientation 6 ("turn right to display").
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(np.ascontiguousarray(np.rot90(photos["chelsea"], 1)), "JPEG", quality=92, exif=exif.tobytes())
+    body = post(client, data).get_json()
+    assert body["image"] == {"width": 451, "height": 300}
+    assert body["predictions"][0]["label"] == "cat"
+    assert iou(body["predictions"][0]["box"], EXPECTED["chelsea"][1]) > 0.8
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: a decompression bomb's header, without the bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+ERRORS = [
+    pytest.param(b"", "image/jpeg", "/predict", 400, "empty_body", id="empty body"),
+    pytest.param(b"hello", "image/jpeg", "/predict", 400, "invalid_image", id="not an image"),
+    pytest.param(b"{}", "application/json", "/predict", 415, "unsupported_media_type", id="json"),
+    pytest.param(b"x", "", "/predict", 415, "unsupported_media_type", id="no content type"),
+    pytest.param(b"x", "image/jpeg", "/models/nope/predict", 404, "model_not_found", id="unknown model"),
+    pytest.param(b"x", "image/jpeg", "/predict?threshold=2", 400, "invalid_parameter", id="threshold over 1"),
+    pytest.param(b"x", "image/jpeg", "/predict?threshold=abc", 400, "invalid_parameter", id="threshold not a number"),
+    pytest.param(b"x", "image/jpeg", "/predict?top_k=0", 400, "invalid_parameter", id="top_k zero"),
+    pytest.param(png_header(60_000, 60_000), "image/png", "/predict", 413, "image_too_large", id="decompression bomb"),
+]
+
+
+@pytest.mark.parametrize(("data", "content_type", "path", "status", "code"), ERRORS)
+def test_bad_requests_get_clear_json_errors(client: FlaskClient, data, content_type, path, status, code) -> None:
+    response = post(client, data, content_type, path)
+    assert response.status_code == status
+    error = response.get_json()["error"]
+    assert error["code"] == code and len(error["message"]) > 10
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_truncated_jpeg_is_refused(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
+    response = post(client, jpegs["chelsea"][: len(jpegs["chelsea"]) // 2])
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_image"
+    assert "truncated" in response.get_json()["error"]["message"]
+
+
+def test_truncated_png_is_refused(client: FlaskClient, photos) -> None:
+    data = encode(photos["chelsea"], "PNG")
+    assert post(client, data[: len(data) // 2], "image/png").status_code == 400
+
+
+def test_multipart_without_an_image_field(client: FlaskClient) -> None:
+    response = client.post("/predict", data={"photo": (io.BytesIO(b"x"), "a.jpg")}, content_type="multipart/form-data")
+    assert response.status_code == 400 and "image" in response.get_json()["error"]["message"]
+
+
+def test_body_over_the_limit_is_413(onnx_app, jpegs: dict[str, bytes]) -> None:
+    limit = onnx_app.config["MAX_CONTENT_LENGTH"]
+    response = onnx_app.test_client().post("/predict", data=b"\xff" * (limit + 1), content_type="image/jpeg")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_readyz_healthz_and_models(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").get_json()["models"] == ["ssd-mobilenet-v2", "efficientnet-lite0"]
+    listed = {m["name"]: m for m in client.get("/models").get_json()["models"]}
+    assert listed["ssd-mobilenet-v2"] | {"max_batch_size": 8} == {
+        "name": "ssd-mobilenet-v2", "version": "1", "task": "detection", "engine": "onnxruntime", "device": "cpu",
+        "input": {"width": 300, "height": 300}, "labels": 91, "max_batch_size": 8,
+    }
+    assert listed["efficientnet-lite0"]["labels"] == 1000

@@ -1,0 +1,84 @@
+"""Running a worker: a production WSGI server (cheroot) around the Flask app.
+
+Usage:
+    serve(WorkerSettings(models=["coco-ssd"], port=8000))   # returns the exit code
+
+Startup validates every model config (a mistake stops the worker at once, naming
+file and field), binds the port, then loads and warms the models in the
+background while /healthz answers and /readyz says 503. SIGTERM or SIGINT stops
+taking new requests, lets those in flight finish (up to drain_timeout) and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from cheroot import wsgi
+
+from . import create_app
+from .models import get_models
+from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerServer:
+    """One worker process: app, HTTP server, and the signals that stop them."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.should_exit = threading.Event()
+        self.app = create_app(settings)
+        self.models = get_models(self.app)
+        self.http = wsgi.Server(
+            (settings.host, settings.port), self.app, numthreads=settings.threads,
+            shutdown_timeout=settings.drain_timeout, request_queue_size=128, timeout=30,
+        )
+
+    def serve(self) -> int:
+        """Start up, serve until told to stop or the models fail to load, shut down."""
+        self.install_signal_handlers()
+        self.http.prepare()  # binds now: a port in use fails here, before anything loads
+        host, port = self.http.bind_addr[:2]
+        threading.Thread(target=self.http.serve, name="http", daemon=True).start()
+        logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
+        code = self.main_loop()
+        self.shutdown()
+        return code
+
+    def main_loop(self) -> int:
+        announced = False
+        while not self.should_exit.wait(0.1):
+            if self.models.failure is not None:
+                logger.error("stopping: the models could not be loaded (%s)", self.models.failure)
+                return 1
+            if not announced and self.models.ready.is_set():
+                logger.info("worker ready: every model is loaded and warmed up")
+                announced = True
+        return 0
+
+    def shutdown(self) -> None:
+        started = time.monotonic()
+        logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
+        self.http.stop()
+        self.models.close()
+        logger.info("worker stopped in %.2f s", time.monotonic() - started)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle_term)
+        signal.signal(signal.SIGINT, self.handle_int)
+
+    def handle_term(self, signum: int, frame: FrameType | None) -> None:
+        self.should_exit.set()
+
+    def handle_int(self, signum: int, frame: FrameType | None) -> None:
+        self.should_exit.set()
+
+
+def serve(settings: WorkerSettings) -> int:
+    """Run a worker until it is stopped; the process exit code."""
+    return WorkerServer(settings).serve()
