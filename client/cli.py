@@ -36,10 +36,15 @@ def _configure_logging(level: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from visionpool.worker.settings import WorkerSettings
 
-    parser = argparse.ArgumentParser(prog="visionpool", description="A horizontally scaled pool of image-model workers.")
+    parser = argparse.ArgumentParser(
+        prog="visionpool", description="A horizontally scaled pool of image-model workers."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker = commands.add_parser("worker", help="serve image models over HTTP",
-                                 description="Serve image models over HTTP: POST an image to /predict.")
+    worker = commands.add_parser(
+        "worker",
+        help="serve image models over HTTP",
+        description="Serve image models over HTTP: POST an image to /predict.",
+    )
     add_settings_arguments(worker, WorkerSettings)
     worker.set_defaults(run=_worker)
     return parser

@@ -5,8 +5,9 @@ Usage:
     settings = settings_from_args(WorkerSettings, args, os.environ)
 
 Precedence: flag, then environment variable, then the dataclass default. Each
-field's flag is ``--field-name`` (or its ``flag`` metadata) and its variable
-the flag in capitals (``--model-repository``: ``VISIONPOOL_MODEL_REPOSITORY``); the comment above each field becomes its help text.
+field's flag is ``--field-name`` (or its ``flag`` metadata), its variable the
+flag in capitals (``--model-repository``: ``VISIONPOOL_MODEL_REPOSITORY``), and
+the comment above each field becomes its help text.
 """
 
 from __future__ import annotations
@@ -69,8 +70,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=field.name, type=kind, nargs=field.metadata.get("nargs"),
-                                default=None, help=text, metavar=field.metadata.get("metavar", field.name.upper()))
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=kind,
+                nargs=field.metadata.get("nargs"),
+                default=None,
+                help=text,
+                metavar=field.metadata.get("metavar", field.name.upper()),
+            )
 
 
 def settings_from_args(cls: type, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:

@@ -52,8 +52,10 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
-        port = free_port()
-        worker = WorkerProcess(["--port", str(port), *args], env or {}, port)
+        env = env or {}
+        port = int(env["PORT"]) if "PORT" in env else free_port()
+        flags = [] if "PORT" in env else ["--port", str(port)]
+        worker = WorkerProcess([*flags, *args], env, port)
         started.append(worker)
         if ready:
             worker.wait_ready()
@@ -62,3 +64,4 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop(signal.SIGKILL)
+        worker.log.close()

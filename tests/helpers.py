@@ -11,10 +11,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import requests
 from PIL import Image
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
 
 
 def free_port() -> int:
@@ -46,10 +56,13 @@ class WorkerProcess:
     def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker never blocks on it
+        # a file, not a pipe: a chatty worker never blocks on it; closed by stop()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "visionpool.client", "worker", *args],
-            env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -79,3 +92,44 @@ class WorkerProcess:
         """Everything the worker printed so far."""
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
+
+
+SLEEP_MODEL = '''
+import time
+import numpy as np
+
+class Model:
+    """Sleeps, then answers uniform logits; records each batch it ran (and appends it to a marker file)."""
+
+    def __init__(self, files, options):
+        self.seconds = options.get("seconds", 0.2)
+        self.marker = options.get("marker")
+        self.batches = []
+
+    def run(self, batch):
+        self.batches.append(len(batch))
+        if self.marker:
+            with open(self.marker, "a") as marker:
+                marker.write(f"{len(batch)}\\n")
+        time.sleep(self.seconds)
+        return {"logits": np.zeros((len(batch), 3), np.float32)}
+'''
+
+
+def write_sleepy_model(
+    root: Path, seconds: float, max_batch_size: int = 1, max_queue_size: int = 8, marker: Path | None = None
+) -> Path:
+    """A model 'sleepy' in repository ``root``: a Python-engine model whose every batch sleeps ``seconds``."""
+    folder = root / "sleepy"
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "1" / "model.py").write_text(SLEEP_MODEL)
+    (folder / "labels.txt").write_text("a\nb\nc\n")
+    options = f"seconds = {seconds}\n" + (f'marker = "{marker}"\n' if marker else "")
+    (folder / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\nlabels = "labels.txt"\n'
+        "[input]\nwidth = 8\nheight = 8\n"
+        '[output]\ndecoder = "softmax"\nscore_threshold = 0.0\ntop_k = 1\n'
+        f"[batching]\nmax_batch_size = {max_batch_size}\nmax_queue_delay_ms = 0\nmax_queue_size = {max_queue_size}\n"
+        f"[engine_options]\n{options}"
+    )
+    return root

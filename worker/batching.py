@@ -124,6 +124,8 @@ class Batcher:
             self.queue.put(None)
         for thread in self.threads:
             thread.join()
+        for engine in self.engines:
+            engine.close()
 
     def _loop(self, engine: Engine) -> None:
         while True:

@@ -75,7 +75,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(f"The image is too large to decode: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         logger.debug("undecodable upload: %s", error)
-        raise InvalidImage("The body is not an image this worker can decode (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
+        raise InvalidImage(
+            "The body is not an image this worker can decode (JPEG, PNG, WebP, BMP, GIF or TIFF)."
+        ) from None
     if image.format not in FORMATS:
         raise InvalidImage(f"{image.format} images are not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF.")
     width, height = image.size
@@ -117,8 +119,11 @@ def _decode_jpeg(
         if colorspace not in ("YCbCr", "Gray", "RGB"):
             return None  # CMYK and friends: Pillow knows their quirks (Adobe inversion)
         return simplejpeg.decode_jpeg(
-            data, colorspace="RGB", strict=True,
-            min_height=-(-height // factor), min_width=-(-width // factor),
+            data,
+            colorspace="RGB",
+            strict=True,
+            min_height=-(-height // factor),
+            min_width=-(-width // factor),
         )
     except ValueError as error:
         raise InvalidImage(f"The JPEG is corrupt or truncated ({error}).") from None

@@ -46,9 +46,14 @@ class ServedModel:
         """What GET /models says of this model."""
         c = self.config
         return {
-            "name": c.name, "version": c.version, "task": c.task, "engine": c.engine,
-            "device": self.device, "input": {"width": c.input.width, "height": c.input.height},
-            "labels": len(c.labels), "max_batch_size": self.batcher.max_batch,
+            "name": c.name,
+            "version": c.version,
+            "task": c.task,
+            "engine": c.engine,
+            "device": self.device,
+            "input": {"width": c.input.width, "height": c.input.height},
+            "labels": len(c.labels),
+            "max_batch_size": self.batcher.max_batch,
         }
 
     def label(self, class_id: int) -> str:
@@ -80,8 +85,13 @@ class ModelManager:
                 started = time.monotonic()
                 self.models[config.name] = _load(config)
                 self.load_seconds[config.name] = time.monotonic() - started
-                logger.info("model %s v%s ready on %s in %.2f s", config.name, config.version,
-                            self.models[config.name].device, self.load_seconds[config.name])
+                logger.info(
+                    "model %s v%s ready on %s in %.2f s",
+                    config.name,
+                    config.version,
+                    self.models[config.name].device,
+                    self.load_seconds[config.name],
+                )
         except Exception as error:
             logger.exception("loading the models failed")
             self.failure = error
@@ -104,7 +114,9 @@ class ModelManager:
 
 def _check_names(config: ModelConfig) -> None:
     if config.engine not in ENGINES:
-        raise ConfigError(f"{config.source}: field 'engine': must be one of {', '.join(ENGINES)}, got {config.engine!r}")
+        raise ConfigError(
+            f"{config.source}: field 'engine': must be one of {', '.join(ENGINES)}, got {config.engine!r}"
+        )
     try:
         create_decoder(config.output.decoder, config.output.options)
     except (ValueError, TypeError) as error:
@@ -117,7 +129,9 @@ def _load(config: ModelConfig) -> ServedModel:
         try:
             engines.append(create_engine(config.engine, config.files, config.input.name, config.engine_options))
         except Exception as error:
-            raise ConfigError(f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}") from error
+            raise ConfigError(
+                f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
+            ) from error
     decoder = create_decoder(config.output.decoder, config.output.options)
     model = ServedModel(config, decoder, Batcher(config.name, engines, config.batching), engines[0].device)
     _warm_up(model)
@@ -126,8 +140,11 @@ def _load(config: ModelConfig) -> ServedModel:
 
 def _warm_up(model: ServedModel) -> None:
     """One real inference through the whole path, so the first user request is not the slow one."""
-    grey = DecodedImage(np.full((model.config.input.height, model.config.input.width, 3), 128, np.uint8),
-                        model.config.input.width, model.config.input.height)
+    grey = DecodedImage(
+        np.full((model.config.input.height, model.config.input.width, 3), 128, np.uint8),
+        model.config.input.width,
+        model.config.input.height,
+    )
     tensor, _ = model.prepare(grey)
     job: Job = model.batcher.submit(tensor, time.monotonic() + 600)
     model.decoder.decode(job.wait(), model.config.output.score_threshold, model.config.output.top_k)

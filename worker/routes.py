@@ -53,8 +53,9 @@ def _predict(name: str | None) -> Response:
     threshold, top_k = _query(model)
     data = _image_bytes()
     with model.batcher.arriving():
-        image = decode_image(data, max_pixels=settings.max_image_pixels,
-                             min_size=(model.config.input.width, model.config.input.height))
+        image = decode_image(
+            data, max_pixels=settings.max_image_pixels, min_size=(model.config.input.width, model.config.input.height)
+        )
         decoded = time.monotonic()
         tensor, frame = model.prepare(image)
         prepared = time.monotonic()
@@ -69,8 +70,14 @@ def _predict(name: str | None) -> Response:
         "batch_size": job.batch_size,
     }
     finished = time.monotonic()
-    body["timing_ms"] = _ms(decode=decoded - started, preprocess=prepared - decoded, queue=job.queue_s,
-                            inference=job.inference_s, postprocess=finished - ran, total=finished - started)
+    body["timing_ms"] = _ms(
+        decode=decoded - started,
+        preprocess=prepared - decoded,
+        queue=job.queue_s,
+        inference=job.inference_s,
+        postprocess=finished - ran,
+        total=finished - started,
+    )
     return jsonify(body)
 
 
@@ -98,7 +105,9 @@ def _number(key: str, kind: type, default: float, low: float, high: float) -> fl
     try:
         value = kind(raw)
     except ValueError:
-        raise InvalidParameter(f"Query parameter {key} must be a {kind.__name__} between {low} and {high}, got {raw!r}.") from None
+        raise InvalidParameter(
+            f"Query parameter {key} must be a {kind.__name__} between {low} and {high}, got {raw!r}."
+        ) from None
     if not low <= value <= high:  # also refuses nan
         raise InvalidParameter(f"Query parameter {key} must be between {low} and {high}, got {raw!r}.")
     return value  # type: ignore[no-any-return]

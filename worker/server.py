@@ -12,6 +12,7 @@ taking new requests, lets those in flight finish (up to drain_timeout) and exits
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -35,8 +36,12 @@ class WorkerServer:
         self.app = create_app(settings)
         self.models = get_models(self.app)
         self.http = wsgi.Server(
-            (settings.host, settings.port), self.app, numthreads=settings.threads,
-            shutdown_timeout=settings.drain_timeout, request_queue_size=128, timeout=30,
+            (settings.host, settings.port),
+            self.app,
+            numthreads=settings.threads,
+            shutdown_timeout=math.ceil(settings.drain_timeout),
+            request_queue_size=128,
+            timeout=30,
         )
 
     def serve(self) -> int:

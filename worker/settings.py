@@ -16,7 +16,9 @@ class WorkerSettings:
     """Everything a worker process is told at start-up."""
 
     # Models to serve, by folder name in the repository; the first is the default for POST /predict.
-    models: list[str] = field(default_factory=lambda: ["coco-ssd"], metadata={"flag": "--model", "nargs": "+", "metavar": "NAME"})
+    models: list[str] = field(
+        default_factory=lambda: ["coco-ssd"], metadata={"flag": "--model", "nargs": "+", "metavar": "NAME"}
+    )
     # The model repository folder; the built-in one (holding the coco-ssd demo) when unset.
     model_repository: Path = field(default=BUILTIN_REPOSITORY, metadata={"type": Path, "metavar": "DIR"})
     # Address to listen on; 0.0.0.0 for every interface.

@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
 from flask.testing import FlaskClient
 from helpers import encode, iou
+from PIL import Image
 
 # What SSD MobileNet v2 finds in scikit-image's photos, drawn around the object by eye and
 # confirmed by the model: boxes must land within IoU 0.8 of these.
@@ -55,8 +55,8 @@ def test_boxes_stay_inside_the_image(client: FlaskClient, jpegs: dict[str, bytes
     assert len(body["predictions"]) > 5
     for p in body["predictions"]:
         box = p["box"]
-        assert 0 <= box["x"] and box["x"] + box["width"] <= width
-        assert 0 <= box["y"] and box["y"] + box["height"] <= height
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height
 
 
 def test_threshold_and_top_k_query(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
@@ -72,15 +72,20 @@ def test_classifier_puts_espresso_first(client: FlaskClient, jpegs: dict[str, by
 
 
 def test_classifier_sees_a_cat(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
-    top3 = [p["label"] for p in post(client, jpegs["chelsea"], path="/models/efficientnet-lite0/predict?top_k=3")
-            .get_json()["predictions"]]
+    top3 = [
+        p["label"]
+        for p in post(client, jpegs["chelsea"], path="/models/efficientnet-lite0/predict?top_k=3").get_json()[
+            "predictions"
+        ]
+    ]
     assert "tiger cat" in top3 and "Egyptian cat" in top3
 
 
 @pytest.mark.parametrize("field", ["image", "data"])
 def test_multipart_upload(client: FlaskClient, jpegs: dict[str, bytes], field: str) -> None:
-    response = client.post("/predict", data={field: (io.BytesIO(jpegs["chelsea"]), "cat.jpg")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/predict", data={field: (io.BytesIO(jpegs["chelsea"]), "cat.jpg")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 200
     assert response.get_json()["predictions"][0]["label"] == "cat"
 
@@ -98,6 +103,7 @@ def test_exif_rotated_photo_gives_boxes_in_the_displayed_frame(client: FlaskClie
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels: a decompression bomb's header, without the bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -154,7 +160,13 @@ def test_readyz_healthz_and_models(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json()["models"] == ["ssd-mobilenet-v2", "efficientnet-lite0"]
     listed = {m["name"]: m for m in client.get("/models").get_json()["models"]}
     assert listed["ssd-mobilenet-v2"] | {"max_batch_size": 8} == {
-        "name": "ssd-mobilenet-v2", "version": "1", "task": "detection", "engine": "onnxruntime", "device": "cpu",
-        "input": {"width": 300, "height": 300}, "labels": 91, "max_batch_size": 8,
+        "name": "ssd-mobilenet-v2",
+        "version": "1",
+        "task": "detection",
+        "engine": "onnxruntime",
+        "device": "cpu",
+        "input": {"width": 300, "height": 300},
+        "labels": 91,
+        "max_batch_size": 8,
     }
     assert listed["efficientnet-lite0"]["labels"] == 1000

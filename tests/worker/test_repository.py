@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from visionpool.worker.repository import BUILTIN_REPOSITORY, ConfigError, ModelRepository
 from visionpool.worker.settings import WorkerSettings
 
@@ -50,10 +49,18 @@ def test_a_pinned_version_is_served(repo: Path) -> None:
 
 
 BROKEN = [
-    pytest.param(GOOD.replace('files = ["model.onnx"]', 'files = ["../../secret.onnx"]'), "files", "relative path", id="dotdot"),
-    pytest.param(GOOD.replace('files = ["model.onnx"]', 'files = ["/etc/passwd"]'), "files", "relative path", id="absolute"),
-    pytest.param(GOOD.replace('labels = "labels.txt"', 'labels = "../labels.txt"'), "labels", "relative path", id="labels-escape"),
-    pytest.param(GOOD.replace('files = ["model.onnx"]', 'files = ["missing.onnx"]'), "files", "does not exist", id="missing-file"),
+    pytest.param(
+        GOOD.replace('files = ["model.onnx"]', 'files = ["../../secret.onnx"]'), "files", "relative path", id="dotdot"
+    ),
+    pytest.param(
+        GOOD.replace('files = ["model.onnx"]', 'files = ["/etc/passwd"]'), "files", "relative path", id="absolute"
+    ),
+    pytest.param(
+        GOOD.replace('labels = "labels.txt"', 'labels = "../labels.txt"'), "labels", "relative path", id="labels-escape"
+    ),
+    pytest.param(
+        GOOD.replace('files = ["model.onnx"]', 'files = ["missing.onnx"]'), "files", "does not exist", id="missing-file"
+    ),
     pytest.param(GOOD.replace('task = "classification"', 'task = "segmentation"'), "task", "one of", id="bad-task"),
     pytest.param(GOOD.replace("width = 224", 'width = "224"'), "input.width", "must be int", id="wrong-type"),
     pytest.param(GOOD.replace("width = 224\n", ""), "input.width", "required", id="required"),

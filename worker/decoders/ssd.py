@@ -17,7 +17,10 @@ from .nms import batched_nms
 
 
 def ssd_anchors(
-    feature_maps: list[int], min_scale: float, max_scale: float, aspect_ratios: list[float],
+    feature_maps: list[int],
+    min_scale: float,
+    max_scale: float,
+    aspect_ratios: list[float],
     reduce_lowest: bool = True,
 ) -> np.ndarray:
     """Anchors as (cy, cx, h, w), normalised, in the order the TF graph emits them."""
@@ -61,7 +64,9 @@ class SSDDecoder(Decoder):
         encodings = pick_output(outputs, self.boxes_output, 0).reshape(-1, 4)
         logits = pick_output(outputs, self.scores_output, 1).reshape(encodings.shape[0], -1)
         if encodings.shape[0] != self.anchors.shape[0]:
-            raise ValueError(f"the model has {encodings.shape[0]} boxes but the decoder {self.anchors.shape[0]} anchors")
+            raise ValueError(
+                f"the model has {encodings.shape[0]} boxes but the decoder {self.anchors.shape[0]} anchors"
+            )
         first = 1 if self.background else 0
         # sigmoid(x) >= t  <=>  x >= logit(t): threshold before computing any sigmoid
         cut = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else (-np.inf if threshold <= 0 else np.inf)

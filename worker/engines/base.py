@@ -17,7 +17,7 @@ class Engine(ABC):
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Run a batch (leading axis = images); return each image's outputs by name."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most engines hold nothing to release by hand
         """Release what the engine holds."""
 
 

@@ -34,7 +34,11 @@ class OnnxRuntimeEngine(Engine):
         providers = _providers(wanted, device_id)
         self.session = ort.InferenceSession(str(files[0]), session_options, providers=providers)
         active = self.session.get_providers()[0]
-        self.device = "cpu" if active == "CPUExecutionProvider" else f"{active.removesuffix('ExecutionProvider').lower()}:{device_id}"
+        self.device = (
+            "cpu"
+            if active == "CPUExecutionProvider"
+            else f"{active.removesuffix('ExecutionProvider').lower()}:{device_id}"
+        )
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = input_name or next(iter(inputs))
         if self.input_name not in inputs:

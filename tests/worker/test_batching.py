@@ -1,0 +1,78 @@
+"""Dynamic batching: concurrent requests share engine calls, and each caller gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from flask import Flask
+from helpers import encode, wait_until
+from visionpool.worker.models import get_models
+
+TOP_LABEL = {"chelsea": "cat", "coffee": "cup", "camera": "person"}
+
+
+def test_a_burst_of_mixed_images_is_batched_and_answered_correctly(onnx_app: Flask, jpegs: dict[str, bytes]) -> None:
+    names = list(TOP_LABEL) * 16
+
+    def ask(name: str) -> tuple[str, dict]:
+        response = onnx_app.test_client().post("/predict", data=jpegs[name], content_type="image/jpeg")
+        assert response.status_code == 200
+        return name, response.get_json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, names))
+    assert max(body["batch_size"] for _, body in answers) > 1
+    for name, body in answers:
+        assert body["predictions"][0]["label"] == TOP_LABEL[name], name
+    sizes = get_models(onnx_app).models["ssd-mobilenet-v2"].batcher.batch_sizes
+    assert sum(size * count for size, count in sizes.items() if size > 1) > 0
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(sleepy_app: Callable[..., Flask]) -> None:
+    app = sleepy_app(seconds=0.0, max_batch_size=8)
+    get_models(app).models["sleepy"].batcher.max_delay = 5.0  # only arrivals may make it wait
+    started = time.monotonic()
+    response = app.test_client().post(
+        "/predict", data=encode(np.zeros((8, 8, 3), np.uint8), "PNG"), content_type="image/png"
+    )
+    assert response.status_code == 200 and time.monotonic() - started < 2.0
+
+
+def test_full_queue_answers_503_with_retry_after(sleepy_app: Callable[..., Flask]) -> None:
+    app = sleepy_app(seconds=0.5, max_batch_size=1, max_queue_size=1)
+    batcher = get_models(app).models["sleepy"].batcher
+    engine = batcher.engines[0].model
+    image = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    post = lambda: app.test_client().post("/predict", data=image, content_type="image/png")  # noqa: E731
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(post)
+        wait_until(lambda: len(engine.batches) == 2)  # warm-up + this one: the engine is busy
+        queued = pool.submit(post)
+        wait_until(lambda: batcher.queue.qsize() == 1)
+        refused = post()
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.get_json()["error"]["code"] == "overloaded"
+        assert running.result().status_code == 200 and queued.result().status_code == 200
+
+
+def test_request_past_its_deadline_is_504_and_never_run(sleepy_app: Callable[..., Flask]) -> None:
+    app = sleepy_app(seconds=0.6, max_batch_size=1, request_timeout=0.2)
+    engine = get_models(app).models["sleepy"].batcher.engines[0].model
+    image = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    results: dict[str, int] = {}
+
+    def post(key: str) -> None:
+        results[key] = app.test_client().post("/predict", data=image, content_type="image/png").status_code
+
+    first = threading.Thread(target=post, args=("first",))
+    first.start()
+    wait_until(lambda: len(engine.batches) == 2)
+    post("second")  # queued behind a 0.6 s batch with a 0.2 s deadline
+    first.join()
+    post("third")  # the queue is first-in first-out: once this one is done, the second had its turn
+    assert results == {"first": 200, "second": 504, "third": 200}
+    assert len(engine.batches) == 3  # warm-up, first, third: the late one never reached the engine

@@ -1,0 +1,96 @@
+"""``visionpool worker`` as a user runs it: a real process on a real port."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from helpers import encode, free_port, iou, wait_until, write_sleepy_model
+
+CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}  # what the ONNX SSD draws around chelsea
+
+
+def test_demo_model_finds_the_cat_through_opencv(start_worker, jpegs: dict[str, bytes]) -> None:
+    worker = start_worker("--model", "coco-ssd")
+    response = requests.post(
+        worker.url + "/predict", data=jpegs["chelsea"], headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 200
+    best = response.json()["predictions"][0]
+    assert best["label"] == "cat" and best["score"] > 0.85 and iou(best["box"], CAT_BOX) > 0.8
+    assert requests.get(worker.url + "/models", timeout=5).json()["models"][0]["engine"] == "opencv"
+
+
+def test_readyz_is_503_until_the_models_are_loaded(start_worker) -> None:
+    worker = start_worker("--model", "coco-ssd", ready=False)
+    codes = set()
+    while True:
+        try:
+            code = requests.get(worker.url + "/readyz", timeout=5).status_code
+        except requests.ConnectionError:
+            assert worker.proc.poll() is None, worker.output()
+            continue
+        codes.add(code)
+        if code == 200:
+            break
+    assert codes <= {503, 200}
+    assert requests.get(worker.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_worker, tmp_path: Path) -> None:
+    marker = tmp_path / "batches"
+    repository = write_sleepy_model(tmp_path / "models", seconds=1.5, marker=marker)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository))
+    image = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    answer: list[requests.Response] = []
+    request = threading.Thread(
+        target=lambda: answer.append(
+            requests.post(worker.url + "/predict", data=image, headers={"Content-Type": "image/png"}, timeout=30)
+        )
+    )
+    request.start()
+    wait_until(lambda: marker.exists() and len(marker.read_text().split()) == 2)  # warm-up, then ours: running
+    worker.proc.send_signal(signal.SIGTERM)
+    request.join()
+    assert answer[0].status_code == 200 and answer[0].json()["predictions"][0]["label"] in "abc"
+    assert worker.proc.wait(30) == 0, worker.output()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(worker.url + "/healthz", timeout=5)
+
+
+def test_honours_honchos_port_variable(start_worker) -> None:
+    worker = start_worker("--model", "coco-ssd", env={"PORT": str(free_port())})
+    assert requests.get(worker.url + "/readyz", timeout=5).status_code == 200
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "visionpool.client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_broken_config_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "bad" / "1").mkdir(parents=True)
+    (tmp_path / "bad" / "config.toml").write_text('task = "detection"\nengine = "onnxruntime"\nfiles = ["../x.onnx"]\n')
+    result = run_cli("worker", "--model", "bad", "--model-repository", str(tmp_path))
+    assert result.returncode == 2
+    assert f"{tmp_path}/bad/config.toml: field 'files'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_environment_variables_configure_the_worker(tmp_path: Path) -> None:
+    result = run_cli("worker", env={"VISIONPOOL_MODEL": "nope", "VISIONPOOL_MODEL_REPOSITORY": str(tmp_path)})
+    assert result.returncode == 2 and "no model 'nope'" in result.stderr
+    result = run_cli("worker", env={"VISIONPOOL_PORT": "http"})
+    assert result.returncode == 2 and "VISIONPOOL_PORT='http'" in result.stderr
