@@ -123,5 +123,6 @@ def test_example_configs_in_ops_are_valid(tmp_path: Path) -> None:
     for folder in ops.iterdir():
         if (folder / "config.toml").is_file():
             shutil.copytree(folder, tmp_path / folder.name)
+            (tmp_path / folder.name / "1").mkdir(exist_ok=True)
             (tmp_path / folder.name / "1" / "model.onnx").write_bytes(b"x")
             assert ModelRepository(tmp_path).load(folder.name).task in ("detection", "classification")
