@@ -1,7 +1,8 @@
 """The ``visionpool`` command line.
 
 Usage:
-    visionpool worker [--model NAME ...] [--model-repository DIR] [--host HOST] [--port PORT]
+    visionpool worker [--model NAME ...] [--model-repository DIR] [--host HOST] [--port PORT] [--registry ...]
+    visionpool proxy [--host HOST] [--port PORT] [--registry local|consul] ...
 """
 
 from __future__ import annotations
@@ -23,9 +24,26 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(WorkerSettings, args, os.environ)
         _configure_logging(settings.log_level)
+        if settings.supervise:
+            from visionpool.worker.supervisor import Supervisor
+
+            return Supervisor([*args.argv, "--no-supervise"]).serve()
         return serve(settings)
     except (ConfigError, ValueError, OSError) as error:
         print(f"visionpool worker: {error}", file=sys.stderr)
+        return 2
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from visionpool.proxy.server import serve
+    from visionpool.proxy.settings import ProxySettings
+
+    try:
+        settings = settings_from_args(ProxySettings, args, os.environ)
+        _configure_logging(settings.log_level)
+        return serve(settings)
+    except (ValueError, OSError) as error:
+        print(f"visionpool proxy: {error}", file=sys.stderr)
         return 2
 
 
@@ -34,6 +52,7 @@ def _configure_logging(level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from visionpool.proxy.settings import ProxySettings
     from visionpool.worker.settings import WorkerSettings
 
     parser = argparse.ArgumentParser(
@@ -47,12 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(worker, WorkerSettings)
     worker.set_defaults(run=_worker)
+    proxy = commands.add_parser(
+        "proxy",
+        help="spread requests over the pool's workers",
+        description="Forward uploads round-robin to healthy workers; hand out workers (p2p).",
+    )
+    add_settings_arguments(proxy, ProxySettings)
+    proxy.set_defaults(run=_proxy)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``visionpool`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return int(args.run(args))
 
 

@@ -55,7 +55,9 @@ def _flag(field: dataclasses.Field[Any]) -> str:
 
 
 def _env(field: dataclasses.Field[Any]) -> str:
-    """``--model-repository`` -> ``VISIONPOOL_MODEL_REPOSITORY``."""
+    """``--model-repository`` -> ``VISIONPOOL_MODEL_REPOSITORY`` (unless the field names its own)."""
+    if "env" in field.metadata:
+        return PREFIX + str(field.metadata["env"])
     return PREFIX + _flag(field).lstrip("-").replace("-", "_").upper()
 
 

@@ -6,9 +6,10 @@ Usage:
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response, current_app, request
 
 from . import models
 from .errors import register_error_handlers
@@ -28,5 +29,14 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_error_handlers(app)
     app.register_blueprint(bp)
+    app.config["WORKER_ID"] = settings.worker_id or f"{settings.advertised_host()}:{settings.port}"
+    app.after_request(_tag_response)
     models.init_app(app, settings, background=background)
     return app
+
+
+def _tag_response(response: Response) -> Response:
+    """Echo (or make) the X-Request-ID and name this worker, so every answer can be traced."""
+    response.headers["X-Request-ID"] = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    response.headers["X-Worker-ID"] = current_app.config["WORKER_ID"]
+    return response

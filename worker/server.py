@@ -19,8 +19,10 @@ import time
 from types import FrameType
 
 from cheroot import wsgi
+from visionpool.discovery import Instance, create_registry
 
 from . import create_app
+from .announce import Announcer
 from .models import get_models
 from .settings import WorkerSettings
 
@@ -35,6 +37,7 @@ class WorkerServer:
         self.should_exit = threading.Event()
         self.app = create_app(settings)
         self.models = get_models(self.app)
+        self.announcer: Announcer | None = None
         self.http = wsgi.Server(
             (settings.host, settings.port),
             self.app,
@@ -49,11 +52,39 @@ class WorkerServer:
         self.install_signal_handlers()
         self.http.prepare()  # binds now: a port in use fails here, before anything loads
         host, port = self.http.bind_addr[:2]
+        instance = self.instance(port)
+        self.app.config["WORKER_ID"] = instance.id
+        self.announcer = self.make_announcer(instance)
         threading.Thread(target=self.http.serve, name="http", daemon=True).start()
         logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
+        if self.announcer:
+            self.announcer.start()
         code = self.main_loop()
         self.shutdown()
         return code
+
+    def instance(self, port: int) -> Instance:
+        """This worker as the registry will know it."""
+        host = self.settings.advertised_host()
+        url_host = f"[{host}]" if ":" in host else host
+        worker_id = self.settings.worker_id or f"{host}:{port}"
+        return Instance(worker_id, f"http://{url_host}:{port}", {c.name: c.version for c in self.models.configs})
+
+    def make_announcer(self, instance: Instance) -> Announcer | None:
+        s = self.settings
+        if s.registry == "none":
+            return None
+        if s.registry == "local":
+            registry = create_registry(
+                "local",
+                url=s.registry_url,
+                token=s.registry_token,
+                token_file=s.registry_token_file,
+                ttl=s.registry_ttl,
+            )
+        else:
+            registry = create_registry("consul", **s.consul_options())
+        return Announcer(registry, instance, self.models.ready)
 
     def main_loop(self) -> int:
         announced = False
@@ -68,6 +99,8 @@ class WorkerServer:
 
     def shutdown(self) -> None:
         started = time.monotonic()
+        if self.announcer:
+            self.announcer.stop()  # first: proxies stop sending before this worker stops taking
         logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
         self.http.stop()
         self.models.close()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from visionpool.discovery.settings import RegistrySettings
 
 from .repository import BUILTIN_REPOSITORY
 
@@ -12,9 +15,19 @@ MiB = 1024 * 1024
 
 
 @dataclass
-class WorkerSettings:
+class WorkerSettings(RegistrySettings):
     """Everything a worker process is told at start-up."""
 
+    # Registry to announce this worker in once it is ready: 'none', 'local' (the proxy's) or 'consul'.
+    registry: str = "none"
+    # The proxy holding the local registry.
+    registry_url: str = "http://127.0.0.1:8080"
+    # Host name or address clients and proxies reach this worker at (default: --host, or this machine's name).
+    advertise_host: str | None = None
+    # Name of this worker in the registry and in X-Worker-ID (default: advertised host:port).
+    worker_id: str | None = None
+    # Restart the worker when it dies instead of exiting (for honcho, where one exit stops the whole pool).
+    supervise: bool = False
     # Models to serve, by folder name in the repository; the first is the default for POST /predict.
     models: list[str] = field(
         default_factory=lambda: ["coco-ssd"], metadata={"flag": "--model", "nargs": "+", "metavar": "NAME"}
@@ -39,6 +52,7 @@ class WorkerSettings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        self.check_registry(("none", "local", "consul"))
         self.model_repository = Path(self.model_repository)
         if not self.models:
             raise ValueError("models must name at least one model, e.g. --model coco-ssd")
@@ -53,3 +67,11 @@ class WorkerSettings:
             raise ValueError("request_timeout must be above 0 and drain_timeout at least 0 (seconds)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+    def advertised_host(self) -> str:
+        """The host others reach this worker at; never a wildcard address."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("0.0.0.0", "::", ""):
+            return socket.gethostname()
+        return self.host

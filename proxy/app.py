@@ -1,0 +1,127 @@
+"""The proxy's aiohttp application: routing, p2p lookup, and the registry it follows.
+
+Usage:
+    app = create_app(ProxySettings(), registry)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from visionpool.discovery import Registry
+
+from .errors import json_error, no_worker
+from .forward import Forwarder
+from .pool import Pool
+from .registry import EmbeddedRegistry
+from .settings import ProxySettings
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", ProxySettings)
+POOL = web.AppKey("pool", Pool)
+REGISTRY = web.AppKey("registry", Registry)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+STATS = web.AppKey("stats", dict)
+
+
+def create_app(settings: ProxySettings, registry: Registry) -> web.Application:
+    """The proxy app following ``registry``; an EmbeddedRegistry also gets its HTTP routes."""
+    app = web.Application(middlewares=[request_id_middleware])
+    app[SETTINGS], app[REGISTRY], app[POOL] = settings, registry, Pool(settings.eject_seconds)
+    app[STATS] = {"lookups": 0}
+    app.cleanup_ctx.extend([client_session, follow_registry])
+    app.add_routes(
+        [
+            web.post("/predict", predict),
+            web.post("/models/{name}/predict", predict),
+            web.get("/lookup", lookup),
+            web.get("/workers", workers),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+        ]
+    )
+    if isinstance(registry, EmbeddedRegistry):
+        app.add_routes(registry.routes())
+    return app
+
+
+async def client_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled ClientSession for every upstream call, closed at shutdown."""
+    settings = app[SETTINGS]
+    timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        app[FORWARDER] = Forwarder(app[POOL], session, settings.retries, settings.retry_body_bytes, timeout)
+        yield
+
+
+async def follow_registry(app: web.Application) -> AsyncIterator[None]:
+    """Keep the pool equal to the registry's healthy set, in the background."""
+
+    async def follow() -> None:
+        async for instances in app[REGISTRY].watch():
+            app[POOL].update(instances)
+
+    task = asyncio.create_task(follow(), name="follow-registry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@web.middleware
+async def request_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Accept or make an X-Request-ID, and send it back on every answer, errors included."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    if "X-Request-ID" not in request.headers:
+        request = request.clone(headers={**request.headers, "X-Request-ID": request_id})
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers["X-Request-ID"] = request_id
+        raise
+    response.headers["X-Request-ID"] = request_id
+    return response
+
+
+async def predict(request: web.Request) -> web.Response:
+    name = request.match_info.get("name")
+    path = f"/models/{name}/predict" if name else "/predict"
+    return await request.app[FORWARDER].forward(request, path, name)
+
+
+async def lookup(request: web.Request) -> web.Response:
+    """p2p mode: the next worker in the rotation, for the client to post to directly."""
+    model = request.query.get("model") or None
+    worker = request.app[POOL].pick(model)
+    if worker is None:
+        raise no_worker(model)
+    request.app[STATS]["lookups"] += 1
+    return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model})
+
+
+async def workers(request: web.Request) -> web.Response:
+    healthy = request.app[POOL].healthy()
+    return web.json_response({"workers": [i.as_json() for i in healthy]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    count = len(request.app[POOL].healthy())
+    if not count:
+        raise json_error(
+            web.HTTPServiceUnavailable, "no_worker", "No worker is registered yet.", **{"Retry-After": "1"}
+        )
+    return web.json_response({"status": "ready", "workers": count})

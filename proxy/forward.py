@@ -1,0 +1,123 @@
+"""Forwarding an upload to a worker, and trying another when a worker fails.
+
+The body streams from the client to the worker as it arrives. Up to
+``retry_body_bytes`` of it is also held, so that when a worker refuses the
+connection or dies mid-request the same bytes can go to the next worker. A body
+larger than that is still forwarded, but once its head has been let go a failed
+attempt can no longer be replayed and the client gets 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from visionpool.discovery import Instance
+
+from .errors import json_error, no_worker
+from .pool import Pool
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Length", "Accept", "X-Request-ID")
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)  # refused, reset, died mid-answer
+
+
+class ReplayableBody:
+    """The client's body as an async stream that can be started again while it is held whole."""
+
+    def __init__(self, content: aiohttp.StreamReader, hold_limit: int) -> None:
+        self.content, self.hold_limit = content, hold_limit
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.overflowed = False
+        self.sent = 0  # bytes read from the client so far
+
+    @property
+    def replayable(self) -> bool:
+        """True while every byte read so far is still held."""
+        return not self.overflowed
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in list(self.held):
+            yield chunk
+        async for chunk in self.content.iter_chunked(CHUNK):
+            self.sent += len(chunk)
+            if not self.overflowed:
+                if self.held_bytes + len(chunk) > self.hold_limit:
+                    self.overflowed, self.held, self.held_bytes = True, [], 0
+                else:
+                    self.held.append(chunk)
+                    self.held_bytes += len(chunk)
+            yield chunk
+
+
+class Forwarder:
+    """Sends one request to a worker of the pool, retrying on another when one fails."""
+
+    def __init__(
+        self, pool: Pool, session: aiohttp.ClientSession, retries: int, hold_limit: int, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self.pool, self.session, self.retries = pool, session, retries
+        self.hold_limit, self.timeout = hold_limit, timeout
+        self.stats = {"retries": 0, "ejections": 0, "bytes_in": 0, "bytes_out": 0}
+
+    async def forward(self, request: web.Request, path: str, model: str | None) -> web.Response:
+        body = ReplayableBody(request.content, self.hold_limit)
+        headers = {k: request.headers[k] for k in FORWARDED_REQUEST_HEADERS if k in request.headers}
+        tried: set[str] = set()
+        while True:
+            worker = self.pool.pick(model, tried)
+            if worker is None:
+                raise no_worker(model) if not tried else _gave_up(tried)
+            tried.add(worker.id)
+            try:
+                response = await self._attempt(worker, path, request.query_string, headers, body)
+            except RETRYABLE as error:
+                self.pool.eject(worker.id, f"{type(error).__name__}: {error}")
+                self.stats["ejections"] += 1
+                if not body.replayable:
+                    raise json_error(
+                        web.HTTPBadGateway,
+                        "bad_gateway",
+                        f"Worker {worker.id} failed mid-upload and the body was too large to "
+                        "replay; retry the request.",
+                    ) from None
+            except asyncio.TimeoutError:
+                raise json_error(
+                    web.HTTPGatewayTimeout,
+                    "upstream_timeout",
+                    f"Worker {worker.id} did not answer within {self.timeout.total} s.",
+                ) from None
+            else:
+                retry_busy = response.status == 503 and len(tried) <= self.retries and body.replayable
+                if not retry_busy or self.pool.pick(model, tried) is None:
+                    self.stats["bytes_in"] += body.sent
+                    return response
+            if len(tried) > self.retries:
+                raise _gave_up(tried)
+            self.stats["retries"] += 1
+            logger.info("retrying request %s on another worker", headers.get("X-Request-ID", "-"))
+
+    async def _attempt(
+        self, worker: Instance, path: str, query: str, headers: dict[str, str], body: ReplayableBody
+    ) -> web.Response:
+        url = f"{worker.url}{path}" + (f"?{query}" if query else "")
+        async with self.session.post(url, data=body.stream(), headers=headers, timeout=self.timeout) as upstream:
+            # Read the (small JSON) answer whole before answering: a worker dying mid-answer is still retryable.
+            payload = await upstream.read()
+            self.stats["bytes_out"] += len(payload)
+            kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            kept["X-Worker-ID"] = worker.id
+            return web.Response(status=upstream.status, body=payload, headers=kept)
+
+
+def _gave_up(tried: set[str]) -> web.HTTPException:
+    return json_error(
+        web.HTTPBadGateway, "bad_gateway", f"Every worker tried failed ({', '.join(sorted(tried))}); retry the request."
+    )

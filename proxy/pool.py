@@ -1,0 +1,68 @@
+"""The healthy workers as the proxy sees them: round-robin per model, failing ones ejected for a while."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+from visionpool.discovery import Instance
+
+logger = logging.getLogger(__name__)
+
+
+class Pool:
+    """The registry's healthy instances, minus those ejected after a failure."""
+
+    def __init__(self, eject_seconds: float = 10.0) -> None:
+        self.eject_seconds = eject_seconds
+        self.instances: dict[str, Instance] = {}
+        self.ejected: dict[str, float] = {}  # instance id -> monotonic time it may come back
+        self._turns: defaultdict[str | None, itertools.count[int]] = defaultdict(itertools.count)
+
+    def update(self, instances: Iterable[Instance]) -> None:
+        """Replace the known instances with the registry's current healthy set."""
+        current = {i.id: i for i in instances}
+        for gone in self.instances.keys() - current.keys():
+            logger.info("worker %s left the rotation", gone)
+        for new in current.keys() - self.instances.keys():
+            logger.info("worker %s joined the rotation at %s", new, current[new].url)
+            self.ejected.pop(new, None)
+        self.instances = current
+
+    def add(self, instance: Instance) -> None:
+        """One instance registered or renewed (the embedded registry calls this)."""
+        if instance.id not in self.instances:
+            logger.info("worker %s joined the rotation at %s", instance.id, instance.url)
+            self.ejected.pop(instance.id, None)
+        self.instances[instance.id] = instance
+
+    def remove(self, instance_id: str) -> None:
+        if self.instances.pop(instance_id, None) is not None:
+            logger.info("worker %s left the rotation", instance_id)
+
+    def eject(self, instance_id: str, reason: str) -> None:
+        """Take a worker out of rotation at once after a failure; it returns after eject_seconds."""
+        if instance_id not in self.ejected:
+            logger.warning("worker %s ejected for %.0f s: %s", instance_id, self.eject_seconds, reason)
+        self.ejected[instance_id] = time.monotonic() + self.eject_seconds
+
+    def healthy(self, model: str | None = None) -> list[Instance]:
+        """Instances serving ``model`` (any, for None) and not ejected, in a stable order."""
+        now = time.monotonic()
+        for instance_id, until in list(self.ejected.items()):
+            if until <= now:
+                del self.ejected[instance_id]
+        return sorted(
+            (i for i in self.instances.values() if i.id not in self.ejected and (model is None or model in i.models)),
+            key=lambda i: i.id,
+        )
+
+    def pick(self, model: str | None, exclude: set[str] = frozenset()) -> Instance | None:  # type: ignore[assignment]
+        """The next healthy instance for ``model`` in round-robin order, skipping ``exclude``."""
+        candidates = [i for i in self.healthy(model) if i.id not in exclude]
+        if not candidates:
+            return None
+        return candidates[next(self._turns[model]) % len(candidates)]

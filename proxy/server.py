@@ -1,0 +1,77 @@
+"""Running a proxy: aiohttp on uvloop, following the registry until SIGTERM or SIGINT.
+
+Usage:
+    serve(ProxySettings(port=8080))   # returns the exit code
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from visionpool.discovery import Registry, create_registry
+from visionpool.discovery.local import load_or_create_token
+
+from .app import create_app
+from .registry import EmbeddedRegistry
+from .settings import ProxySettings
+
+logger = logging.getLogger(__name__)
+
+
+def make_registry(settings: ProxySettings) -> Registry:
+    """The registry the proxy follows: its own embedded one, or Consul."""
+    if settings.registry == "local":
+        token = settings.registry_token or load_or_create_token(settings.registry_token_file)
+        return EmbeddedRegistry(token, settings.registry_ttl)
+    return create_registry(settings.registry, **settings.consul_options())
+
+
+class ProxyServer:
+    """One proxy process: the app, its listening site, and the signals that stop it."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.should_exit = asyncio.Event()
+
+    async def serve(self) -> int:
+        """Start up, serve until told to stop, shut down."""
+        app = create_app(self.settings, make_registry(self.settings))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=1024)
+        await site.start()
+        self.install_signal_handlers()
+        logger.info(
+            "proxy listening on http://%s:%s (registry: %s)",
+            self.settings.host,
+            self.settings.port,
+            self.settings.registry,
+        )
+        await self.should_exit.wait()
+        logger.info("proxy shutting down")
+        await runner.cleanup()
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.handle_term)
+        loop.add_signal_handler(signal.SIGINT, self.handle_int)
+
+    def handle_term(self) -> None:
+        self.should_exit.set()
+
+    def handle_int(self) -> None:
+        self.should_exit.set()
+
+
+def serve(settings: ProxySettings) -> int:
+    """Run a proxy until it is stopped; the process exit code."""
+    try:
+        import uvloop
+    except ImportError:  # Windows: the standard loop
+        return asyncio.run(ProxyServer(settings).serve())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(ProxyServer(settings).serve())

@@ -1,0 +1,62 @@
+"""Keeping a worker alive: restart it when it dies, stop it when told.
+
+Usage:
+    visionpool worker --supervise ...      (what the Procfile runs)
+
+honcho stops every process of the pool when any one exits, so a crashed worker
+must not exit: this parent process restarts it (with backoff) and exits only
+after SIGTERM or SIGINT, once the worker has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+BACKOFF_MAX = 30.0
+HEALTHY_RUN = 60.0  # a worker that ran this long resets the backoff
+
+
+class Supervisor:
+    """Runs ``visionpool worker`` (without --supervise) as a child, again and again."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.command = [sys.executable, "-m", "visionpool.client", *argv]
+        self.should_exit = threading.Event()
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGTERM, self.handle_term)
+        signal.signal(signal.SIGINT, self.handle_int)
+        delay = 1.0
+        while not self.should_exit.is_set():
+            started = time.monotonic()
+            self.child = subprocess.Popen(self.command)
+            if self.should_exit.is_set():  # a signal that came while it was starting
+                self.child.send_signal(signal.SIGTERM)
+            code = self.child.wait()
+            if self.should_exit.is_set():
+                return 0
+            delay = 1.0 if time.monotonic() - started > HEALTHY_RUN else delay
+            logger.error("worker exited with %s; restarting in %.0f s", code, delay)
+            self.should_exit.wait(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+        return 0
+
+    def handle_term(self, signum: int, frame: FrameType | None) -> None:
+        self._pass_on(signal.SIGTERM)
+
+    def handle_int(self, signum: int, frame: FrameType | None) -> None:
+        self._pass_on(signal.SIGINT)
+
+    def _pass_on(self, sig: signal.Signals) -> None:
+        self.should_exit.set()
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(sig)
