@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from helpers import WorkerProcess, encode, free_port
+from helpers import ServerProcess, encode, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = Path(os.environ.get("VISIONPOOL_TEST_MODELS", ROOT.parent / "shared" / "models"))
@@ -47,21 +47,36 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
-    """Start ``visionpool worker`` processes on free ports; every one is stopped after the test."""
-    started: list[WorkerProcess] = []
+def servers() -> Iterator[list[ServerProcess]]:
+    """Every server process a test started; all killed after it."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop(signal.SIGKILL)
+        server.log.close()
 
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+
+def launcher(started: list[ServerProcess], command: str) -> Callable[..., ServerProcess]:
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True, port: int | None = None) -> ServerProcess:
         env = env or {}
-        port = int(env["PORT"]) if "PORT" in env else free_port()
+        port = port or (int(env["PORT"]) if "PORT" in env else free_port())
         flags = [] if "PORT" in env else ["--port", str(port)]
-        worker = WorkerProcess([*flags, *args], env, port)
-        started.append(worker)
+        server = ServerProcess(command, [*flags, *args], env, port)
+        started.append(server)
         if ready:
-            worker.wait_ready()
-        return worker
+            server.wait_ready()
+        return server
 
-    yield start
-    for worker in started:
-        worker.stop(signal.SIGKILL)
-        worker.log.close()
+    return start
+
+
+@pytest.fixture
+def start_worker(servers: list[ServerProcess]) -> Callable[..., ServerProcess]:
+    """Start ``visionpool worker`` processes on free ports; all are killed after the test."""
+    return launcher(servers, "worker")
+
+
+@pytest.fixture
+def start_proxy(servers: list[ServerProcess]) -> Callable[..., ServerProcess]:
+    """Start ``visionpool proxy`` processes on free ports; all are killed after the test."""
+    return launcher(servers, "proxy")

@@ -50,35 +50,36 @@ def iou(a: dict[str, int], b: dict[str, int]) -> float:
     return inter / (a["width"] * a["height"] + b["width"] * b["height"] - inter)
 
 
-class WorkerProcess:
-    """A ``visionpool worker`` running in a subprocess."""
+class ServerProcess:
+    """A ``visionpool worker`` or ``visionpool proxy`` running in a subprocess."""
 
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+    def __init__(self, command: str, args: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        # a file, not a pipe: a chatty worker never blocks on it; closed by stop()
+        self.ready_path = "/readyz" if command == "worker" else "/healthz"
+        # a file, not a pipe: a chatty process never blocks on it; the fixture closes it
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "visionpool.client", "worker", *args],
+            [sys.executable, "-m", "visionpool.client", command, *args],
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Poll /readyz until 200; fail with the worker's output if it exits or the deadline passes."""
+        """Poll until ready (200); fail with the process's output if it exits or the deadline passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
+                raise AssertionError(f"process exited {self.proc.returncode}:\n{self.output()}")
             with contextlib.suppress(requests.ConnectionError):
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if requests.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return
             time.sleep(0.05)
-        raise AssertionError(f"worker not ready after {timeout} s:\n{self.stop()}")
+        raise AssertionError(f"not ready after {timeout} s:\n{self.stop()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> str:
-        """Signal the worker, wait for it to exit, and return everything it printed."""
+        """Signal the process, wait for it to exit, and return everything it printed."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -89,7 +90,7 @@ class WorkerProcess:
         return self.output()
 
     def output(self) -> str:
-        """Everything the worker printed so far."""
+        """Everything the process printed so far."""
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
