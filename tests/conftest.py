@@ -57,7 +57,11 @@ def servers() -> Iterator[list[ServerProcess]]:
 
 
 def launcher(started: list[ServerProcess], command: str) -> Callable[..., ServerProcess]:
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True, port: int | None = None) -> ServerProcess:
+    """A function starting ``visionpool <command>`` on a free port (or ``port``, or $PORT from ``env``)."""
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, ready: bool = True, port: int | None = None
+    ) -> ServerProcess:  # noqa: E501
         env = env or {}
         port = port or (int(env["PORT"]) if "PORT" in env else free_port())
         flags = [] if "PORT" in env else ["--port", str(port)]

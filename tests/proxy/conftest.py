@@ -25,8 +25,19 @@ class Pool:
 
     def add_worker(self, *args: str, model: str = "sleepy", repository: Path | None = None) -> ServerProcess:
         worker = self.start_worker(
-            "--model", model, "--model-repository", str(repository or self.repository), "--registry", "local",
-            "--registry-url", self.proxy.url, "--registry-token", TOKEN, "--registry-ttl", TTL, *args,
+            "--model",
+            model,
+            "--model-repository",
+            str(repository or self.repository),
+            "--registry",
+            "local",
+            "--registry-url",
+            self.proxy.url,
+            "--registry-token",
+            TOKEN,
+            "--registry-ttl",
+            TTL,
+            *args,
         )
         self.workers.append(worker)
         return worker

@@ -32,7 +32,9 @@ def test_answers_come_back_unchanged_with_ids(make_pool) -> None:
     through = post(pool.proxy.url, **{"X-Request-ID": "req-42"})
     direct = post(pool.workers[0].url)
     assert through.status_code == 200 and through.headers["X-Request-ID"] == "req-42"
-    assert through.headers["X-Worker-ID"] == direct.headers["X-Worker-ID"] == pool.workers[0].url.removeprefix("http://")
+    assert (
+        through.headers["X-Worker-ID"] == direct.headers["X-Worker-ID"] == pool.workers[0].url.removeprefix("http://")
+    )
     assert through.json()["predictions"] == direct.json()["predictions"]
     assert post(pool.proxy.url).headers["X-Request-ID"]  # made up when the client sent none
     error = requests.post(pool.proxy.url + "/predict", data=b"x", headers={"Content-Type": "text/plain"}, timeout=5)
@@ -107,7 +109,10 @@ class Load:
         return self.statuses
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGKILL, id="sigkill")])
+SIGNALS = [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGKILL, id="sigkill")]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
 def test_stopping_or_killing_a_worker_under_load_fails_no_request(make_pool, sig: signal.Signals) -> None:
     pool = make_pool(3)
     load = Load(pool.proxy.url)
@@ -146,7 +151,11 @@ def test_full_chain_on_the_real_model(make_pool, model_repository: Path, jpegs: 
     pool = make_pool(0)
     pool.add_worker(model="ssd-mobilenet-v2", repository=model_repository)
     pool.wait_for(1)
-    response = requests.post(pool.proxy.url + "/models/ssd-mobilenet-v2/predict", data=jpegs["chelsea"],
-                             headers={"Content-Type": "image/jpeg"}, timeout=30)
+    response = requests.post(
+        pool.proxy.url + "/models/ssd-mobilenet-v2/predict",
+        data=jpegs["chelsea"],
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    )
     best = response.json()["predictions"][0]
     assert best["label"] == "cat" and iou(best["box"], {"x": 9, "y": 0, "width": 399, "height": 297}) > 0.8
