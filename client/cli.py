@@ -59,20 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="visionpool", description="A horizontally scaled pool of image-model workers."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker = commands.add_parser(
-        "worker",
-        help="serve image models over HTTP",
-        description="Serve image models over HTTP: POST an image to /predict.",
-    )
-    add_settings_arguments(worker, WorkerSettings)
-    worker.set_defaults(run=_worker)
-    proxy = commands.add_parser(
-        "proxy",
-        help="spread requests over the pool's workers",
-        description="Forward uploads round-robin to healthy workers; hand out workers (p2p).",
-    )
-    add_settings_arguments(proxy, ProxySettings)
-    proxy.set_defaults(run=_proxy)
+    services = [
+        (
+            "worker",
+            WorkerSettings,
+            _worker,
+            "serve image models over HTTP",
+            "Serve image models over HTTP: POST an image to /predict.",
+        ),
+        (
+            "proxy",
+            ProxySettings,
+            _proxy,
+            "spread requests over the pool's workers",
+            "Forward uploads round-robin to healthy workers; hand out workers (p2p).",
+        ),
+    ]
+    for name, settings, run, summary, description in services:
+        command = commands.add_parser(name, help=summary, description=description)
+        add_settings_arguments(command, settings)
+        command.set_defaults(run=run)
     return parser
 
 
