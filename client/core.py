@@ -1,0 +1,174 @@
+"""The client's logic, free of I/O: what to send, where, and what to do with each answer.
+
+A call is a generator that yields ``Request`` and ``Sleep`` steps and is sent back
+each step's outcome (a ``Response``, or the transport's exception). ``Client``
+drives it with requests, ``AsyncClient`` with aiohttp; neither decides anything.
+
+p2p mode: ask the proxy's ``/lookup`` for a worker, post straight to it, keep it
+while it answers, and look up again when it fails (refused, 503, timeout).
+Proxy mode: post through the proxy. Both retry what is worth retrying, honouring
+Retry-After, within the retry budget.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import ClientError, ConnectionFailed, Timeout, error_for
+from .types import Result
+
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Any  # Any: PIL image, numpy array
+MODES = ("p2p", "proxy")
+BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request for the driver to make."""
+
+    method: str
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the driver got back."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+Step = Request | Sleep
+Outcome = Response | Exception | None
+Flow = Generator[Step, Outcome, Any]
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """The bytes to upload for a path, bytes, a binary file, a PIL image or a numpy array."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image).read_bytes()
+    if hasattr(image, "read"):
+        return image.read()  # type: ignore[no-any-return]
+    from PIL import Image  # only for in-memory pictures
+
+    if not isinstance(image, Image.Image):
+        import numpy as np
+
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise TypeError("a numpy image must be uint8, height x width (x 3 RGB or x 4 RGBA)")
+        image = Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)  # lossless, and fast to write
+    return buffer.getvalue()
+
+
+class Route:
+    """Where requests go: the proxy, or (p2p) the worker it handed out last."""
+
+    def __init__(self, url: str, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'p2p' or 'proxy', got {mode!r}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must look like http://proxy-host:8080, got {url!r}")
+        self.url, self.mode = url.rstrip("/"), mode
+        self.workers: dict[str | None, str] = {}  # p2p: model -> worker URL in use
+
+    def base(self, model: str | None) -> str | None:
+        """Where to post now; None when p2p has no worker yet."""
+        return self.url if self.mode == "proxy" else self.workers.get(model)
+
+    def forget(self, model: str | None) -> None:
+        """The worker failed: look up another next time."""
+        self.workers.pop(model, None)
+
+
+def predict_flow(route: Route, image: bytes, model: str | None, params: dict[str, str], retries: int) -> Flow:
+    """Predict one image: look up (p2p), post, retry; returns a Result or raises a ClientError."""
+    request_id = uuid.uuid4().hex
+    path = f"/models/{model}/predict" if model else "/predict"
+    headers = {"Content-Type": "application/octet-stream", "X-Request-ID": request_id}
+    error: ClientError = ConnectionFailed("no attempt was made")
+    for attempt in range(retries + 1):
+        if attempt:
+            yield Sleep(error.retry_after if error.retry_after is not None else _backoff(attempt))
+        try:
+            base = route.base(model)
+            if base is None:
+                base = route.workers[model] = (yield from lookup_flow(route, model))["url"]
+            outcome = yield Request("POST", base + path, params, headers, image)
+            return Result.from_json(*_decode(outcome))
+        except ClientError as failure:
+            if not failure.retryable:
+                raise
+            error = failure
+            route.forget(model)
+    raise error
+
+
+def lookup_flow(route: Route, model: str | None) -> Flow:
+    """The proxy's pick of a worker: {"url", "worker_id", "model"}."""
+    outcome = yield Request("GET", route.url + "/lookup", {"model": model} if model else {})
+    return _decode(outcome)[0]
+
+
+def get_flow(route: Route, path: str) -> Flow:
+    """GET a JSON document from the proxy."""
+    outcome = yield Request("GET", route.url + path)
+    return _decode(outcome)[0]
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_START * 2 ** (attempt - 1), BACKOFF_MAX))
+
+
+def _decode(outcome: Outcome) -> tuple[dict[str, Any], dict[str, str]]:
+    """A successful answer's JSON and headers; a typed ClientError for anything else."""
+    if isinstance(outcome, TimeoutError):
+        raise Timeout(f"no answer in time ({outcome})", code="timeout")
+    if isinstance(outcome, Exception) or outcome is None:
+        raise ConnectionFailed(f"{type(outcome).__name__}: {outcome}", code="connection_failed")
+    try:
+        body = json.loads(outcome.body or b"null")
+    except ValueError:
+        body = None
+    if outcome.status == 200 and isinstance(body, dict):
+        return body, outcome.headers
+    detail = body.get("error", {}) if isinstance(body, dict) else {}
+    retry_after = outcome.headers.get("Retry-After")
+    raise error_for(
+        outcome.status,
+        str(detail.get("code", f"http_{outcome.status}")),
+        str(detail.get("message", outcome.body[:200].decode(errors="replace"))),
+        float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+    )
+
+
+def query(threshold: float | None, top_k: int | None) -> dict[str, str]:
+    """The predict query parameters that are set."""
+    params = {}
+    if threshold is not None:
+        params["threshold"] = str(threshold)
+    if top_k is not None:
+        params["top_k"] = str(top_k)
+    return params
