@@ -3,15 +3,21 @@
 Usage:
     visionpool worker [--model NAME ...] [--model-repository DIR] [--host HOST] [--port PORT] [--registry ...]
     visionpool proxy [--host HOST] [--port PORT] [--registry local|consul] ...
+    visionpool predict PATH... [--url URL] [--p2p|--proxy] [--model NAME] [--out FILE] [--draw DIR] ...
+    visionpool lookup [--url URL] [--model NAME]
+    visionpool workers [--url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from .options import add_settings_arguments, settings_from_args
 
@@ -47,6 +53,90 @@ def _proxy(args: argparse.Namespace) -> int:
         return 2
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .batch import Journal, collect, run
+    from .sync import Client
+
+    _configure_logging("WARNING")
+    paths = list(collect(args.paths, sys.stdin))
+    journal = Journal(args.out)
+    try:
+        with Client(args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries) as client:
+            summary = run(
+                client,
+                paths,
+                journal=journal,
+                draw=args.draw,
+                concurrency=args.concurrency,
+                quiet=args.quiet,
+                threshold=args.threshold,
+                top_k=args.top_k,
+            )
+    finally:
+        journal.close()
+    if not args.quiet:
+        print(summary.text(), file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    return _ask_proxy(args, lambda client: client.lookup(args.model))
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return _ask_proxy(args, lambda client: {"workers": client.workers()})
+
+
+def _ask_proxy(args: argparse.Namespace, ask: Callable[[Any], Any]) -> int:
+    from .errors import ClientError
+    from .sync import Client
+
+    try:
+        with Client(args.url, retries=0, timeout=args.timeout) as client:
+            print(json.dumps(ask(client), indent=2))
+    except ClientError as error:
+        print(f"visionpool {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    default_url = os.environ.get("VISIONPOOL_URL", "http://127.0.0.1:8080")
+    parser.add_argument("--url", default=default_url, help=f"the proxy's URL [env VISIONPOOL_URL; {default_url}]")
+    parser.add_argument("--model", default=None, help="model name (default: the workers' default model)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
+
+
+def _add_client_commands(commands: Any) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="run images through the pool",
+        description="Predict image files, folders (recursive) or paths read from stdin ('-').",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, or - for paths on stdin")
+    _add_client_arguments(predict)
+    mode = predict.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--p2p", dest="mode", action="store_const", const="p2p", help="post straight to workers (default)"
+    )
+    mode.add_argument("--proxy", dest="mode", action="store_const", const="proxy", help="post through the proxy")
+    predict.set_defaults(mode="p2p", run=_predict)
+    predict.add_argument("--threshold", type=float, default=None, help="minimum score (0..1)")
+    predict.add_argument("--top-k", type=int, default=None, help="at most this many predictions per image")
+    predict.add_argument("--concurrency", type=int, default=8, help="images in flight at once (default 8)")
+    predict.add_argument("--retries", type=int, default=3, help="retries per image on retryable failures")
+    predict.add_argument("--out", type=Path, default=None, help="JSON lines file; a re-run skips what it holds")
+    predict.add_argument("--draw", type=Path, default=None, help="write annotated copies into this folder")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    for name, run, summary in (
+        ("lookup", _lookup, "print the worker the proxy would hand out"),
+        ("workers", _workers, "list the proxy's healthy workers"),
+    ):
+        command = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        _add_client_arguments(command)
+        command.set_defaults(run=run)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -79,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=summary, description=description)
         add_settings_arguments(command, settings)
         command.set_defaults(run=run)
+    _add_client_commands(commands)
     return parser
 
 

@@ -104,7 +104,7 @@ async def lookup(request: web.Request) -> web.Response:
     model = request.query.get("model") or None
     worker = request.app[POOL].pick(model)
     if worker is None:
-        raise no_worker(model)
+        raise no_worker(model, request.app[POOL].served())
     request.app[STATS]["lookups"] += 1
     return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model})
 

@@ -74,7 +74,7 @@ class Forwarder:
         while True:
             worker = self.pool.pick(model, tried)
             if worker is None:
-                raise no_worker(model) if not tried else _gave_up(tried)
+                raise no_worker(model, self.pool.served()) if not tried else _gave_up(tried)
             tried.add(worker.id)
             try:
                 response = await self._attempt(worker, path, request.query_string, headers, body)

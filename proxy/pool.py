@@ -49,6 +49,10 @@ class Pool:
             logger.warning("worker %s ejected for %.0f s: %s", instance_id, self.eject_seconds, reason)
         self.ejected[instance_id] = time.monotonic() + self.eject_seconds
 
+    def served(self) -> set[str]:
+        """Every model some registered worker serves (ejected ones included)."""
+        return {name for instance in self.instances.values() for name in instance.models}
+
     def healthy(self, model: str | None = None) -> list[Instance]:
         """Instances serving ``model`` (any, for None) and not ejected, in a stable order."""
         now = time.monotonic()

@@ -50,10 +50,13 @@ def test_p2p_lookups_rotate_and_the_worker_answers_directly(make_pool) -> None:
         assert response.status_code == 200 and response.headers["X-Worker-ID"] == f["worker_id"]
 
 
-def test_unknown_model_and_no_workers_answer_503_at_once(start_proxy, make_pool) -> None:
+def test_unknown_model_is_404_and_no_workers_503_at_once(start_proxy, make_pool) -> None:
     pool = make_pool(1)
     lookup = requests.get(pool.proxy.url + "/lookup", params={"model": "nope"}, timeout=5)
-    assert lookup.status_code == 503 and lookup.json()["error"]["code"] == "no_worker"
+    assert lookup.status_code == 404 and lookup.json()["error"]["code"] == "model_not_found"
+    assert "sleepy" in lookup.json()["error"]["message"]
+    routed = requests.post(pool.proxy.url + "/models/nope/predict", data=IMAGE, headers=PNG, timeout=5)
+    assert routed.status_code == 404
     empty = start_proxy("--registry-token", "x")
     started = time.monotonic()
     response = post(empty.url)

@@ -1,0 +1,158 @@
+"""``visionpool predict``: a photo collection through the pool, resumable, with a summary.
+
+Usage:
+    visionpool predict photos/ --out results.jsonl --draw annotated/ --concurrency 8
+
+Each image's outcome is one JSON line in --out, flushed as it completes; a run
+with the same --out skips what the file already holds, so a long job can be
+stopped and resumed without losing or repeating work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .draw import annotate
+from .errors import ClientError
+from .sync import Client
+from .types import Result
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def collect(arguments: Iterable[str], stdin: IO[str]) -> Iterator[Path]:
+    """Image files named directly, found in folders (recursively, sorted), or listed on stdin for '-'."""
+    for argument in arguments:
+        if argument == "-":
+            yield from (Path(line.strip()) for line in stdin if line.strip())
+        elif Path(argument).is_dir():
+            found = (p for p in Path(argument).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            yield from sorted(found)
+        else:
+            yield Path(argument)
+
+
+class Journal:
+    """The --out JSON-lines file: what is done already, and one line appended per outcome."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.done = path, set[str]()
+        self.file: IO[str] | None = None
+        if path is None:
+            return
+        if path.exists():
+            self.done = self._read_and_mend(path)
+        self.file = path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def _read_and_mend(path: Path) -> set[str]:
+        """The paths recorded in ``path``; a last line cut off by an interruption is dropped."""
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            path.write_bytes(data)
+        done = set()
+        for line in data.decode("utf-8").splitlines():
+            try:
+                done.add(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                logger.warning("ignoring an unreadable line in %s", path)
+        return done
+
+    def record(self, entry: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    images: int = 0
+    skipped: int = 0
+    failures: int = 0
+    objects: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, outcome: Result | Exception) -> None:
+        self.images += 1
+        if isinstance(outcome, Exception):
+            self.failures += 1
+        else:
+            self.objects.update(p.label for p in outcome.predictions)
+
+    def text(self) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        found = ", ".join(f"{label} {count}" for label, count in self.objects.most_common()) or "none"
+        return (
+            f"{self.images} images in {seconds:.1f} s ({self.images / seconds:.1f} images/s), "
+            f"{self.failures} failed, {self.skipped} already done\nfound: {found}"
+        )
+
+
+def run(
+    client: Client,
+    paths: list[Path],
+    *,
+    journal: Journal,
+    draw: Path | None,
+    concurrency: int,
+    quiet: bool,
+    **options: Any,
+) -> Summary:
+    """Predict every path not yet in the journal; record, draw and count each outcome."""
+    todo = [path for path in paths if str(path) not in journal.done]
+    summary = Summary(skipped=len(paths) - len(todo))
+    with progress_bar(len(todo), quiet) as progress:
+        for path, outcome in client.predict_many(todo, concurrency=concurrency, **options):
+            _finish(path, outcome, journal, draw, summary)
+            progress.update(1)
+    return summary
+
+
+def _finish(path: Path, outcome: Result | Exception, journal: Journal, draw: Path | None, summary: Summary) -> None:
+    if isinstance(outcome, Result) and draw is not None:
+        outcome = _drawn(path, outcome, draw)
+    journal.record(_entry(path, outcome))
+    summary.add(outcome)
+
+
+def _drawn(path: Path, result: Result, folder: Path) -> Result | Exception:
+    try:
+        annotate(path, result, folder / _relative(path))
+    except OSError as error:
+        return ClientError(f"could not draw {path}: {error}", code="draw_failed")
+    return result
+
+
+def _relative(path: Path) -> Path:
+    """Where a drawn copy goes inside the --draw folder: the input's own path, made relative."""
+    return Path(*[part for part in path.parts if part not in (path.anchor, "..", ".")])
+
+
+def _entry(path: Path, outcome: Result | Exception) -> dict[str, Any]:
+    if isinstance(outcome, Exception):
+        code = getattr(outcome, "code", type(outcome).__name__)
+        return {"path": str(path), "error": {"code": code, "message": str(getattr(outcome, "message", outcome))}}
+    return {"path": str(path), **outcome.to_json()}
+
+
+def progress_bar(total: int, quiet: bool) -> Any:
+    """A tqdm bar with images/s and an ETA on a terminal; silent when quiet or not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)

@@ -1,0 +1,63 @@
+"""A pool on loopback for the client: a proxy and two workers on the real SSD detector."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ServerProcess, wait_until, write_sleepy_model
+
+TOKEN = "client-tests-token"
+
+
+class Pool:
+    """A proxy and its workers."""
+
+    def __init__(self, proxy: ServerProcess, workers: list[ServerProcess]) -> None:
+        self.proxy, self.workers = proxy, workers
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+
+@pytest.fixture
+def make_pool(start_proxy, start_worker, model_repository: Path, tmp_path: Path) -> Callable[..., Pool]:
+    """Start a proxy and ``workers`` workers serving ``model`` ("ssd-mobilenet-v2" or "sleepy")."""
+
+    def make(workers: int = 2, model: str = "ssd-mobilenet-v2", **sleepy: object) -> Pool:
+        repository = model_repository
+        if model == "sleepy":
+            repository = write_sleepy_model(tmp_path / "models", **sleepy)  # type: ignore[arg-type]
+        proxy = start_proxy("--registry-token", TOKEN)
+        started = [
+            start_worker(
+                "--model",
+                model,
+                "--model-repository",
+                str(repository),
+                "--registry",
+                "local",
+                "--registry-url",
+                proxy.url,
+                "--registry-token",
+                TOKEN,
+            )
+            for _ in range(workers)
+        ]
+        wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == workers)
+        return Pool(proxy, started)
+
+    return make
+
+
+@pytest.fixture
+def photo_files(jpegs: dict[str, bytes], tmp_path: Path) -> dict[str, Path]:
+    """The test photos as JPEG files on disk."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in jpegs.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    return {name: folder / f"{name}.jpg" for name in jpegs}
