@@ -29,16 +29,18 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-def collect(arguments: Iterable[str], stdin: IO[str]) -> Iterator[Path]:
-    """Image files named directly, found in folders (recursively, sorted), or listed on stdin for '-'."""
+def collect(arguments: Iterable[str], stdin: IO[str]) -> Iterator[tuple[Path, Path]]:
+    """(image, its name under --draw) for files named directly, found in folders (recursively, sorted),
+    or listed on stdin for '-'."""
     for argument in arguments:
         if argument == "-":
-            yield from (Path(line.strip()) for line in stdin if line.strip())
+            yield from ((Path(line.strip()), _relative(Path(line.strip()))) for line in stdin if line.strip())
         elif Path(argument).is_dir():
-            found = (p for p in Path(argument).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            yield from sorted(found)
+            root = Path(argument)
+            found = (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            yield from ((p, p.relative_to(root)) for p in sorted(found))
         else:
-            yield Path(argument)
+            yield Path(argument), Path(Path(argument).name)
 
 
 class Journal:
@@ -106,7 +108,7 @@ class Summary:
 
 def run(
     client: Client,
-    paths: list[Path],
+    images: list[tuple[Path, Path]],
     *,
     journal: Journal,
     draw: Path | None,
@@ -114,33 +116,29 @@ def run(
     quiet: bool,
     **options: Any,
 ) -> Summary:
-    """Predict every path not yet in the journal; record, draw and count each outcome."""
-    todo = [path for path in paths if str(path) not in journal.done]
-    summary = Summary(skipped=len(paths) - len(todo))
-    with progress_bar(len(todo), quiet) as progress:
-        for path, outcome in client.predict_many(todo, concurrency=concurrency, **options):
-            _finish(path, outcome, journal, draw, summary)
+    """Predict every image not yet in the journal; record, draw and count each outcome."""
+    names = {path: name for path, name in images if str(path) not in journal.done}
+    summary = Summary(skipped=len(images) - len(names))
+    with progress_bar(len(names), quiet) as progress:
+        for path, outcome in client.predict_many(list(names), concurrency=concurrency, **options):
+            if isinstance(outcome, Result) and draw is not None:
+                outcome = _drawn(path, outcome, draw / names[path])
+            journal.record(_entry(path, outcome))
+            summary.add(outcome)
             progress.update(1)
     return summary
 
 
-def _finish(path: Path, outcome: Result | Exception, journal: Journal, draw: Path | None, summary: Summary) -> None:
-    if isinstance(outcome, Result) and draw is not None:
-        outcome = _drawn(path, outcome, draw)
-    journal.record(_entry(path, outcome))
-    summary.add(outcome)
-
-
-def _drawn(path: Path, result: Result, folder: Path) -> Result | Exception:
+def _drawn(path: Path, result: Result, target: Path) -> Result | Exception:
     try:
-        annotate(path, result, folder / _relative(path))
+        annotate(path, result, target)
     except OSError as error:
         return ClientError(f"could not draw {path}: {error}", code="draw_failed")
     return result
 
 
 def _relative(path: Path) -> Path:
-    """Where a drawn copy goes inside the --draw folder: the input's own path, made relative."""
+    """A path made relative (no anchor, no ..), to mirror it inside the --draw folder."""
     return Path(*[part for part in path.parts if part not in (path.anchor, "..", ".")])
 
 

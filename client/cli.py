@@ -58,13 +58,13 @@ def _predict(args: argparse.Namespace) -> int:
     from .sync import Client
 
     _configure_logging("WARNING")
-    paths = list(collect(args.paths, sys.stdin))
+    images = list(collect(args.paths, sys.stdin))
     journal = Journal(args.out)
     try:
         with Client(args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries) as client:
             summary = run(
                 client,
-                paths,
+                images,
                 journal=journal,
                 draw=args.draw,
                 concurrency=args.concurrency,

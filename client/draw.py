@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .types import Result
+from .types import Box, Result
 
 GOLDEN = 0.618033988749895
 
@@ -27,19 +27,25 @@ def annotate(source: str | Path, result: Result, target: str | Path) -> Path:
     with Image.open(source) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
     draw = ImageDraw.Draw(image)
-    width = max(2, round(min(image.size) / 200))
+    width = max(3, round(min(image.size) / 150))
     font = ImageFont.load_default(size=max(12, round(min(image.size) / 30)))
-    for prediction in result.predictions:
-        if prediction.box is None:
-            continue
-        box, colour = prediction.box, class_colour(prediction.class_id)
-        corners = (box.x, box.y, box.x + box.width - 1, box.y + box.height - 1)
-        draw.rectangle(corners, outline=colour, width=width)
-        _label(draw, font, f"{prediction.label} {prediction.score:.2f}", corners, colour, image.size)
+    boxed = [p for p in result.predictions if p.box is not None]
+    for prediction in boxed:
+        draw.rectangle(_corners(prediction.box), outline=class_colour(prediction.class_id), width=width)  # type: ignore[arg-type]
+    for prediction in sorted(boxed, key=lambda p: p.score):  # labels over every box; the best one on top
+        text = f"{prediction.label} {prediction.score:.2f}"
+        _label(draw, font, text, _corners(prediction.box), class_colour(prediction.class_id), image.size)  # type: ignore[arg-type]
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, quality=92) if target.suffix.lower() in (".jpg", ".jpeg") else image.save(target)
+    if target.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(target, quality=92, subsampling=0)  # full-resolution colour keeps thin coloured lines crisp
+    else:
+        image.save(target)
     return target
+
+
+def _corners(box: Box) -> tuple[int, int, int, int]:
+    return box.x, box.y, box.x + box.width - 1, box.y + box.height - 1
 
 
 def _label(

@@ -1,0 +1,137 @@
+"""``visionpool predict``, ``lookup`` and ``workers`` as a shell user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import encode, wait_until
+from PIL import Image
+
+from visionpool.client.draw import class_colour
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "visionpool.client", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["--p2p", "--proxy"])
+def test_a_folder_with_a_bad_file(make_pool, photo_files, tmp_path: Path, mode: str) -> None:
+    pool = make_pool(1)
+    folder = photo_files["chelsea"].parent
+    (folder / "nested").mkdir()
+    shutil.copy(photo_files["coffee"], folder / "nested" / "cup.JPG")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "notes.txt").write_text("not an image, not sent")
+    out = tmp_path / "results.jsonl"
+    result = cli("predict", str(folder), "--url", pool.url, mode, "--out", str(out))
+    assert result.returncode == 1, result.stderr  # one image failed
+    entries = {Path(e["path"]).name: e for e in lines(out)}
+    assert set(entries) == {
+        "chelsea.jpg",
+        "coffee.jpg",
+        "camera.jpg",
+        "astronaut.jpg",
+        "rocket.jpg",
+        "cup.JPG",
+        "broken.png",
+    }
+    assert entries["broken.png"]["error"]["code"] == "invalid_image"
+    assert entries["chelsea.jpg"]["predictions"][0]["label"] == "cat"
+    assert entries["cup.JPG"]["predictions"][0]["label"] == "cup"
+    assert "7 images" in result.stderr and "1 failed" in result.stderr and "cat 1" in result.stderr
+
+
+def test_paths_from_stdin_and_an_all_good_exit(make_pool, photo_files, tmp_path: Path) -> None:
+    pool = make_pool(1)
+    listed = f"{photo_files['chelsea']}\n{photo_files['camera']}\n"
+    out = tmp_path / "r.jsonl"
+    result = cli("predict", "-", "--url", pool.url, "--out", str(out), "--quiet", stdin=listed)
+    assert result.returncode == 0 and result.stderr == ""
+    assert [e["predictions"][0]["label"] for e in lines(out)] in (["cat", "person"], ["person", "cat"])
+
+
+def test_an_interrupted_run_resumes_with_every_image_exactly_once(make_pool, tmp_path: Path) -> None:
+    pool = make_pool(1, model="sleepy", seconds=0.05)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"{i:03}.png").write_bytes(encode(np.full((8, 8, 3), i, np.uint8), "PNG"))
+    out = tmp_path / "results.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "visionpool.client",
+        "predict",
+        str(folder),
+        "--url",
+        pool.url,
+        "--out",
+        str(out),
+        "--concurrency",
+        "1",
+        "--quiet",
+    ]
+    first = subprocess.Popen(command)
+    wait_until(lambda: out.exists() and out.read_text().count("\n") >= 15, timeout=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = out.read_text().count("\n")
+    assert 15 <= done_before < 60
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    paths = [e["path"] for e in lines(out)]
+    assert sorted(paths) == sorted(str(p) for p in folder.iterdir()) and len(set(paths)) == 60
+
+
+def test_drawn_boxes_sit_where_the_json_says(make_pool, photo_files, tmp_path: Path) -> None:
+    pool = make_pool(1)
+    out, drawn = tmp_path / "r.jsonl", tmp_path / "drawn"
+    assert (
+        cli(
+            "predict", str(photo_files["chelsea"]), "--url", pool.url, "--out", str(out), "--draw", str(drawn)
+        ).returncode
+        == 0
+    )
+    box = lines(out)[0]["predictions"][0]["box"]
+    copy = next(drawn.rglob("chelsea.jpg"))
+    pixels = np.asarray(Image.open(copy).convert("RGB"), dtype=np.int16)
+    colour = np.array(class_colour(17))
+    left_edge = pixels[box["y"] + 30 : box["y"] + box["height"] - 5, box["x"] + 1]  # the middle of a 3-pixel line
+    right_edge = pixels[box["y"] + 30 : box["y"] + box["height"] - 5, box["x"] + box["width"] - 2]
+    inside = pixels[box["y"] + 30 : box["y"] + box["height"] - 5, box["x"] + 20]
+    assert np.abs(left_edge - colour).mean() < 30 and np.abs(right_edge - colour).mean() < 30
+    assert np.abs(inside - colour).mean() > 60  # the photo is untouched inside the box
+    assert Image.open(copy).size == (451, 300)
+
+
+def test_lookup_and_workers_commands(make_pool) -> None:
+    pool = make_pool(2)
+    found = json.loads(cli("lookup", "--url", pool.url).stdout)
+    assert found["url"] in {w.url for w in pool.workers}
+    listed = json.loads(cli("workers", "--url", pool.url).stdout)["workers"]
+    assert {w["url"] for w in listed} == {w.url for w in pool.workers}
+    down = cli("workers", "--url", "http://127.0.0.1:9")
+    assert down.returncode == 1 and "connection_failed" in down.stderr
+
+
+def test_url_comes_from_the_environment(make_pool, photo_files) -> None:
+    pool = make_pool(1)
+    env = {**os.environ, "VISIONPOOL_URL": pool.url}
+    result = subprocess.run(
+        [sys.executable, "-m", "visionpool.client", "lookup"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert json.loads(result.stdout)["url"] == pool.workers[0].url
