@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+
 from visionpool.discovery import Registry
 
 from .errors import json_error, no_worker

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
 from visionpool.discovery import Instance
 
 from .errors import json_error, no_worker

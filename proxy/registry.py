@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+
 from visionpool.discovery import Instance, Registry
 
 from .errors import json_error

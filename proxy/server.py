@@ -11,6 +11,7 @@ import logging
 import signal
 
 from aiohttp import web
+
 from visionpool.discovery import Registry, create_registry
 from visionpool.discovery.local import load_or_create_token
 

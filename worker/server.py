@@ -19,6 +19,7 @@ import time
 from types import FrameType
 
 from cheroot import wsgi
+
 from visionpool.discovery import Instance, create_registry
 
 from . import create_app

@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from visionpool.discovery import Registry
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+
 from visionpool.discovery import Instance, Registry
 
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers import wait_until
+
 from visionpool.discovery import Instance, Registry, RegistryError, create_registry
 from visionpool.discovery.consul import ConsulRegistry
 

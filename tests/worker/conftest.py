@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import write_sleepy_model
+
 from visionpool.worker import WorkerSettings, create_app
 from visionpool.worker.models import get_models
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from flask import Flask
 from helpers import encode, wait_until
+
 from visionpool.worker.models import get_models
 
 TOP_LABEL = {"chelsea": "cat", "coffee": "cup", "camera": "person"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import encode
 from PIL import Image, ImageOps
+
 from visionpool.worker.errors import ImageTooLarge, InvalidImage
 from visionpool.worker.imaging import decode_image
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from visionpool.worker.repository import BUILTIN_REPOSITORY, ConfigError, ModelRepository
 from visionpool.worker.settings import WorkerSettings
 
