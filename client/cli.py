@@ -29,7 +29,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(WorkerSettings, args, os.environ)
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
         if settings.supervise:
             from visionpool.worker.supervisor import Supervisor
 
@@ -46,7 +46,7 @@ def _proxy(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(ProxySettings, args, os.environ)
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
         return serve(settings)
     except (ValueError, OSError) as error:
         print(f"visionpool proxy: {error}", file=sys.stderr)
@@ -137,8 +137,16 @@ def _add_client_commands(commands: Any) -> None:
         command.set_defaults(run=run)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, fmt: str = "plain") -> None:
+    """Log lines to stderr: plain text, or one JSON object per line with every record's extra fields."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Registry settings that workers and proxies share (same flags, same environment variables)."""
+"""Settings that workers and proxies share (same flags, same environment variables): registry, logging."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ def default_token_file() -> Path:
     """Where the embedded registry keeps its token on this machine (readable by this user only)."""
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "visionpool" / "registry-token"
+
+
+def check_logging(level: str, fmt: str) -> None:
+    """Validate the logging settings every service has."""
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    if fmt not in ("plain", "json"):
+        raise ValueError(f"log_format must be 'plain' or 'json', got {fmt!r}")
 
 
 @dataclass

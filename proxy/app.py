@@ -19,6 +19,7 @@ from visionpool.discovery import Registry
 
 from .errors import json_error, no_worker
 from .forward import Forwarder
+from .metrics import ProxyMetrics
 from .pool import Pool
 from .registry import EmbeddedRegistry
 from .settings import ProxySettings
@@ -29,14 +30,15 @@ SETTINGS = web.AppKey("settings", ProxySettings)
 POOL = web.AppKey("pool", Pool)
 REGISTRY = web.AppKey("registry", Registry)
 FORWARDER = web.AppKey("forwarder", Forwarder)
-STATS = web.AppKey("stats", dict)
+METRICS = web.AppKey("metrics", ProxyMetrics)
 
 
 def create_app(settings: ProxySettings, registry: Registry) -> web.Application:
     """The proxy app following ``registry``; an EmbeddedRegistry also gets its HTTP routes."""
-    app = web.Application(middlewares=[request_id_middleware])
-    app[SETTINGS], app[REGISTRY], app[POOL] = settings, registry, Pool(settings.eject_seconds)
-    app[STATS] = {"lookups": 0}
+    pool = Pool(settings.eject_seconds)
+    metrics = ProxyMetrics(pool)
+    app = web.Application(middlewares=[request_id_middleware, metrics.middleware])
+    app[SETTINGS], app[REGISTRY], app[POOL], app[METRICS] = settings, registry, pool, metrics
     app.cleanup_ctx.extend([client_session, follow_registry])
     app.add_routes(
         [
@@ -46,6 +48,7 @@ def create_app(settings: ProxySettings, registry: Registry) -> web.Application:
             web.get("/workers", workers),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
+            web.get("/metrics", metrics.handle_metrics),
         ]
     )
     if isinstance(registry, EmbeddedRegistry):
@@ -59,7 +62,9 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        app[FORWARDER] = Forwarder(app[POOL], session, settings.retries, settings.retry_body_bytes, timeout)
+        app[FORWARDER] = Forwarder(
+            app[POOL], session, settings.retries, settings.retry_body_bytes, timeout, app[METRICS]
+        )
         yield
 
 
@@ -106,7 +111,7 @@ async def lookup(request: web.Request) -> web.Response:
     worker = request.app[POOL].pick(model)
     if worker is None:
         raise no_worker(model, request.app[POOL].served())
-    request.app[STATS]["lookups"] += 1
+    request.app[METRICS].lookups.labels(request.app[METRICS].model_label(model)).inc()
     return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model})
 
 

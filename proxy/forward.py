@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -19,6 +20,7 @@ from aiohttp import web
 from visionpool.discovery import Instance
 
 from .errors import json_error, no_worker
+from .metrics import ProxyMetrics
 from .pool import Pool
 
 logger = logging.getLogger(__name__)
@@ -62,11 +64,17 @@ class Forwarder:
     """Sends one request to a worker of the pool, retrying on another when one fails."""
 
     def __init__(
-        self, pool: Pool, session: aiohttp.ClientSession, retries: int, hold_limit: int, timeout: aiohttp.ClientTimeout
+        self,
+        pool: Pool,
+        session: aiohttp.ClientSession,
+        retries: int,
+        hold_limit: int,
+        timeout: aiohttp.ClientTimeout,
+        metrics: ProxyMetrics,
     ) -> None:
         self.pool, self.session, self.retries = pool, session, retries
         self.hold_limit, self.timeout = hold_limit, timeout
-        self.stats = {"retries": 0, "ejections": 0, "bytes_in": 0, "bytes_out": 0}
+        self.metrics = metrics
 
     async def forward(self, request: web.Request, path: str, model: str | None) -> web.Response:
         body = ReplayableBody(request.content, self.hold_limit)
@@ -81,7 +89,7 @@ class Forwarder:
                 response = await self._attempt(worker, path, request.query_string, headers, body)
             except RETRYABLE as error:
                 self.pool.eject(worker.id, f"{type(error).__name__}: {error}")
-                self.stats["ejections"] += 1
+                self.metrics.ejections.inc()
                 if not body.replayable:
                     raise json_error(
                         web.HTTPBadGateway,
@@ -98,24 +106,28 @@ class Forwarder:
             else:
                 retry_busy = response.status == 503 and len(tried) <= self.retries and body.replayable
                 if not retry_busy or self.pool.pick(model, tried) is None:
-                    self.stats["bytes_in"] += body.sent
+                    self.metrics.bytes.labels("upload").inc(body.sent)
+                    request["worker_id"] = worker.id
                     return response
             if len(tried) > self.retries:
                 raise _gave_up(tried)
-            self.stats["retries"] += 1
+            self.metrics.retries.labels(self.metrics.model_label(model)).inc()
             logger.info("retrying request %s on another worker", headers.get("X-Request-ID", "-"))
 
     async def _attempt(
         self, worker: Instance, path: str, query: str, headers: dict[str, str], body: ReplayableBody
     ) -> web.Response:
         url = f"{worker.url}{path}" + (f"?{query}" if query else "")
+        started = time.monotonic()
         async with self.session.post(url, data=body.stream(), headers=headers, timeout=self.timeout) as upstream:
             # Read the (small JSON) answer whole before answering: a worker dying mid-answer is still retryable.
             payload = await upstream.read()
-            self.stats["bytes_out"] += len(payload)
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            kept["X-Worker-ID"] = worker.id
-            return web.Response(status=upstream.status, body=payload, headers=kept)
+        model = path.removeprefix("/models/").removesuffix("/predict") if path.startswith("/models/") else None
+        self.metrics.upstream.labels(self.metrics.model_label(model)).observe(time.monotonic() - started)
+        self.metrics.bytes.labels("download").inc(len(payload))
+        kept["X-Worker-ID"] = worker.id
+        return web.Response(status=upstream.status, body=payload, headers=kept)
 
 
 def _gave_up(tried: set[str]) -> web.HTTPException:

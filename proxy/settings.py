@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from visionpool.discovery.settings import RegistrySettings
+from visionpool.discovery.settings import RegistrySettings, check_logging
 
 MiB = 1024 * 1024
 
@@ -29,9 +29,12 @@ class ProxySettings(RegistrySettings):
     eject_seconds: float = 10.0
     # Log level: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    # Log format: 'plain' lines, or 'json' (one object per line, with each request's fields).
+    log_format: str = "plain"
 
     def __post_init__(self) -> None:
         self.check_registry(("local", "consul"))
+        check_logging(self.log_level, self.log_format)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.connect_timeout <= 0 or self.upstream_timeout <= 0:

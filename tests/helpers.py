@@ -134,3 +134,20 @@ def write_sleepy_model(
         f"[engine_options]\n{options}"
     )
     return root
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET url/metrics, parsed: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(url + "/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return float(samples.get((name, tuple(sorted(labels.items()))), 0.0))

@@ -9,10 +9,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 
 from . import models
 from .errors import register_error_handlers
+from .metrics import METRICS, WorkerMetrics
 from .routes import bp
 from .settings import WorkerSettings
 
@@ -30,13 +31,22 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
     register_error_handlers(app)
     app.register_blueprint(bp)
     app.config["WORKER_ID"] = settings.worker_id or f"{settings.advertised_host()}:{settings.port}"
+    app.before_request(_take_request_id)
     app.after_request(_tag_response)
-    models.init_app(app, settings, background=background)
+    metrics = WorkerMetrics(
+        lambda: {name: m.batcher.queue.qsize() for name, m in models.get_models(app).models.items()}
+    )
+    app.extensions[METRICS] = metrics
+    models.init_app(app, settings, metrics, background=background)
     return app
+
+
+def _take_request_id() -> None:
+    g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
 
 
 def _tag_response(response: Response) -> Response:
     """Echo (or make) the X-Request-ID and name this worker, so every answer can be traced."""
-    response.headers["X-Request-ID"] = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Worker-ID"] = current_app.config["WORKER_ID"]
     return response

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -83,14 +83,16 @@ class Job:
 class Batcher:
     """A bounded queue and one thread per engine instance, gathering jobs into batches."""
 
-    def __init__(self, name: str, engines: list[Engine], spec: BatchingSpec) -> None:
+    def __init__(
+        self, name: str, engines: list[Engine], spec: BatchingSpec, on_batch: Callable[[int], None] = lambda size: None
+    ) -> None:
         self.name, self.engines = name, engines
         self.max_batch = max(1, min(spec.max_batch_size, *(e.max_batch_size for e in engines)))
         self.max_delay = spec.max_queue_delay_ms / 1000.0
         self.queue: queue.Queue[Job | None] = queue.Queue(spec.max_queue_size)
         self._arriving = 0
         self._arriving_lock = threading.Lock()
-        self.batch_sizes: dict[int, int] = {}  # batch size -> how many batches ran at that size
+        self.on_batch = on_batch  # told each batch's size (the batch-size histogram)
         self.threads = [
             threading.Thread(target=self._loop, args=(engine,), name=f"batcher-{name}-{i}", daemon=True)
             for i, engine in enumerate(engines)
@@ -171,7 +173,7 @@ class Batcher:
                 job.finish(None, error)
             return
         elapsed = time.monotonic() - started
-        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        self.on_batch(len(batch))
         for job, output in zip(batch, outputs, strict=True):
             job.inference_s, job.batch_size = elapsed, len(batch)
             job.finish(output)

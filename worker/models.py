@@ -21,6 +21,7 @@ from .decoders import Decoder, create_decoder
 from .engines import ENGINES, Engine, create_engine
 from .errors import ModelNotFound, NotReady
 from .imaging import DecodedImage
+from .metrics import WorkerMetrics
 from .preprocess import Frame, preprocess
 from .repository import ConfigError, ModelConfig, ModelRepository
 from .settings import WorkerSettings
@@ -67,7 +68,8 @@ class ServedModel:
 class ModelManager:
     """Holds every served model and the state of their loading."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
         repository = ModelRepository(settings.model_repository)
         self.configs = [repository.load(name) for name in settings.models]
         for config in self.configs:
@@ -76,22 +78,12 @@ class ModelManager:
         self.models: dict[str, ServedModel] = {}
         self.ready = threading.Event()
         self.failure: Exception | None = None
-        self.load_seconds: dict[str, float] = {}
 
     def load_all(self) -> None:
         """Load and warm up every model; records a failure instead of raising."""
         try:
             for config in self.configs:
-                started = time.monotonic()
-                self.models[config.name] = _load(config)
-                self.load_seconds[config.name] = time.monotonic() - started
-                logger.info(
-                    "model %s v%s ready on %s in %.2f s",
-                    config.name,
-                    config.version,
-                    self.models[config.name].device,
-                    self.load_seconds[config.name],
-                )
+                self.models[config.name] = _load(config, self.metrics)
         except Exception as error:
             logger.exception("loading the models failed")
             self.failure = error
@@ -123,7 +115,8 @@ def _check_names(config: ModelConfig) -> None:
         raise ConfigError(f"{config.source}: field 'output': {error}") from None
 
 
-def _load(config: ModelConfig) -> ServedModel:
+def _load(config: ModelConfig, metrics: WorkerMetrics) -> ServedModel:
+    started = time.monotonic()
     engines: list[Engine] = []
     for _ in range(config.batching.instances):
         try:
@@ -133,8 +126,22 @@ def _load(config: ModelConfig) -> ServedModel:
                 f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
             ) from error
     decoder = create_decoder(config.output.decoder, config.output.options)
-    model = ServedModel(config, decoder, Batcher(config.name, engines, config.batching), engines[0].device)
+    histogram = metrics.batch.labels(config.name)
+    batcher = Batcher(config.name, engines, config.batching, on_batch=histogram.observe)
+    model = ServedModel(config, decoder, batcher, engines[0].device)
+    loaded = time.monotonic()
     _warm_up(model)
+    warmed = time.monotonic()
+    metrics.load.labels(config.name).set(loaded - started)
+    metrics.warmup.labels(config.name).set(warmed - loaded)
+    logger.info(
+        "model %s v%s ready on %s: loaded in %.2f s, warmed up in %.2f s",
+        config.name,
+        config.version,
+        model.device,
+        loaded - started,
+        warmed - loaded,
+    )
     return model
 
 
@@ -150,9 +157,9 @@ def _warm_up(model: ServedModel) -> None:
     model.decoder.decode(job.wait(), model.config.output.score_threshold, model.config.output.top_k)
 
 
-def init_app(app: Flask, settings: WorkerSettings, *, background: bool = True) -> ModelManager:
+def init_app(app: Flask, settings: WorkerSettings, metrics: WorkerMetrics, *, background: bool = True) -> ModelManager:
     """Validate the models now (ConfigError on any mistake); load them now or in a thread."""
-    manager = ModelManager(settings)
+    manager = ModelManager(settings, metrics)
     app.extensions[EXTENSION] = manager
     if background:
         threading.Thread(target=manager.load_all, name="model-loader", daemon=True).start()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import EmptyBody, InvalidParameter, NotReady, UnsupportedMediaType, error_response
 from .imaging import CONTENT_TYPES, decode_image
+from .metrics import METRICS, Tracked
 from .models import ServedModel, get_models
 from .settings import WorkerSettings
 
@@ -47,38 +49,53 @@ def list_models() -> Response:
 
 
 def _predict(name: str | None) -> Response:
+    models, metrics = get_models(), current_app.extensions[METRICS]
+    known = name is None or any(c.name == name for c in models.configs)
+    label = (name or models.default) if known else "unknown"  # never a label per made-up name
+    with metrics.track(label, g.request_id) as tracked:
+        return _answer(models.get(name), tracked)
+
+
+def _answer(model: ServedModel, tracked: Tracked) -> Response:
     started = time.monotonic()
     settings: WorkerSettings = current_app.config["VISIONPOOL"]
-    model = get_models().get(name)
     threshold, top_k = _query(model)
     data = _image_bytes()
+    received = time.monotonic()
     with model.batcher.arriving():
-        image = decode_image(
-            data, max_pixels=settings.max_image_pixels, min_size=(model.config.input.width, model.config.input.height)
-        )
+        size = (model.config.input.width, model.config.input.height)
+        image = decode_image(data, max_pixels=settings.max_image_pixels, min_size=size)
         decoded = time.monotonic()
         tensor, frame = model.prepare(image)
         prepared = time.monotonic()
         job = model.batcher.submit(tensor, started + settings.request_timeout)
     outputs = job.wait()
     ran = time.monotonic()
-    predictions = model.decoder.decode(outputs, threshold, top_k)
-    body = {
-        "model": {"name": model.config.name, "version": model.config.version},
-        "image": {"width": image.width, "height": image.height},
-        "predictions": [_prediction(model, p, frame, image) for p in predictions],
-        "batch_size": job.batch_size,
-    }
+    predictions = [_prediction(model, p, frame, image) for p in model.decoder.decode(outputs, threshold, top_k)]
     finished = time.monotonic()
-    body["timing_ms"] = _ms(
-        decode=decoded - started,
-        preprocess=prepared - decoded,
-        queue=job.queue_s,
-        inference=job.inference_s,
-        postprocess=finished - ran,
-        total=finished - started,
+    tracked.batch_size = job.batch_size
+    tracked.stages = {
+        "decode": decoded - received,
+        "preprocess": prepared - decoded,
+        "queue": job.queue_s,
+        "inference": job.inference_s,
+        "postprocess": finished - ran,
+    }
+    return jsonify(
+        {
+            "model": {"name": model.config.name, "version": model.config.version},
+            "image": {"width": image.width, "height": image.height},
+            "predictions": predictions,
+            "batch_size": job.batch_size,
+            "timing_ms": _ms(**tracked.stages, total=finished - started),
+        }
     )
-    return jsonify(body)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    registry = current_app.extensions[METRICS].registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _prediction(model: ServedModel, p: Any, frame: Any, image: Any) -> dict[str, Any]:

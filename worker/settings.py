@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionpool.discovery.settings import RegistrySettings
+from visionpool.discovery.settings import RegistrySettings, check_logging
 
 from .repository import BUILTIN_REPOSITORY
 
@@ -50,6 +50,8 @@ class WorkerSettings(RegistrySettings):
     drain_timeout: float = 10.0
     # Log level: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    # Log format: 'plain' lines, or 'json' (one object per line, with each request's fields).
+    log_format: str = "plain"
 
     def __post_init__(self) -> None:
         self.check_registry(("none", "local", "consul"))
@@ -65,8 +67,7 @@ class WorkerSettings(RegistrySettings):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.request_timeout <= 0 or self.drain_timeout < 0:
             raise ValueError("request_timeout must be above 0 and drain_timeout at least 0 (seconds)")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        check_logging(self.log_level, self.log_format)
 
     def advertised_host(self) -> str:
         """The host others reach this worker at; never a wildcard address."""

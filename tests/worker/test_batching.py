@@ -29,8 +29,11 @@ def test_a_burst_of_mixed_images_is_batched_and_answered_correctly(onnx_app: Fla
     assert max(body["batch_size"] for _, body in answers) > 1
     for name, body in answers:
         assert body["predictions"][0]["label"] == TOP_LABEL[name], name
-    sizes = get_models(onnx_app).models["ssd-mobilenet-v2"].batcher.batch_sizes
-    assert sum(size * count for size, count in sizes.items() if size > 1) > 0
+    registry = onnx_app.extensions["visionpool.metrics"].registry
+    labels = {"model": "ssd-mobilenet-v2"}
+    images = registry.get_sample_value("visionpool_worker_batch_size_sum", labels)
+    batches = registry.get_sample_value("visionpool_worker_batch_size_count", labels)
+    assert images / batches > 1  # the engine saw, on average, more than one image per call
 
 
 def test_a_lone_request_does_not_wait_for_a_batch(sleepy_app: Callable[..., Flask]) -> None:
