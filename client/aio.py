@@ -48,7 +48,10 @@ class AsyncClient:
         self, image: ImageInput, *, model: str | None = None, threshold: float | None = None, top_k: int | None = None
     ) -> Result:
         """Predict one image (a path, bytes, a binary file, a PIL image or a numpy array)."""
-        data = await asyncio.to_thread(image_bytes, image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+        else:
+            data = await asyncio.to_thread(image_bytes, image)  # files and encoding: off the event loop
         flow = predict_flow(self.route, data, model or self.model, query(threshold, top_k), self.retries)
         return await self._run(flow)  # type: ignore[no-any-return]
 

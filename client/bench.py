@@ -1,37 +1,45 @@
-"""Measuring speed: the engine's own limit, and closed-loop load on a served URL.
+"""``visionpool bench``: how fast the pool serves, against the engine's own limit, in one run.
 
 Usage:
-    limit = engine_limit(config, images, batch_sizes=(1, 4, 8), seconds=5)
-    stats = closed_loop("http://127.0.0.1:8000/predict", images, concurrency=16, seconds=10)
+    visionpool bench --model-repository models --model ssd-mobilenet-v2      # starts its own pool on loopback
+    visionpool bench --url http://pool:8080 --model ssd-mobilenet-v2          # measures a running pool
 
-Load goes only to the URL given, for a bounded time and a bounded number of requests.
+Measures (1) the engine limit: the model alone in this process, decode + preprocess
++ inference, at batch 1 and at its best batch size; (2) one worker directly;
+(3) the pool through the proxy; (4) the pool in p2p mode: each at every
+concurrency, closed loop, for a fixed time after a warm-up. Load goes only to the
+URLs given (or the loopback pool it starts), bounded in time and in count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import itertools
-import statistics
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 
-MAX_REQUESTS = 1_000_000  # a hard cap on any one run, whatever its duration
+from .aio import AsyncClient
+from .errors import ClientError
+
+MAX_REQUESTS = 1_000_000  # a hard cap on any one measurement, whatever its duration
 
 
 @dataclass
-class Result:
+class Measurement:
     """What one measurement saw."""
 
-    label: str
+    target: str  # engine, worker, proxy or p2p
+    concurrency: int  # for the engine: the batch size
     images: int = 0
     errors: int = 0
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list, repr=False)
 
     @property
     def rate(self) -> float:
@@ -39,49 +47,73 @@ class Result:
         return self.images / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float:
-        """Latency percentile in milliseconds."""
-        if not self.latencies:
-            return 0.0
-        return float(np.percentile(self.latencies, q) * 1000.0)
+        """Latency percentile, in milliseconds."""
+        return float(np.percentile(self.latencies, q) * 1000.0) if self.latencies else 0.0
 
-    def row(self) -> dict[str, Any]:
+    def row(self, limit: float) -> dict[str, Any]:
+        """The JSON row; ``limit`` is the engine's best rate, for the fraction."""
         return {
-            "label": self.label,
+            "target": self.target,
+            "concurrency": self.concurrency,
             "images_per_s": round(self.rate, 1),
             "p50_ms": round(self.percentile(50), 1),
             "p90_ms": round(self.percentile(90), 1),
             "p99_ms": round(self.percentile(99), 1),
             "errors": self.errors,
+            "fraction_of_engine_limit": round(self.rate / limit, 3) if limit else None,
         }
 
 
-def engine_limit(
-    config: Any, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float, *, decode: bool = True
-) -> list[Result]:
-    """The model alone, in this process: decode + preprocess + inference, one batch after another."""
+def sample_images(paths: Sequence[str] = ()) -> list[bytes]:
+    """The images to send: the files given (folders searched), or four generated 640x480 JPEG scenes."""
+    from .batch import collect
+
+    files = [path for path, _ in collect(paths, io.StringIO())]
+    if files:
+        return [Path(f).read_bytes() for f in files[:64]]
+    return [_scene(seed) for seed in range(4)]
+
+
+def _scene(seed: int) -> bytes:
+    """A 640x480 photo-like JPEG: gradients, shapes and some texture (not noise, which no camera makes)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:480, 0:640]
+    base = np.stack([x / 640 * 255, y / 480 * 255, (x + y) / 1120 * 255], axis=2) * rng.uniform(0.4, 1.0, 3)
+    image = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, 560), rng.integers(0, 400)
+        box = (int(x0), int(y0), int(x0 + rng.integers(30, 200)), int(y0 + rng.integers(30, 200)))
+        draw.ellipse(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    texture = Image.fromarray(rng.integers(0, 40, (480, 640, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(1))
+    buffer = io.BytesIO()
+    Image.blend(image, texture, 0.15).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def engine_limit(config: Any, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float) -> list[Measurement]:
+    """The model alone in this process: decode + preprocess + inference, one batch after another."""
     from visionpool.worker.engines import create_engine
     from visionpool.worker.imaging import decode_image
     from visionpool.worker.preprocess import preprocess
 
     engine = create_engine(config.engine, config.files, config.input.name, config.engine_options)
     size = (config.input.width, config.input.height)
-    prepared = [preprocess(decode_image(i, max_pixels=10**9, min_size=size).pixels, config.input)[0] for i in images]
+
+    def tensor(data: bytes) -> np.ndarray:
+        return preprocess(decode_image(data, max_pixels=10**9, min_size=size).pixels, config.input)[0]
+
     results = []
+    source = itertools.cycle(images)
     for batch_size in batch_sizes:
-        engine.run(np.stack(prepared[:1] * batch_size))  # warm-up at this shape
-        result = Result(f"engine batch {batch_size}" + (" (decode+preprocess+inference)" if decode else ""))
-        source = itertools.cycle(images if decode else prepared)
+        engine.run(np.stack([tensor(images[0])] * batch_size))  # warm-up at this shape
+        result = Measurement("engine", batch_size)
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             t0 = time.monotonic()
-            if decode:
-                batch = [
-                    preprocess(decode_image(next(source), max_pixels=10**9, min_size=size).pixels, config.input)[0]  # type: ignore[arg-type]
-                    for _ in range(batch_size)
-                ]
-            else:
-                batch = [next(source) for _ in range(batch_size)]  # type: ignore[misc]
-            engine.run(np.stack(batch))
+            engine.run(np.stack([tensor(next(source)) for _ in range(batch_size)]))
             result.latencies.append(time.monotonic() - t0)
             result.images += batch_size
         result.seconds = time.monotonic() - started
@@ -90,57 +122,55 @@ def engine_limit(
     return results
 
 
-def closed_loop(
-    url: str, images: Sequence[bytes], concurrency: int, seconds: float, *, warmup: float = 1.0, label: str = ""
-) -> Result:
-    """``concurrency`` clients posting images back to back for ``seconds`` (after ``warmup``)."""
-    result = Result(label or f"c={concurrency}")
-    lock = threading.Lock()
+async def closed_loop(
+    target: str,
+    url: str,
+    mode: str,
+    model: str | None,
+    images: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+) -> Measurement:
+    """``concurrency`` clients, each with its own AsyncClient, posting back to back; measured after ``warmup``."""
+    result = Measurement(target, concurrency)
     start = time.monotonic()
     measure_from, stop_at = start + warmup, start + warmup + seconds
-    counter = itertools.count()
+    budget = itertools.count()
 
-    def client(offset: int) -> None:
-        with requests.Session() as session:
+    async def user(offset: int) -> None:
+        async with AsyncClient(url, mode=mode, model=model, retries=0, timeout=60) as client:
             for i in itertools.count(offset):
-                now = time.monotonic()
-                if now >= stop_at or next(counter) >= MAX_REQUESTS:
+                began = time.monotonic()
+                if began >= stop_at or next(budget) >= MAX_REQUESTS:
                     return
-                ok = _post(session, url, images[i % len(images)])
-                done = time.monotonic()
-                if now >= measure_from:
-                    with lock:
-                        result.latencies.append(done - now)
-                        result.images += ok
-                        result.errors += not ok
+                try:
+                    await client.predict(images[i % len(images)])
+                    ok = True
+                except ClientError:
+                    ok = False
+                if began >= measure_from:
+                    result.latencies.append(time.monotonic() - began)
+                    result.images += ok
+                    result.errors += not ok
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + warmup + 60)
+    await asyncio.gather(*(user(i) for i in range(concurrency)))
     result.seconds = stop_at - measure_from
     return result
 
 
-def _post(session: requests.Session, url: str, image: bytes) -> bool:
-    try:
-        response = session.post(url, data=image, headers={"Content-Type": "image/jpeg"}, timeout=60)
-    except requests.RequestException:
-        return False
-    return response.status_code == 200
-
-
-def summary(results: Sequence[Result]) -> str:
-    """A readable table."""
-    lines = [f"{'measurement':<48} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"]
-    for r in results:
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a readable table."""
+    names = ("target", "conc.", "img/s", "p50 ms", "p90 ms", "p99 ms", "errors", "of limit")
+    header = " ".join(
+        f"{n:<8}" if i == 0 else f"{n:>{9 if n == 'of limit' else 8 if n != 'conc.' else 5}}"
+        for i, n in enumerate(names)
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        fraction = f"{r['fraction_of_engine_limit']:.0%}" if r["fraction_of_engine_limit"] is not None else "-"
         lines.append(
-            f"{r.label:<48} {r.rate:>8.1f} {r.percentile(50):>8.1f} {r.percentile(90):>8.1f} "
-            f"{r.percentile(99):>8.1f} {r.errors:>7}"
+            f"{r['target']:<8} {r['concurrency']:>5} {r['images_per_s']:>8.1f} {r['p50_ms']:>8.1f} "
+            f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>7} {fraction:>9}"
         )
     return "\n".join(lines)
-
-
-def median_rate(results: Sequence[Result]) -> float:
-    return statistics.median(r.rate for r in results) if results else 0.0

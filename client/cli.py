@@ -6,6 +6,7 @@ Usage:
     visionpool predict PATH... [--url URL] [--p2p|--proxy] [--model NAME] [--out FILE] [--draw DIR] ...
     visionpool lookup [--url URL] [--model NAME]
     visionpool workers [--url URL]
+    visionpool bench [--url URL] [--model NAME] [--model-repository DIR] [--concurrency 1,4,16,64] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import bench_cli
 from .options import add_settings_arguments, settings_from_args
 
 
@@ -128,6 +130,13 @@ def _add_client_commands(commands: Any) -> None:
     predict.add_argument("--out", type=Path, default=None, help="JSON lines file; a re-run skips what it holds")
     predict.add_argument("--draw", type=Path, default=None, help="write annotated copies into this folder")
     predict.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    bench = commands.add_parser(
+        "bench",
+        help="measure the pool against the engine's own limit",
+        description="Measure the engine limit, one worker, the proxy and p2p mode.",
+    )
+    bench_cli.add_arguments(bench)
+    bench.set_defaults(run=bench_cli.run)
     for name, run, summary in (
         ("lookup", _lookup, "print the worker the proxy would hand out"),
         ("workers", _workers, "list the proxy's healthy workers"),

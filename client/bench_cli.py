@@ -1,0 +1,228 @@
+"""``visionpool bench``: start (or find) the pool, run every measurement, report.
+
+Usage:
+    visionpool bench --model-repository models --model ssd-mobilenet-v2 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from .bench import Measurement, closed_loop, engine_limit, sample_images, table
+
+SOAK_CHECKPOINT = 1_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="a running pool's proxy; default: start one on loopback")
+    parser.add_argument("--model", default="coco-ssd", help="the model to measure (default coco-ssd)")
+    parser.add_argument(
+        "--model-repository",
+        default=None,
+        help="where the model is (for the engine limit and the pool started here); default: the built-in repository",
+    )
+    parser.add_argument("--images", nargs="*", default=[], help="image files or folders (default: generated photos)")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="client counts to measure (default 1,4,16,64)")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="engine batch sizes tried for the limit")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
+    parser.add_argument("--targets", default="engine,worker,proxy,p2p", help="what to measure")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        help="then send this many requests to the worker and "
+        f"compare its memory after the first {SOAK_CHECKPOINT} with the end",
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    targets = set(args.targets.split(","))
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    images = sample_images(args.images)
+    report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration}
+    engine = _engine(args, images) if "engine" in targets else []
+    limit = max((m.rate for m in engine), default=0.0)
+    report["engine_limit_images_per_s"] = round(limit, 1)
+    rows = [m.row(limit) for m in engine]
+    with _pool(args) as (proxy, worker):
+        report["proxy"], report["worker"] = proxy, worker
+        for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
+            if target in targets:
+                rows += _series(target, url, mode, args, images, concurrencies, limit, report)
+        if args.soak:
+            report["soak"] = _soak(worker, args.model, images, args.soak)
+    report["rows"] = rows
+    _overhead(report, rows)
+    print(table(rows))
+    print(_findings(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=2)
+    return 0
+
+
+def _engine(args: argparse.Namespace, images: list[bytes]) -> list[Measurement]:
+    from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
+
+    config = ModelRepository(args.model_repository or BUILTIN_REPOSITORY).load(args.model)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    batch_sizes = sizes if config.batching.max_batch_size > 1 else [1]
+    return engine_limit(config, images, batch_sizes, args.duration / 2)
+
+
+def _series(
+    target: str,
+    url: str,
+    mode: str,
+    args: argparse.Namespace,
+    images: list[bytes],
+    concurrencies: list[int],
+    limit: float,
+    report: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One target at every concurrency; the bytes the proxy carried while it ran."""
+    rows = []
+    carried = _proxy_bytes(report["proxy"])
+    for concurrency in concurrencies:
+        m = asyncio.run(closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup))
+        rows.append(m.row(limit))
+    if target != "worker" and carried is not None:
+        after = _proxy_bytes(report["proxy"])
+        report.setdefault("proxy_bytes", {})[target] = after - carried if after is not None else None
+    return rows
+
+
+def _proxy_bytes(proxy: str) -> float | None:
+    """Bytes the proxy has carried so far (both directions), from its /metrics."""
+    try:
+        text = requests.get(proxy + "/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    lines = text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("visionpool_proxy_bytes_total"))
+
+
+def _soak(worker: str, model: str, images: list[bytes], count: int) -> dict[str, Any]:
+    """Memory of the worker after the first SOAK_CHECKPOINT requests and after ``count``."""
+
+    def rss() -> float:
+        text = requests.get(worker + "/metrics", timeout=5).text
+        return next(
+            float(line.split()[1]) for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
+        )
+
+    first = min(SOAK_CHECKPOINT, count)
+    asyncio.run(_requests(worker, model, images, first))
+    early = rss()
+    asyncio.run(_requests(worker, model, images, count - first))
+    late = rss()
+    return {
+        "requests": count,
+        "checkpoint": first,
+        "rss_after_first_mb": round(early / 1e6, 1),
+        "rss_at_end_mb": round(late / 1e6, 1),
+        "growth_percent": round((late - early) / early * 100, 2),
+    }
+
+
+async def _requests(url: str, model: str, images: list[bytes], count: int, concurrency: int = 16) -> None:
+    """Exactly ``count`` predictions, ``concurrency`` at a time."""
+    from .aio import AsyncClient
+
+    numbers = iter(range(count))
+    async with AsyncClient(url, mode="proxy", model=model, retries=3, timeout=60) as client:
+
+        async def user() -> None:
+            for i in numbers:
+                await client.predict(images[i % len(images)])
+
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+
+
+def _overhead(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    p50 = {(r["target"], r["concurrency"]): r["p50_ms"] for r in rows}
+    if ("proxy", 1) in p50 and ("worker", 1) in p50:
+        report["proxy_p50_overhead_ms_at_c1"] = round(p50[("proxy", 1)] - p50[("worker", 1)], 2)
+
+
+def _findings(report: dict[str, Any]) -> str:
+    lines = [f"engine limit (decode+preprocess+inference, best batch): {report['engine_limit_images_per_s']} img/s"]
+    if "proxy_p50_overhead_ms_at_c1" in report:
+        lines.append(f"proxy adds {report['proxy_p50_overhead_ms_at_c1']} ms to p50 at concurrency 1")
+    for mode, carried in report.get("proxy_bytes", {}).items():
+        lines.append(f"bytes the proxy carried during the {mode} runs: {carried:,.0f}")
+    if "soak" in report:
+        s = report["soak"]
+        lines.append(
+            f"worker memory: {s['rss_after_first_mb']} MB after {s['checkpoint']} requests, "
+            f"{s['rss_at_end_mb']} MB after {s['requests']} ({s['growth_percent']:+.2f}%)"
+        )
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """(proxy URL, worker URL): the pool at --url, or a proxy and one worker started here on loopback."""
+    if args.url:
+        workers = requests.get(args.url.rstrip("/") + "/workers", timeout=10).json()["workers"]
+        serving = [w["url"] for w in workers if args.model in w["models"]]
+        if not serving:
+            raise SystemExit(f"visionpool bench: no worker at {args.url} serves {args.model!r}")
+        yield args.url.rstrip("/"), serving[0]
+        return
+    token, ports = secrets.token_urlsafe(16), [_free_port(), _free_port()]
+    env = {**os.environ, "VISIONPOOL_REGISTRY_TOKEN": token}
+    proxy_url, worker_url = (f"http://127.0.0.1:{port}" for port in ports)
+    worker_args = ["--model", args.model, "--port", str(ports[1]), "--registry", "local", "--registry-url", proxy_url]
+    if args.model_repository:
+        worker_args += ["--model-repository", args.model_repository]
+    with tempfile.TemporaryFile() as log:
+        processes = [_spawn(["proxy", "--port", str(ports[0])], env, log), _spawn(["worker", *worker_args], env, log)]
+        try:
+            _wait(worker_url + "/readyz", processes, log)
+            _wait(proxy_url + "/readyz", processes, log)
+            yield proxy_url, worker_url
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(30)
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    full = [sys.executable, "-m", "visionpool.client", *command, "--log-level", "WARNING"]
+    return subprocess.Popen(full, env=env, stdout=log, stderr=log)
+
+
+def _wait(url: str, processes: list[subprocess.Popen[bytes]], log: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            log.seek(0)
+            raise SystemExit(f"visionpool bench: the pool failed to start:\n{log.read().decode(errors='replace')}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"visionpool bench: {url} not ready after {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
