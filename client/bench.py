@@ -159,6 +159,39 @@ async def closed_loop(
     return result
 
 
+async def paired_overhead(
+    worker: str, proxy: str, model: str | None, images: Sequence[bytes], seconds: float
+) -> dict[str, float]:
+    """The proxy's added latency at concurrency 1, from requests sent alternately straight and through it.
+
+    Back-to-back pairs (in A-B-B-A order, to cancel drift) see the same machine load, so the
+    median of their differences is far steadier than two separate runs' p50s.
+    """
+    direct_times: list[float] = []
+    proxied_times: list[float] = []
+    async with (
+        AsyncClient(worker, mode="proxy", model=model, retries=0) as direct,
+        AsyncClient(proxy, mode="proxy", model=model, retries=0) as proxied,
+    ):
+        stop_at = time.monotonic() + seconds
+        for i in itertools.count():
+            if time.monotonic() >= stop_at or i >= MAX_REQUESTS:
+                break
+            image = images[i % len(images)]
+            order = ((direct, direct_times), (proxied, proxied_times))
+            for client, times in order if i % 2 == 0 else order[::-1]:
+                began = time.monotonic()
+                await client.predict(image)
+                times.append(time.monotonic() - began)
+    differences = [p - d for p, d in zip(proxied_times, direct_times, strict=True)]
+    return {
+        "pairs": len(differences),
+        "direct_p50_ms": round(float(np.median(direct_times)) * 1000, 2),
+        "proxy_p50_ms": round(float(np.median(proxied_times)) * 1000, 2),
+        "median_added_ms": round(float(np.median(differences)) * 1000, 2),
+    }
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a readable table."""
     names = ("target", "conc.", "img/s", "p50 ms", "p90 ms", "p99 ms", "errors", "of limit")

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from .bench import Measurement, closed_loop, engine_limit, sample_images, table
+from .bench import Measurement, closed_loop, engine_limit, paired_overhead, sample_images, table
 
 SOAK_CHECKPOINT = 1_000
 
@@ -65,10 +65,13 @@ def run(args: argparse.Namespace) -> int:
         for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
             if target in targets:
                 rows += _series(target, url, mode, args, images, concurrencies, limit, report)
+        if {"worker", "proxy"} <= targets:
+            report["proxy_overhead"] = asyncio.run(
+                paired_overhead(worker, proxy, args.model, images, max(args.duration, 5.0))
+            )
         if args.soak:
             report["soak"] = _soak(worker, args.model, images, args.soak)
     report["rows"] = rows
-    _overhead(report, rows)
     print(table(rows))
     print(_findings(report))
     if args.json:
@@ -155,16 +158,14 @@ async def _requests(url: str, model: str, images: list[bytes], count: int, concu
         await asyncio.gather(*(user() for _ in range(concurrency)))
 
 
-def _overhead(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    p50 = {(r["target"], r["concurrency"]): r["p50_ms"] for r in rows}
-    if ("proxy", 1) in p50 and ("worker", 1) in p50:
-        report["proxy_p50_overhead_ms_at_c1"] = round(p50[("proxy", 1)] - p50[("worker", 1)], 2)
-
-
 def _findings(report: dict[str, Any]) -> str:
     lines = [f"engine limit (decode+preprocess+inference, best batch): {report['engine_limit_images_per_s']} img/s"]
-    if "proxy_p50_overhead_ms_at_c1" in report:
-        lines.append(f"proxy adds {report['proxy_p50_overhead_ms_at_c1']} ms to p50 at concurrency 1")
+    if "proxy_overhead" in report:
+        o = report["proxy_overhead"]
+        lines.append(
+            f"proxy adds {o['median_added_ms']} ms at concurrency 1 (median of {o['pairs']} paired requests: "
+            f"{o['direct_p50_ms']} ms straight, {o['proxy_p50_ms']} ms through the proxy)"
+        )
     for mode, carried in report.get("proxy_bytes", {}).items():
         lines.append(f"bytes the proxy carried during the {mode} runs: {carried:,.0f}")
     if "soak" in report:

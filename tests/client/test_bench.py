@@ -11,33 +11,66 @@ from helpers import write_sleepy_model
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "visionpool.client", "bench", *args], capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "visionpool.client", "bench", *args], capture_output=True, text=True, timeout=180
+    )
 
 
 def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> None:
     repository = write_sleepy_model(tmp_path / "models", seconds=0.01, max_batch_size=4)
     out = tmp_path / "bench.json"
-    result = bench("--model", "sleepy", "--model-repository", str(repository), "--concurrency", "1,2",
-                   "--duration", "0.6", "--warmup", "0.2", "--batch-sizes", "1,2", "--soak", "40", "--json", str(out))
+    result = bench(
+        "--model",
+        "sleepy",
+        "--model-repository",
+        str(repository),
+        "--concurrency",
+        "1,2",
+        "--duration",
+        "0.6",
+        "--warmup",
+        "0.2",
+        "--batch-sizes",
+        "1,2",
+        "--soak",
+        "40",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     points = {(r["target"], r["concurrency"]): r for r in report["rows"]}
     assert set(points) == {(t, c) for t in ("engine", "worker", "proxy", "p2p") for c in (1, 2)}
     assert all(r["images_per_s"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in points.values())
-    assert report["engine_limit_images_per_s"] == max(points["engine", 1]["images_per_s"],
-                                                      points["engine", 2]["images_per_s"])
+    assert report["engine_limit_images_per_s"] == max(
+        points["engine", 1]["images_per_s"], points["engine", 2]["images_per_s"]
+    )
     assert all(r["fraction_of_engine_limit"] > 0 for r in points.values())
     assert report["proxy_bytes"]["p2p"] == 0 < report["proxy_bytes"]["proxy"]  # p2p: no image crosses the proxy
     assert report["soak"]["requests"] == 40 and report["soak"]["rss_at_end_mb"] > 0
+    assert report["proxy_overhead"]["pairs"] > 10 and report["proxy_overhead"]["proxy_p50_ms"] > 0
     assert "proxy adds" in result.stdout and "p2p" in result.stdout and "of limit" in result.stdout
 
 
 def test_bench_measures_a_running_pool(make_pool, tmp_path: Path) -> None:
     pool = make_pool(1, model="sleepy", seconds=0.01)
     out = tmp_path / "bench.json"
-    result = bench("--url", pool.url, "--model", "sleepy", "--targets", "worker,proxy,p2p", "--concurrency", "2",
-                   "--duration", "0.5", "--warmup", "0.1", "--json", str(out))
+    result = bench(
+        "--url",
+        pool.url,
+        "--model",
+        "sleepy",
+        "--targets",
+        "worker,proxy,p2p",
+        "--concurrency",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["worker"] == pool.workers[0].url and report["proxy"] == pool.url
