@@ -11,6 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -49,6 +50,7 @@ def create_app(settings: ProxySettings, registry: Registry) -> web.Application:
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics.handle_metrics),
+            web.get("/prometheus/targets", prometheus_targets),
         ]
     )
     if isinstance(registry, EmbeddedRegistry):
@@ -118,6 +120,15 @@ async def lookup(request: web.Request) -> web.Response:
 async def workers(request: web.Request) -> web.Response:
     healthy = request.app[POOL].healthy()
     return web.json_response({"workers": [i.as_json() for i in healthy]})
+
+
+async def prometheus_targets(request: web.Request) -> web.Response:
+    """The healthy workers in Prometheus' HTTP service-discovery format, for its http_sd_configs."""
+    targets = [
+        {"targets": [urlsplit(i.url).netloc], "labels": {"worker": i.id, "models": ",".join(sorted(i.models))}}
+        for i in request.app[POOL].healthy()
+    ]
+    return web.json_response(targets)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -39,3 +39,10 @@ def test_a_killed_worker_shows_as_ejection_and_retry(make_pool) -> None:
     assert sample(seen, "visionpool_proxy_ejections_total") >= 1
     assert sample(seen, "visionpool_proxy_retries_total", model="default") >= 1
     wait_until(lambda: sample(scrape(pool.proxy.url), "visionpool_proxy_healthy_workers", model="sleepy") == 1)
+
+
+def test_prometheus_finds_the_workers_through_the_proxy(make_pool) -> None:
+    pool = make_pool(2)
+    targets = requests.get(pool.proxy.url + "/prometheus/targets", timeout=5).json()
+    assert sorted(t["targets"][0] for t in targets) == sorted(w.url.removeprefix("http://") for w in pool.workers)
+    assert all(t["labels"]["models"] == "sleepy" for t in targets)
