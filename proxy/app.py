@@ -74,8 +74,13 @@ async def follow_registry(app: web.Application) -> AsyncIterator[None]:
     """Keep the pool equal to the registry's healthy set, in the background."""
 
     async def follow() -> None:
-        async for instances in app[REGISTRY].watch():
-            app[POOL].update(instances)
+        while True:  # a registry backend that fails must not freeze the pool: log it and follow again
+            try:
+                async for instances in app[REGISTRY].watch():
+                    app[POOL].update(instances)
+            except Exception:
+                logger.exception("following the registry failed; starting again in 1 s")
+                await asyncio.sleep(1.0)
 
     task = asyncio.create_task(follow(), name="follow-registry")
     yield

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Length", "Accept", "X-Request-ID")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
-RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)  # refused, reset, died mid-answer
+# refused, reset, died mid-answer, answered garbage, registered a bad URL: the worker's fault, try another
+WORKER_FAILED = aiohttp.ClientError
 
 
 class ReplayableBody:
@@ -40,6 +41,7 @@ class ReplayableBody:
         self.held_bytes = 0
         self.overflowed = False
         self.sent = 0  # bytes read from the client so far
+        self.client_error: BaseException | None = None  # the client's upload broke off: nobody else's fault
 
     @property
     def replayable(self) -> bool:
@@ -49,7 +51,14 @@ class ReplayableBody:
     async def stream(self) -> AsyncIterator[bytes]:
         for chunk in list(self.held):
             yield chunk
-        async for chunk in self.content.iter_chunked(CHUNK):
+        while True:
+            try:
+                chunk = await self.content.read(CHUNK)
+            except Exception as error:
+                self.client_error = error
+                raise
+            if not chunk:
+                return
             self.sent += len(chunk)
             if not self.overflowed:
                 if self.held_bytes + len(chunk) > self.hold_limit:
@@ -87,7 +96,11 @@ class Forwarder:
             tried.add(worker.id)
             try:
                 response = await self._attempt(worker, path, request.query_string, headers, body)
-            except RETRYABLE as error:
+            except WORKER_FAILED as error:
+                if body.client_error is not None:
+                    raise json_error(
+                        web.HTTPBadRequest, "upload_incomplete", "The upload broke off before the whole body arrived."
+                    ) from None
                 self.pool.eject(worker.id, f"{type(error).__name__}: {error}")
                 self.metrics.ejections.inc()
                 if not body.replayable:

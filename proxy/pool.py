@@ -32,17 +32,6 @@ class Pool:
             self.ejected.pop(new, None)
         self.instances = current
 
-    def add(self, instance: Instance) -> None:
-        """One instance registered or renewed (the embedded registry calls this)."""
-        if instance.id not in self.instances:
-            logger.info("worker %s joined the rotation at %s", instance.id, instance.url)
-            self.ejected.pop(instance.id, None)
-        self.instances[instance.id] = instance
-
-    def remove(self, instance_id: str) -> None:
-        if self.instances.pop(instance_id, None) is not None:
-            logger.info("worker %s left the rotation", instance_id)
-
     def eject(self, instance_id: str, reason: str) -> None:
         """Take a worker out of rotation at once after a failure; it returns after eject_seconds."""
         if instance_id not in self.ejected:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -103,7 +104,10 @@ class EmbeddedRegistry(Registry):
         body = await _json_body(request)
         try:
             instance = Instance.from_json({**body, "id": request.match_info["id"]})
-            ttl = min(max(float(body.get("ttl", self.default_ttl)), 0.5), MAX_TTL)
+            ttl = float(body.get("ttl", self.default_ttl))
+            if not math.isfinite(ttl):
+                raise ValueError("ttl must be a finite number")
+            ttl = min(max(ttl, 0.5), MAX_TTL)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise json_error(
                 web.HTTPBadRequest,

@@ -162,3 +162,30 @@ def test_full_chain_on_the_real_model(make_pool, model_repository: Path, jpegs: 
     )
     best = response.json()["predictions"][0]
     assert best["label"] == "cat" and iou(best["box"], {"x": 9, "y": 0, "width": 399, "height": 297}) > 0.8
+
+
+def test_a_client_dropping_its_upload_ejects_no_worker(make_pool) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    pool = make_pool(2)
+    address = urlsplit(pool.proxy.url)
+    for _ in range(2):  # once per worker in the rotation
+        with socket.create_connection((address.hostname, address.port)) as sock:
+            head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {4 << 20}\r\n\r\n"
+            sock.sendall(head.encode() + b"\0" * (1 << 20))  # a quarter of what it promised, then gone
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset
+    wait_until(lambda: pool.proxy.output().count("status=400") == 2)  # both uploads seen to their end
+    assert len(pool.registered()) == 2
+    assert post(pool.proxy.url).status_code == 200
+    assert "ejected" not in pool.proxy.output()
+
+
+def test_a_registration_with_a_nan_ttl_is_refused_and_the_pool_keeps_following(make_pool) -> None:
+    pool = make_pool(1)
+    body = '{"url": "http://127.0.0.1:9", "models": {"sleepy": "1"}, "ttl": NaN}'
+    headers = {"Authorization": "Bearer test-registry-token", "Content-Type": "application/json"}
+    refused = requests.put(pool.proxy.url + "/registry/instances/odd", data=body, headers=headers, timeout=5)
+    assert refused.status_code == 400
+    pool.add_worker()
+    pool.wait_for(2)
