@@ -45,23 +45,23 @@ class Announcer:
         while not self.ready.wait(0.1):
             if self.stopping.is_set():
                 return
-        self._until_done(self.registry.register, "register")
-        if self.stopping.is_set():
+        if not self._until_done(self.registry.register, "register"):
             return
-        self.registered = True
+        self.registered = True  # even if a stop came meanwhile: stop() must then deregister
         logger.info("registered %s at %s", self.instance.id, self.instance.url)
         interval = self.registry.renew_interval
         while interval > 0 and not self.stopping.wait(interval):
             self._until_done(self.registry.renew, "renew")
 
-    def _until_done(self, call: object, what: str) -> None:
-        """Retry ``call(instance)`` with backoff until it works or the worker stops."""
+    def _until_done(self, call: object, what: str) -> bool:
+        """Retry ``call(instance)`` with backoff until it works (True) or the worker stops (False)."""
         delay = 0.2
         while not self.stopping.is_set():
             try:
                 call(self.instance)  # type: ignore[operator]
-                return
+                return True
             except RegistryError as error:
                 logger.warning("could not %s %s (retrying in %.1f s): %s", what, self.instance.id, delay, error)
             self.stopping.wait(delay)
             delay = min(delay * 2, BACKOFF_MAX)
+        return False

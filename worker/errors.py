@@ -110,6 +110,14 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return response
 
 
+def http_error_code(error: HTTPException) -> tuple[int, str]:
+    """The status and code a werkzeug HTTP error is answered with (413 is payload_too_large, as ours)."""
+    status = error.code or 500
+    if status == 413:
+        return status, PayloadTooLarge.code
+    return status, (error.name or "error").lower().replace(" ", "_")
+
+
 def register_error_handlers(app: Flask) -> None:
     """Turn every exception into the JSON error shape."""
 
@@ -119,11 +127,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
+        status, code = http_error_code(error)
         message = error.description or error.name
-        if error.code == 413:
-            code, message = PayloadTooLarge.code, "The request body is larger than this worker accepts."
-        return error_response(error.code or 500, code, message)
+        if status == 413:
+            message = "The request body is larger than this worker accepts."
+        return error_response(status, code, message)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:

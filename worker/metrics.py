@@ -20,8 +20,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
+from werkzeug.exceptions import HTTPException
 
-from .errors import WorkerError
+from .errors import WorkerError, http_error_code
 
 logger = logging.getLogger("visionpool.worker.requests")
 
@@ -111,6 +112,9 @@ class WorkerMetrics:
             yield request
         except WorkerError as error:
             request.status, request.outcome = error.status, error.code
+            raise
+        except HTTPException as error:  # werkzeug's own: a body over the limit, a malformed form
+            request.status, request.outcome = http_error_code(error)
             raise
         except Exception:
             request.status, request.outcome = 500, "internal"

@@ -59,7 +59,7 @@ class ServedModel:
 
     def label(self, class_id: int) -> str:
         labels = self.config.labels
-        return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
+        return labels[class_id] if 0 <= class_id < len(labels) and labels[class_id] else str(class_id)
 
     def close(self) -> None:
         self.batcher.close()

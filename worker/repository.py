@@ -235,7 +235,10 @@ def _read_labels(folder: Path, top: _Table) -> tuple[str, ...]:
     path = safe_path(folder, relative, top, "labels")
     if not path.is_file():
         raise top.error("labels", f"{path} does not exist")
-    return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return tuple(lines)  # a blank line keeps its place: line i is class id i
 
 
 def _input(t: _Table) -> InputSpec:

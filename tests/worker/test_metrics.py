@@ -41,8 +41,12 @@ def test_metrics_count_time_and_describe_every_request(start_worker, model_repos
 
 def test_one_json_log_line_per_request(start_worker, model_repository: Path, jpegs) -> None:
     worker = start_worker("--model", MODEL, "--model-repository", str(model_repository), "--log-format", "json")
-    requests.post(worker.url + "/predict", data=jpegs["chelsea"],
-                  headers={"Content-Type": "image/jpeg", "X-Request-ID": "trace-me-42"}, timeout=30)
+    requests.post(
+        worker.url + "/predict",
+        data=jpegs["chelsea"],
+        headers={"Content-Type": "image/jpeg", "X-Request-ID": "trace-me-42"},
+        timeout=30,
+    )
     lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("request_id") == "trace-me-42"]
     assert len(mine) == 1

@@ -151,8 +151,12 @@ def test_multipart_without_an_image_field(client: FlaskClient) -> None:
 
 def test_body_over_the_limit_is_413(onnx_app, jpegs: dict[str, bytes]) -> None:
     limit = onnx_app.config["MAX_CONTENT_LENGTH"]
+    registry = onnx_app.extensions["visionpool.metrics"].registry
+    labels = {"model": "ssd-mobilenet-v2", "status": "413", "outcome": "payload_too_large"}
+    before = registry.get_sample_value("visionpool_worker_requests_total", labels) or 0
     response = onnx_app.test_client().post("/predict", data=b"\xff" * (limit + 1), content_type="image/jpeg")
     assert response.status_code == 413 and response.get_json()["error"]["code"] == "payload_too_large"
+    assert registry.get_sample_value("visionpool_worker_requests_total", labels) == before + 1  # not a 500
 
 
 def test_readyz_healthz_and_models(client: FlaskClient) -> None:

@@ -127,3 +127,8 @@ def test_example_configs_in_ops_are_valid(tmp_path: Path) -> None:
             (tmp_path / folder.name / "1").mkdir(exist_ok=True)
             (tmp_path / folder.name / "1" / "model.onnx").write_bytes(b"x")
             assert ModelRepository(tmp_path).load(folder.name).task in ("detection", "classification")
+
+
+def test_a_blank_label_line_keeps_its_class_id(repo: Path) -> None:
+    (repo / "m" / "labels.txt").write_text("background\n\ncat\n\n")
+    assert ModelRepository(repo).load("m").labels == ("background", "", "cat")  # cat stays class 2
