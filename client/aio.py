@@ -31,6 +31,7 @@ from .core import (
 from .types import Result
 
 T = TypeVar("T")
+_END = object()
 
 
 class AsyncClient:
@@ -48,35 +49,63 @@ class AsyncClient:
         self, image: ImageInput, *, model: str | None = None, threshold: float | None = None, top_k: int | None = None
     ) -> Result:
         """Predict one image (a path, bytes, a binary file, a PIL image or a numpy array)."""
+        return await self._predict(image, 0, model, threshold, top_k)
+
+    async def _predict(
+        self,
+        image: ImageInput,
+        slot: int,
+        model: str | None = None,
+        threshold: float | None = None,
+        top_k: int | None = None,
+    ) -> Result:
         if isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
         else:
             data = await asyncio.to_thread(image_bytes, image)  # files and encoding: off the event loop
-        flow = predict_flow(self.route, data, model or self.model, query(threshold, top_k), self.retries)
+        flow = predict_flow(self.route, data, model or self.model, query(threshold, top_k), self.retries, slot)
         return await self._run(flow)  # type: ignore[no-any-return]
 
     async def predict_many(
         self, images: Iterable[T], *, concurrency: int = 8, **options: Any
     ) -> AsyncIterator[tuple[T, Result | Exception]]:
-        """Predict many images, ``concurrency`` at a time; yields (image, result or error) as each completes."""
-        pending: set[asyncio.Task[tuple[T, Result | Exception]]] = set()
+        """Predict many images, ``concurrency`` at a time; yields (image, result or error) as each completes.
 
-        async def one(image: T) -> tuple[T, Result | Exception]:
+        In p2p mode each of the ``concurrency`` tasks keeps a worker of its own, so they spread over the pool.
+        """
+        source = iter(images)
+        room = asyncio.Semaphore(2 * concurrency)  # images taken but not yet handed to the caller
+        finished: asyncio.Queue[tuple[T, Result | Exception] | None] = asyncio.Queue()  # never blocks a put
+
+        async def consume(slot: int) -> None:
             try:
-                return image, await self.predict(image, **options)  # type: ignore[arg-type]
-            except Exception as error:  # handed to the caller, like the sync client's
-                return image, error
+                while True:
+                    await room.acquire()
+                    image = next(source, _END)  # one event loop: each next() is this task's own
+                    if image is _END:
+                        return
+                    try:
+                        outcome: Result | Exception = await self._predict(image, slot, **options)
+                    except Exception as error:  # handed to the caller, like the sync client's
+                        outcome = error
+                    finished.put_nowait((image, outcome))  # type: ignore[arg-type]
+            finally:
+                finished.put_nowait(None)
 
-        for image in images:
-            if len(pending) >= concurrency:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    yield task.result()
-            pending.add(asyncio.create_task(one(image)))
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                yield task.result()
+        tasks = [asyncio.create_task(consume(slot)) for slot in range(1, concurrency + 1)]
+        try:
+            running = len(tasks)
+            while running:
+                item = await finished.get()
+                if item is None:
+                    running -= 1
+                    continue
+                room.release()
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def lookup(self, model: str | None = None) -> dict[str, Any]:
         """The worker the proxy would hand out next."""
@@ -117,8 +146,11 @@ class AsyncClient:
             async with self._session.request(
                 request.method, request.url, params=request.params, headers=request.headers, data=request.body
             ) as answer:
-                return Response(answer.status, dict(answer.headers), await answer.read())
+                headers = {k.lower(): v for k, v in answer.headers.items()}
+                return Response(answer.status, headers, await answer.read())
         except asyncio.TimeoutError as error:
             return TimeoutError(str(error) or "timed out")
+        except aiohttp.TooManyRedirects as error:
+            return ValueError(str(error))  # not worth retrying, like a malformed URL (a ValueError already)
         except aiohttp.ClientError as error:
             return error

@@ -4,14 +4,16 @@ Usage:
     visionpool predict photos/ --out results.jsonl --draw annotated/ --concurrency 8
 
 Each image's outcome is one JSON line in --out, flushed as it completes; a run
-with the same --out skips what the file already holds, so a long job can be
-stopped and resumed without losing or repeating work.
+with the same --out skips the images the file holds a result for, so a long job
+can be stopped and resumed without losing or repeating work. Images that failed
+are tried again; the last line for a path is its outcome.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -31,7 +33,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def collect(arguments: Iterable[str], stdin: IO[str]) -> Iterator[tuple[Path, Path]]:
     """(image, its name under --draw) for files named directly, found in folders (recursively, sorted),
-    or listed on stdin for '-'."""
+    or listed on stdin for '-'. Two images that would share a name under --draw keep their whole path."""
+    used: set[Path] = set()
+    for path, name in _named(arguments, stdin):
+        name = _relative(path) if name in used else name
+        used.add(name)
+        yield path, name
+
+
+def _named(arguments: Iterable[str], stdin: IO[str]) -> Iterator[tuple[Path, Path]]:
     for argument in arguments:
         if argument == "-":
             yield from ((Path(line.strip()), _relative(Path(line.strip()))) for line in stdin if line.strip())
@@ -57,18 +67,19 @@ class Journal:
 
     @staticmethod
     def _read_and_mend(path: Path) -> set[str]:
-        """The paths recorded in ``path``; a last line cut off by an interruption is dropped."""
+        """The paths ``path`` holds a result for; a last line cut off by an interruption is cut away."""
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
             data = data[: data.rfind(b"\n") + 1]
-            path.write_bytes(data)
-        done = set()
+            os.truncate(path, len(data))  # in place: an interruption now cannot lose the lines before
+        outcomes: dict[str, bool] = {}
         for line in data.decode("utf-8").splitlines():
             try:
-                done.add(json.loads(line)["path"])
+                entry = json.loads(line)
+                outcomes[entry["path"]] = "error" not in entry  # the last line for a path wins
             except (ValueError, KeyError, TypeError):
                 logger.warning("ignoring an unreadable line in %s", path)
-        return done
+        return {image for image, succeeded in outcomes.items() if succeeded}
 
     def record(self, entry: dict[str, Any]) -> None:
         if self.file is not None:

@@ -61,9 +61,14 @@ def _predict(args: argparse.Namespace) -> int:
 
     _configure_logging("WARNING")
     images = list(collect(args.paths, sys.stdin))
+    try:
+        client = Client(args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries)
+    except ValueError as error:
+        print(f"visionpool predict: {error}", file=sys.stderr)
+        return 2
     journal = Journal(args.out)
     try:
-        with Client(args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries) as client:
+        with client:
             summary = run(
                 client,
                 images,
@@ -99,6 +104,9 @@ def _ask_proxy(args: argparse.Namespace, ask: Callable[[Any], Any]) -> int:
     except ClientError as error:
         print(f"visionpool {args.command}: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:  # a URL that is not one
+        print(f"visionpool {args.command}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

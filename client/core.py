@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ClientError, ConnectionFailed, Timeout, error_for
+from .errors import BadRequest, ClientError, ConnectionFailed, Timeout, error_for
 from .types import Result
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Any  # Any: PIL image, numpy array
 MODES = ("p2p", "proxy")
 BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
+RETRY_AFTER_MAX = 30.0  # a server's Retry-After is honoured up to this many seconds
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Response:
     """What the driver got back."""
 
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
 
 
@@ -84,7 +85,13 @@ def image_bytes(image: ImageInput) -> bytes:
 
 
 class Route:
-    """Where requests go: the proxy, or (p2p) the worker it handed out last."""
+    """Where requests go: the proxy, or (p2p) the worker it handed out last to each slot.
+
+    A slot is one stream of requests made one after another (a thread or task of
+    ``predict_many``; plain ``predict`` calls share slot 0). Each slot keeps its own
+    worker, so concurrent slots spread over the pool as the proxy's rotation hands
+    workers out, and each sticks to its worker while it answers.
+    """
 
     def __init__(self, url: str, mode: str) -> None:
         if mode not in MODES:
@@ -92,18 +99,20 @@ class Route:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must look like http://proxy-host:8080, got {url!r}")
         self.url, self.mode = url.rstrip("/"), mode
-        self.workers: dict[str | None, str] = {}  # p2p: model -> worker URL in use
+        self.workers: dict[tuple[str | None, int], str] = {}  # p2p: (model, slot) -> worker URL in use
 
-    def base(self, model: str | None) -> str | None:
-        """Where to post now; None when p2p has no worker yet."""
-        return self.url if self.mode == "proxy" else self.workers.get(model)
+    def base(self, model: str | None, slot: int) -> str | None:
+        """Where to post now; None when p2p has no worker for this slot yet."""
+        return self.url if self.mode == "proxy" else self.workers.get((model, slot))
 
-    def forget(self, model: str | None) -> None:
-        """The worker failed: look up another next time."""
-        self.workers.pop(model, None)
+    def forget(self, model: str | None, slot: int) -> None:
+        """The worker failed: this slot looks up another next time."""
+        self.workers.pop((model, slot), None)
 
 
-def predict_flow(route: Route, image: bytes, model: str | None, params: dict[str, str], retries: int) -> Flow:
+def predict_flow(
+    route: Route, image: bytes, model: str | None, params: dict[str, str], retries: int, slot: int = 0
+) -> Flow:
     """Predict one image: look up (p2p), post, retry; returns a Result or raises a ClientError."""
     request_id = uuid.uuid4().hex
     path = f"/models/{model}/predict" if model else "/predict"
@@ -111,18 +120,19 @@ def predict_flow(route: Route, image: bytes, model: str | None, params: dict[str
     error: ClientError = ConnectionFailed("no attempt was made")
     for attempt in range(retries + 1):
         if attempt:
-            yield Sleep(error.retry_after if error.retry_after is not None else _backoff(attempt))
+            wait = min(error.retry_after, RETRY_AFTER_MAX) if error.retry_after is not None else _backoff(attempt)
+            yield Sleep(wait)
         try:
-            base = route.base(model)
+            base = route.base(model, slot)
             if base is None:
-                base = route.workers[model] = (yield from lookup_flow(route, model))["url"]
+                base = route.workers[model, slot] = (yield from lookup_flow(route, model))["url"]
             outcome = yield Request("POST", base + path, params, headers, image)
             return Result.from_json(*_decode(outcome))
         except ClientError as failure:
             if not failure.retryable:
                 raise
             error = failure
-            route.forget(model)
+            route.forget(model, slot)
     raise error
 
 
@@ -146,6 +156,8 @@ def _decode(outcome: Outcome) -> tuple[dict[str, Any], dict[str, str]]:
     """A successful answer's JSON and headers; a typed ClientError for anything else."""
     if isinstance(outcome, TimeoutError):
         raise Timeout(f"no answer in time ({outcome})", code="timeout")
+    if isinstance(outcome, ValueError):  # a malformed URL, a redirect loop: retrying cannot help
+        raise BadRequest(f"{type(outcome).__name__}: {outcome}", code="invalid_request")
     if isinstance(outcome, Exception) or outcome is None:
         raise ConnectionFailed(f"{type(outcome).__name__}: {outcome}", code="connection_failed")
     try:
@@ -155,7 +167,7 @@ def _decode(outcome: Outcome) -> tuple[dict[str, Any], dict[str, str]]:
     if outcome.status == 200 and isinstance(body, dict):
         return body, outcome.headers
     detail = body.get("error", {}) if isinstance(body, dict) else {}
-    retry_after = outcome.headers.get("Retry-After")
+    retry_after = outcome.headers.get("retry-after")
     raise error_for(
         outcome.status,
         str(detail.get("code", f"http_{outcome.status}")),

@@ -9,6 +9,7 @@ Usage:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -49,19 +50,40 @@ class Client:
         self, image: ImageInput, *, model: str | None = None, threshold: float | None = None, top_k: int | None = None
     ) -> Result:
         """Predict one image (a path, bytes, a binary file, a PIL image or a numpy array)."""
-        flow = predict_flow(self.route, image_bytes(image), model or self.model, query(threshold, top_k), self.retries)
+        return self._predict(image, 0, model, threshold, top_k)
+
+    def _predict(
+        self,
+        image: ImageInput,
+        slot: int,
+        model: str | None = None,
+        threshold: float | None = None,
+        top_k: int | None = None,
+    ) -> Result:
+        params = query(threshold, top_k)
+        flow = predict_flow(self.route, image_bytes(image), model or self.model, params, self.retries, slot)
         return self._run(flow)  # type: ignore[no-any-return]
 
     def predict_many(
         self, images: Iterable[T], *, concurrency: int = 8, **options: Any
     ) -> Iterator[tuple[T, Result | Exception]]:
-        """Predict many images, ``concurrency`` at a time; yields (image, result or error) as each completes."""
+        """Predict many images, ``concurrency`` at a time; yields (image, result or error) as each completes.
+
+        In p2p mode each of the ``concurrency`` threads keeps a worker of its own, so they spread over the pool.
+        """
+        slots, local = itertools.count(1), threading.local()
+
+        def in_slot(image: T) -> Result:
+            if not hasattr(local, "slot"):
+                local.slot = next(slots)
+            return self._predict(image, local.slot, **options)  # type: ignore[arg-type]
+
         with ThreadPoolExecutor(concurrency) as pool:
             pending: dict[Future[Result], T] = {}
             for image in images:
                 if len(pending) >= concurrency * 2:
                     yield from _completed(pending)
-                pending[pool.submit(self.predict, image, **options)] = image  # type: ignore[arg-type]
+                pending[pool.submit(in_slot, image)] = image
             while pending:
                 yield from _completed(pending)
 
@@ -110,9 +132,11 @@ class Client:
             )
         except requests.Timeout as error:
             return TimeoutError(str(error))
+        except requests.TooManyRedirects as error:
+            return ValueError(str(error))  # not worth retrying, like a malformed URL (a ValueError already)
         except requests.RequestException as error:
             return error
-        return Response(answer.status_code, dict(answer.headers), answer.content)
+        return Response(answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.content)
 
     def _new_session(self) -> requests.Session:
         self._local.session = requests.Session()

@@ -42,6 +42,7 @@ class Result:
 
     @classmethod
     def from_json(cls, body: dict[str, Any], headers: dict[str, str]) -> Result:
+        """From a worker's JSON answer and its headers (names in lower case)."""
         predictions = [
             Prediction(p["label"], int(p["class_id"]), float(p["score"]), Box(**p["box"]) if p.get("box") else None)
             for p in body["predictions"]
@@ -54,8 +55,8 @@ class Result:
             predictions=predictions,
             timings=dict(body.get("timing_ms", {})),
             batch_size=int(body.get("batch_size", 1)),
-            worker_id=headers.get("X-Worker-ID"),
-            request_id=headers.get("X-Request-ID"),
+            worker_id=headers.get("x-worker-id"),
+            request_id=headers.get("x-request-id"),
         )
 
     def to_json(self) -> dict[str, Any]:

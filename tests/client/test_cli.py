@@ -135,3 +135,37 @@ def test_url_comes_from_the_environment(make_pool, photo_files) -> None:
         [sys.executable, "-m", "visionpool.client", "lookup"], capture_output=True, text=True, env=env, timeout=60
     )
     assert json.loads(result.stdout)["url"] == pool.workers[0].url
+
+
+def test_failed_images_are_tried_again_on_the_next_run(make_pool, photo_files, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    folder = str(photo_files["chelsea"].parent)
+    down = cli("predict", folder, "--url", "http://127.0.0.1:9", "--out", str(out), "--retries", "0")
+    assert down.returncode == 1 and all("error" in e for e in lines(out))
+    pool = make_pool(1)
+    again = cli("predict", folder, "--url", pool.url, "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    last = {e["path"]: e for e in lines(out)}  # the last line for a path is its outcome
+    assert len(last) == 5 and all("predictions" in e for e in last.values())
+    assert cli("predict", folder, "--url", pool.url, "--out", str(out)).stderr.count("5 already done") == 1
+
+
+def test_drawn_copies_never_overwrite_each_other(make_pool, photo_files, tmp_path: Path) -> None:
+    pool = make_pool(1)
+    for side in ("left", "right"):
+        (tmp_path / side).mkdir()
+        shutil.copy(photo_files["chelsea"], tmp_path / side / "same.jpg")
+    drawn = tmp_path / "drawn"
+    assert (
+        cli(
+            "predict", str(tmp_path / "left"), str(tmp_path / "right"), "--url", pool.url, "--draw", str(drawn)
+        ).returncode
+        == 0
+    )
+    assert len(list(drawn.rglob("same.jpg"))) == 2
+
+
+def test_a_url_without_a_scheme_is_a_clean_error() -> None:
+    for command in (["predict", "x.jpg"], ["lookup"], ["workers"]):
+        result = cli(*command, "--url", "localhost:8080")
+        assert result.returncode == 2 and "url must look like" in result.stderr and "Traceback" not in result.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from helpers import iou
 from PIL import Image
 
-from visionpool.client import AsyncClient, BadImage, Box, Client, ModelNotFound, Result, Unavailable
+from visionpool.client import AsyncClient, BadImage, BadRequest, Box, Client, ModelNotFound, Result, Unavailable
 
 CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}
 MODES = [pytest.param("p2p", id="p2p"), pytest.param("proxy", id="proxy")]
@@ -118,3 +120,24 @@ def test_bad_arguments_are_refused_early(tmp_path: Path) -> None:
         Client("127.0.0.1:8080")
     with pytest.raises(FileNotFoundError):
         Client("http://127.0.0.1:1").predict(tmp_path / "missing.jpg")
+
+
+def test_p2p_spreads_concurrent_requests_over_the_workers(make_pool) -> None:
+    pool = make_pool(3, model="sleepy", seconds=0.02)
+    image = np.zeros((8, 8, 3), np.uint8)
+    with Client(pool.url, mode="p2p") as client:
+        served = Counter(o.worker_id for _, o in client.predict_many([image] * 60, concurrency=6))
+
+    async def spread_async() -> Counter[str | None]:
+        async with AsyncClient(pool.url, mode="p2p") as client:
+            return Counter([o.worker_id async for _, o in client.predict_many([image] * 60, concurrency=6)])
+
+    for counts in (served, asyncio.run(spread_async())):
+        assert len(counts) == 3 and min(counts.values()) >= 10, counts  # each slot sticks to its own worker
+
+
+def test_a_malformed_url_fails_at_once_without_retries() -> None:
+    started = time.monotonic()
+    with Client("http://[::1:80", retries=5) as client, pytest.raises(BadRequest) as bad:
+        client.predict(b"x")
+    assert bad.value.code == "invalid_request" and time.monotonic() - started < 0.5
