@@ -148,7 +148,7 @@ class AsyncClient:
             ) as answer:
                 headers = {k.lower(): v for k, v in answer.headers.items()}
                 return Response(answer.status, headers, await answer.read())
-        except asyncio.TimeoutError as error:
+        except TimeoutError as error:
             return TimeoutError(str(error) or "timed out")
         except aiohttp.TooManyRedirects as error:
             return ValueError(str(error))  # not worth retrying, like a malformed URL (a ValueError already)

@@ -89,7 +89,7 @@ class LocalRegistry(Registry):
                     if current != last:
                         last = current
                         yield current
-                except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as error:
+                except (TimeoutError, aiohttp.ClientError, KeyError, ValueError) as error:
                     logger.warning(
                         "local registry at %s unreachable (%s); keeping the last known workers", self.url, error
                     )

