@@ -26,7 +26,6 @@ from .core import (
     image_bytes,
     lookup_flow,
     predict_flow,
-    query,
 )
 from .types import Result
 
@@ -63,7 +62,7 @@ class AsyncClient:
             data = bytes(image)
         else:
             data = await asyncio.to_thread(image_bytes, image)  # files and encoding: off the event loop
-        flow = predict_flow(self.route, data, model or self.model, query(threshold, top_k), self.retries, slot)
+        flow = predict_flow(self.route, data, model or self.model, threshold, top_k, self.retries, slot)
         return await self._run(flow)  # type: ignore[no-any-return]
 
     async def predict_many(

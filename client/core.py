@@ -111,10 +111,17 @@ class Route:
 
 
 def predict_flow(
-    route: Route, image: bytes, model: str | None, params: dict[str, str], retries: int, slot: int = 0
+    route: Route,
+    image: bytes,
+    model: str | None,
+    threshold: float | None,
+    top_k: int | None,
+    retries: int,
+    slot: int = 0,
 ) -> Flow:
     """Predict one image: look up (p2p), post, retry; returns a Result or raises a ClientError."""
     request_id = uuid.uuid4().hex
+    params = _query(threshold, top_k)
     path = f"/models/{model}/predict" if model else "/predict"
     headers = {"Content-Type": "application/octet-stream", "X-Request-ID": request_id}
     error: ClientError = ConnectionFailed("no attempt was made")
@@ -176,7 +183,7 @@ def _decode(outcome: Outcome) -> tuple[dict[str, Any], dict[str, str]]:
     )
 
 
-def query(threshold: float | None, top_k: int | None) -> dict[str, str]:
+def _query(threshold: float | None, top_k: int | None) -> dict[str, str]:
     """The predict query parameters that are set."""
     params = {}
     if threshold is not None:

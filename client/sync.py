@@ -29,7 +29,6 @@ from .core import (
     image_bytes,
     lookup_flow,
     predict_flow,
-    query,
 )
 from .types import Result
 
@@ -60,8 +59,8 @@ class Client:
         threshold: float | None = None,
         top_k: int | None = None,
     ) -> Result:
-        params = query(threshold, top_k)
-        flow = predict_flow(self.route, image_bytes(image), model or self.model, params, self.retries, slot)
+        data = image_bytes(image)
+        flow = predict_flow(self.route, data, model or self.model, threshold, top_k, self.retries, slot)
         return self._run(flow)  # type: ignore[no-any-return]
 
     def predict_many(

@@ -94,7 +94,7 @@ class Forwarder:
                 raise no_worker(model, self.pool.served()) if not tried else _gave_up(tried)
             tried.add(worker.id)
             try:
-                response = await self._attempt(worker, path, request.query_string, headers, body)
+                response = await self._attempt(worker, path, model, request.query_string, headers, body)
             except WORKER_FAILED as error:
                 if body.client_error is not None:
                     raise json_error(
@@ -127,7 +127,13 @@ class Forwarder:
             logger.info("retrying request %s on another worker", headers.get("X-Request-ID", "-"))
 
     async def _attempt(
-        self, worker: Instance, path: str, query: str, headers: dict[str, str], body: ReplayableBody
+        self,
+        worker: Instance,
+        path: str,
+        model: str | None,
+        query: str,
+        headers: dict[str, str],
+        body: ReplayableBody,
     ) -> web.Response:
         url = f"{worker.url}{path}" + (f"?{query}" if query else "")
         started = time.monotonic()
@@ -135,7 +141,6 @@ class Forwarder:
             # Read the (small JSON) answer whole before answering: a worker dying mid-answer is still retryable.
             payload = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-        model = path.removeprefix("/models/").removesuffix("/predict") if path.startswith("/models/") else None
         self.metrics.upstream.labels(self.metrics.model_label(model)).observe(time.monotonic() - started)
         self.metrics.bytes.labels("download").inc(len(payload))
         kept["X-Worker-ID"] = worker.id

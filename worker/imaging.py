@@ -57,10 +57,9 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
         image = _open(data, max_pixels)
     orientation = _orientation(image)
     width, height = image.size
-    pixels = None
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
         pixels = _decode_jpeg(data, width, height, min_size, orientation)
-    if pixels is None:
+    else:  # CMYK and friends too: Pillow knows their quirks (Adobe inversion)
         pixels = _decode_pillow(image, min_size, orientation)
     pixels = np.ascontiguousarray(_orient(pixels, orientation))
     if orientation in (5, 6, 7, 8):
@@ -112,12 +111,10 @@ def _reduction(width: int, height: int, min_size: tuple[int, int] | None, orient
 
 def _decode_jpeg(
     data: bytes, width: int, height: int, min_size: tuple[int, int] | None, orientation: int
-) -> np.ndarray | None:
+) -> np.ndarray:
+    """An RGB or greyscale JPEG (as Pillow's header read saw it) through libjpeg-turbo, reduced."""
     factor = _reduction(width, height, min_size, orientation)
     try:
-        colorspace = simplejpeg.decode_jpeg_header(data)[2]
-        if colorspace not in ("YCbCr", "Gray", "RGB"):
-            return None  # CMYK and friends: Pillow knows their quirks (Adobe inversion)
         return simplejpeg.decode_jpeg(
             data,
             colorspace="RGB",

@@ -72,8 +72,7 @@ class ModelManager:
         self.metrics = metrics
         repository = ModelRepository(settings.model_repository)
         self.configs = [repository.load(name) for name in settings.models]
-        for config in self.configs:
-            _check_names(config)
+        self.decoders = {config.name: _validated_decoder(config) for config in self.configs}
         self.default = self.configs[0].name
         self.models: dict[str, ServedModel] = {}
         self.ready = threading.Event()
@@ -83,7 +82,7 @@ class ModelManager:
         """Load and warm up every model; records a failure instead of raising."""
         try:
             for config in self.configs:
-                self.models[config.name] = _load(config, self.metrics)
+                self.models[config.name] = _load(config, self.decoders[config.name], self.metrics)
         except Exception as error:
             logger.exception("loading the models failed")
             self.failure = error
@@ -94,28 +93,33 @@ class ModelManager:
         """The model called ``name`` (the default one for None); 404 unknown, 503 still loading."""
         name = name or self.default
         if name not in self.models:
-            if any(c.name == name for c in self.configs):
+            if self.serves(name):
                 raise NotReady(f"Model {name!r} is still loading.", headers={"Retry-After": "1"})
             raise ModelNotFound(name, [c.name for c in self.configs])
         return self.models[name]
+
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is one of the models this worker was started with (loaded or not)."""
+        return name in self.decoders
 
     def close(self) -> None:
         for model in self.models.values():
             model.close()
 
 
-def _check_names(config: ModelConfig) -> None:
+def _validated_decoder(config: ModelConfig) -> Decoder:
+    """The model's decoder; ConfigError for an unknown engine, decoder or decoder option."""
     if config.engine not in ENGINES:
         raise ConfigError(
             f"{config.source}: field 'engine': must be one of {', '.join(ENGINES)}, got {config.engine!r}"
         )
     try:
-        create_decoder(config.output.decoder, config.output.options)
+        return create_decoder(config.output.decoder, config.output.options)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{config.source}: field 'output': {error}") from None
 
 
-def _load(config: ModelConfig, metrics: WorkerMetrics) -> ServedModel:
+def _load(config: ModelConfig, decoder: Decoder, metrics: WorkerMetrics) -> ServedModel:
     started = time.monotonic()
     engines: list[Engine] = []
     for _ in range(config.batching.instances):
@@ -125,7 +129,6 @@ def _load(config: ModelConfig, metrics: WorkerMetrics) -> ServedModel:
             raise ConfigError(
                 f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
             ) from error
-    decoder = create_decoder(config.output.decoder, config.output.options)
     histogram = metrics.batch.labels(config.name)
     batcher = Batcher(config.name, engines, config.batching, on_batch=histogram.observe)
     model = ServedModel(config, decoder, batcher, engines[0].device)

@@ -50,8 +50,8 @@ def list_models() -> Response:
 
 def _predict(name: str | None) -> Response:
     models, metrics = get_models(), current_app.extensions[METRICS]
-    known = name is None or any(c.name == name for c in models.configs)
-    label = (name or models.default) if known else "unknown"  # never a label per made-up name
+    label = name or models.default
+    label = label if models.serves(label) else "unknown"  # never a label per made-up name
     with metrics.track(label, g.request_id) as tracked:
         return _answer(models.get(name), tracked)
 
