@@ -1,7 +1,7 @@
-"""Usage: python -m visionpool.client worker ..."""
+"""Usage: python -m visionpool.client COMMAND ...   (the same as the ``visionpool`` command)"""
 
 import sys
 
-from .cli import main
+from .commands import main
 
 sys.exit(main())

@@ -28,6 +28,7 @@ from .core import (
     predict_flow,
 )
 from .types import Result
+from .wire import WORKERS
 
 T = TypeVar("T")
 _END = object()
@@ -112,7 +113,7 @@ class AsyncClient:
 
     async def workers(self) -> list[dict[str, Any]]:
         """The proxy's healthy workers."""
-        return (await self._run(get_flow(self.route, "/workers")))["workers"]  # type: ignore[no-any-return]
+        return (await self._run(get_flow(self.route, WORKERS)))["workers"]  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         if self._session is not None:

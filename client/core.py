@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from .errors import BadRequest, ClientError, ConnectionFailed, Timeout, error_for
 from .types import Result
+from .wire import LOOKUP, Header, predict_path, read_error
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Any  # Any: PIL image, numpy array
 MODES = ("p2p", "proxy")
@@ -122,8 +123,8 @@ def predict_flow(
     """Predict one image: look up (p2p), post, retry; returns a Result or raises a ClientError."""
     request_id = uuid.uuid4().hex
     params = _query(threshold, top_k)
-    path = f"/models/{model}/predict" if model else "/predict"
-    headers = {"Content-Type": "application/octet-stream", "X-Request-ID": request_id}
+    path = predict_path(model)
+    headers = {"Content-Type": "application/octet-stream", Header.REQUEST_ID: request_id}
     error: ClientError = ConnectionFailed("no attempt was made")
     for attempt in range(retries + 1):
         if attempt:
@@ -145,7 +146,7 @@ def predict_flow(
 
 def lookup_flow(route: Route, model: str | None) -> Flow:
     """The proxy's pick of a worker: {"url", "worker_id", "model"}."""
-    outcome = yield Request("GET", route.url + "/lookup", {"model": model} if model else {})
+    outcome = yield Request("GET", route.url + LOOKUP, {"model": model} if model else {})
     return _decode(outcome)[0]
 
 
@@ -173,12 +174,12 @@ def _decode(outcome: Outcome) -> tuple[dict[str, Any], dict[str, str]]:
         body = None
     if outcome.status == 200 and isinstance(body, dict):
         return body, outcome.headers
-    detail = body.get("error", {}) if isinstance(body, dict) else {}
-    retry_after = outcome.headers.get("retry-after")
+    code, message = read_error(body)
+    retry_after = outcome.headers.get(Header.RETRY_AFTER.lower())
     raise error_for(
         outcome.status,
-        str(detail.get("code", f"http_{outcome.status}")),
-        str(detail.get("message", outcome.body[:200].decode(errors="replace"))),
+        code or f"http_{outcome.status}",
+        message or outcome.body[:200].decode(errors="replace"),
         float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
     )
 

@@ -14,6 +14,8 @@ ClientError
 
 from __future__ import annotations
 
+from .wire import Code
+
 
 class ClientError(Exception):
     """Something the service (or the network) refused; ``code`` is the server's error code."""
@@ -86,7 +88,7 @@ BY_STATUS: dict[int, type[ClientError]] = {
 def error_for(status: int, code: str, message: str, retry_after: float | None) -> ClientError:
     """The typed error for an HTTP error answer."""
     if status == 400:
-        kind: type[ClientError] = BadImage if code in ("invalid_image", "empty_body") else BadRequest
+        kind: type[ClientError] = BadImage if code in (Code.INVALID_IMAGE, Code.EMPTY_BODY) else BadRequest
     else:
         kind = BY_STATUS.get(status, ServerError if status >= 500 else BadRequest)
     return kind(message, code=code, status=status, retry_after=retry_after)

@@ -31,6 +31,7 @@ from .core import (
     predict_flow,
 )
 from .types import Result
+from .wire import WORKERS
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         """The proxy's healthy workers."""
-        return self._run(get_flow(self.route, "/workers"))["workers"]  # type: ignore[no-any-return]
+        return self._run(get_flow(self.route, WORKERS))["workers"]  # type: ignore[no-any-return]
 
     def close(self) -> None:
         session = getattr(self._local, "session", None)

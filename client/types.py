@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .wire import Header
+
 
 @dataclass(frozen=True)
 class Box:
@@ -55,8 +57,8 @@ class Result:
             predictions=predictions,
             timings=dict(body.get("timing_ms", {})),
             batch_size=int(body.get("batch_size", 1)),
-            worker_id=headers.get("x-worker-id"),
-            request_id=headers.get("x-request-id"),
+            worker_id=headers.get(Header.WORKER_ID.lower()),
+            request_id=headers.get(Header.REQUEST_ID.lower()),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What every registry backend is: workers announce themselves, proxies watch who is healthy."""
+"""What every registry backend is: workers announce themselves (Registry), proxies follow who is healthy (Directory)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Instance:
 
 
 class Registry(ABC):
-    """A service registry; the worker side calls register/renew/deregister, the proxy side watch."""
+    """The worker's side of a registry: announce, keep alive, withdraw."""
 
     renew_interval: float = 0.0  # seconds between renew() calls a worker must make; 0 = none
 
@@ -46,6 +46,14 @@ class Registry(ABC):
     def deregister(self, instance: Instance) -> None:
         """Withdraw a worker; RegistryError if that fails."""
 
+
+class Directory(ABC):
+    """The proxy's side of a registry: who is healthy now."""
+
     @abstractmethod
     def watch(self) -> AsyncIterator[list[Instance]]:
         """Yield the healthy instances now, then again each time they change; never ends by itself."""
+
+    def routes(self) -> list[Any]:
+        """aiohttp routes the proxy serves for this registry (the embedded registry's API); errors as ServiceError."""
+        return []

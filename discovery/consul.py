@@ -32,7 +32,7 @@ import consul.aio
 import requests
 from consul.callback import CB
 
-from .base import SERVICE, Instance, Registry, RegistryError
+from .base import SERVICE, Directory, Instance, Registry, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class _WatchState:
     filtered_warned: bool = False
 
 
-class ConsulRegistry(Registry):
+class ConsulRegistry(Registry, Directory):
     """Workers as services in a Consul agent, health-checked by Consul on /readyz."""
 
     renew_interval = 0.0  # Consul polls /readyz itself

@@ -1,11 +1,25 @@
-"""Settings that workers and proxies share (same flags, same environment variables): registry, logging."""
+"""What every service of the pool is told: where it listens, how it logs, how it finds the registry.
+
+Usage:
+    @dataclass
+    class WorkerSettings(ServiceSettings): ...     # adds its own fields; shares these, flags and variables alike
+
+Workers and proxies read the same registry and logging variables, so one environment
+(honcho's .env, a container's) configures a whole machine. The proxy's listen address has
+variables of its own (``ENV_SCOPE = "PROXY_"``: ``VISIONPOOL_PROXY_PORT``).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
+
+from visionpool.client.options import configure_logging, option
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("plain", "json")
 
 
 def default_token_file() -> Path:
@@ -14,39 +28,64 @@ def default_token_file() -> Path:
     return Path(base) / "visionpool" / "registry-token"
 
 
-def check_logging(level: str, fmt: str) -> None:
-    """Validate the logging settings every service has."""
-    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    if fmt not in ("plain", "json"):
-        raise ValueError(f"log_format must be 'plain' or 'json', got {fmt!r}")
-
-
 @dataclass
-class RegistrySettings:
-    """How to reach the service registry."""
+class ServiceSettings:
+    """The settings a worker and a proxy share."""
 
-    # Registry: 'local' (embedded in the proxy) or 'consul' (workers also take 'none').
-    registry: str = "local"
-    # Shared secret for the local registry; when unset, read from registry_token_file.
-    registry_token: str | None = field(default=None, metadata={"secret": True})
-    # File holding the local registry's token; the proxy creates it (mode 600) when missing.
-    registry_token_file: Path = field(default_factory=default_token_file, metadata={"type": Path, "metavar": "FILE"})
-    # Seconds a local registration lives without renewal (workers renew every third of it).
-    registry_ttl: float = 10.0
-    # Consul agent URL, for --registry consul.
-    consul_url: str = "http://127.0.0.1:8500"
-    # Consul ACL token, for --registry consul.
-    consul_token: str | None = field(default=None, metadata={"secret": True})
+    ENV_SCOPE: ClassVar[str] = ""  # inserted into the variables of the listen address
+    DEFAULT_PORT: ClassVar[int] = 8000
+    REGISTRIES: ClassVar[tuple[str, ...]] = ("local", "consul")
+    DEFAULT_REGISTRY: ClassVar[str] = "local"
 
-    def check_registry(self, choices: tuple[str, ...]) -> None:
-        """Validate the registry fields; ValueError says what to pass instead."""
+    host: str = option("127.0.0.1", "Address to listen on; 0.0.0.0 for every interface.", scoped=True)
+    port: int | None = option(
+        None, "Port to listen on (a worker: honcho's $PORT, else 8000; the proxy: 8080).", scoped=True
+    )
+    log_level: str = option("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = option("plain", "Log format: 'plain' lines, or 'json' (one object per line, with each field).")
+    registry: str | None = option(
+        None, "Service registry: 'local' (the proxy's own) or 'consul'; a worker also takes 'none' (its default)."
+    )
+    registry_url: str = option(
+        "http://127.0.0.1:8080", "The proxy holding the local registry (workers register there)."
+    )
+    registry_token: str | None = option(
+        None, "Shared secret of the local registry; when unset, read from --registry-token-file.", secret=True
+    )
+    registry_token_file: Path = option(
+        default_factory=default_token_file,
+        help="File holding the local registry's token; the proxy creates it (mode 600) when missing.",
+        kind=Path,
+        metavar="FILE",
+    )
+    registry_ttl: float = option(10.0, "Seconds a local registration lives without renewal (renewed every third).")
+    consul_url: str = option("http://127.0.0.1:8500", "Consul agent URL, for --registry consul.")
+    consul_token: str | None = option(None, "Consul ACL token, for --registry consul.", secret=True)
+
+    def __post_init__(self) -> None:
+        """Fill in the service's defaults and check every shared field; ValueError says what to pass."""
+        self.port = self.default_port() if self.port is None else self.port
+        self.registry = self.registry or self.DEFAULT_REGISTRY
         self.registry_token_file = Path(self.registry_token_file)
-        if self.registry not in choices:
-            raise ValueError(f"registry must be one of {', '.join(choices)}, got {self.registry!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be 'plain' or 'json', got {self.log_format!r}")
+        if self.registry not in self.REGISTRIES:
+            raise ValueError(f"unknown registry {self.registry!r}; choose one of {', '.join(self.REGISTRIES)}")
         if self.registry_ttl < 0.5:
             raise ValueError(f"registry_ttl must be at least 0.5 seconds, got {self.registry_ttl}")
 
-    def consul_options(self) -> dict[str, Any]:
-        """Keyword arguments for ConsulRegistry."""
-        return {"url": self.consul_url, "token": self.consul_token}
+    def default_port(self) -> int:
+        return self.DEFAULT_PORT
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to listen on."""
+        assert self.port is not None  # filled in by __post_init__
+        return self.host, self.port
+
+    def configure_logging(self) -> None:
+        configure_logging(self.log_level, self.log_format)

@@ -1,7 +1,7 @@
 """The proxy's aiohttp application: routing, p2p lookup, and the registry it follows.
 
 Usage:
-    app = create_app(ProxySettings(), registry)
+    app = create_app(ProxySettings(), create_registry(settings, "proxy"))
 """
 
 from __future__ import annotations
@@ -16,45 +16,45 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from visionpool.discovery import Registry
+from visionpool.client import wire
+from visionpool.client.wire import Header
+from visionpool.discovery import Directory
 
-from .errors import json_error, no_worker
+from .errors import NoWorker, error_middleware, no_worker
 from .forward import Forwarder
 from .metrics import ProxyMetrics
 from .pool import Pool
-from .registry import EmbeddedRegistry
 from .settings import ProxySettings
 
 logger = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 POOL = web.AppKey("pool", Pool)
-REGISTRY = web.AppKey("registry", Registry)
+REGISTRY = web.AppKey("registry", Directory)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 
 
-def create_app(settings: ProxySettings, registry: Registry) -> web.Application:
-    """The proxy app following ``registry``; an EmbeddedRegistry also gets its HTTP routes."""
+def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
+    """The proxy app following ``registry``, serving the registry's own routes if it has any."""
     pool = Pool(settings.eject_seconds)
     metrics = ProxyMetrics(pool)
-    app = web.Application(middlewares=[request_id_middleware, metrics.middleware])
+    app = web.Application(middlewares=[request_id_middleware, metrics.middleware, error_middleware])
     app[SETTINGS], app[REGISTRY], app[POOL], app[METRICS] = settings, registry, pool, metrics
     app.cleanup_ctx.extend([client_session, follow_registry])
     app.add_routes(
         [
-            web.post("/predict", predict),
-            web.post("/models/{name}/predict", predict),
-            web.get("/lookup", lookup),
-            web.get("/workers", workers),
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
-            web.get("/metrics", metrics.handle_metrics),
-            web.get("/prometheus/targets", prometheus_targets),
+            web.post(wire.PREDICT, predict),
+            web.post(wire.MODEL_PREDICT, predict),
+            web.get(wire.LOOKUP, lookup),
+            web.get(wire.WORKERS, workers),
+            web.get(wire.HEALTHZ, healthz),
+            web.get(wire.READYZ, readyz),
+            web.get(wire.METRICS, metrics.handle_metrics),
+            web.get(wire.PROMETHEUS_TARGETS, prometheus_targets),
+            *registry.routes(),
         ]
     )
-    if isinstance(registry, EmbeddedRegistry):
-        app.add_routes(registry.routes())
     return app
 
 
@@ -94,22 +94,21 @@ async def request_id_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Accept or make an X-Request-ID, and send it back on every answer, errors included."""
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-    if "X-Request-ID" not in request.headers:
-        request = request.clone(headers={**request.headers, "X-Request-ID": request_id})
+    request_id = request.headers.get(Header.REQUEST_ID) or uuid.uuid4().hex
+    if Header.REQUEST_ID not in request.headers:
+        request = request.clone(headers={**request.headers, Header.REQUEST_ID: request_id})
     try:
         response = await handler(request)
     except web.HTTPException as error:
-        error.headers["X-Request-ID"] = request_id
+        error.headers[Header.REQUEST_ID] = request_id
         raise
-    response.headers["X-Request-ID"] = request_id
+    response.headers[Header.REQUEST_ID] = request_id
     return response
 
 
 async def predict(request: web.Request) -> web.Response:
     name = request.match_info.get("name")
-    path = f"/models/{name}/predict" if name else "/predict"
-    return await request.app[FORWARDER].forward(request, path, name)
+    return await request.app[FORWARDER].forward(request, wire.predict_path(name), name)
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -143,7 +142,5 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     count = len(request.app[POOL].healthy())
     if not count:
-        raise json_error(
-            web.HTTPServiceUnavailable, "no_worker", "No worker is registered yet.", **{"Retry-After": "1"}
-        )
+        raise NoWorker("No worker is registered yet.")
     return web.json_response({"status": "ready", "workers": count})

@@ -1,32 +1,61 @@
-"""The proxy's errors: aiohttp's typed HTTP exceptions with the same JSON body the workers use.
+"""The proxy's errors, each carrying its HTTP status and code, and the one handler that answers them as JSON.
 
-web.HTTPException
- ├── HTTPBadRequest (400)          bad_request
- ├── HTTPUnauthorized (401)        unauthorized          (registry token missing or wrong)
- ├── HTTPNotFound (404)            not_found, model_not_found (no registered worker serves it)
- ├── HTTPBadGateway (502)          bad_gateway           (the worker failed and no retry was possible)
- ├── HTTPServiceUnavailable (503)  no_worker             (no healthy worker serves the model)
- └── HTTPGatewayTimeout (504)      upstream_timeout      (the worker did not answer in time)
+ServiceError (visionpool.client.wire)
+ ├── BadRequest (400)
+ │    └── UploadIncomplete          upload_incomplete   (the client's upload broke off: nobody else's fault)
+ ├── Unauthorized (401)             unauthorized        (registry token missing or wrong)
+ ├── ModelNotFound (404)            model_not_found     (no registered worker serves it)
+ ├── BadGateway (502)               bad_gateway         (the worker failed and no retry was possible)
+ ├── NoWorker (503)                 no_worker           (no healthy worker serves the model; Retry-After)
+ └── UpstreamTimeout (504)          upstream_timeout    (the worker did not answer in time)
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from visionpool.client.wire import BadRequest, Code, ModelNotFound, ServiceError, ServiceUnavailable
 
-def json_error(cls: type[web.HTTPException], code: str, message: str, **headers: str) -> web.HTTPException:
-    """An aiohttp HTTP exception whose body is ``{"error": {"code": ..., "message": ...}}``."""
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return cls(text=body, content_type="application/json", headers=headers or None)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def no_worker(model: str | None, served: set[str]) -> web.HTTPException:
+class UploadIncomplete(BadRequest):
+    code = Code.UPLOAD_INCOMPLETE
+
+    def __init__(self) -> None:
+        super().__init__("The upload broke off before the whole body arrived.")
+
+
+class BadGateway(ServiceError):
+    status, code = 502, Code.BAD_GATEWAY
+
+
+class NoWorker(ServiceUnavailable):
+    code = Code.NO_WORKER
+
+
+class UpstreamTimeout(ServiceError):
+    status, code = 504, Code.UPSTREAM_TIMEOUT
+
+
+def no_worker(model: str | None, served: set[str]) -> ServiceError:
     """404 when workers are known but none serves ``model``; 503 (retry later) when none is healthy."""
     if model is not None and served and model not in served:
-        message = f"No worker serves a model named {model!r}; the pool serves: {', '.join(sorted(served))}."
-        return json_error(web.HTTPNotFound, "model_not_found", message)
+        return ModelNotFound(f"No worker serves a model named {model!r}; the pool serves: {', '.join(sorted(served))}.")
     what = f"serves model {model!r}" if model else "is registered"
-    message = f"No healthy worker {what}; retry later."
-    return json_error(web.HTTPServiceUnavailable, "no_worker", message, **{"Retry-After": "1"})
+    return NoWorker(f"No healthy worker {what}; retry later.")
+
+
+def gave_up(tried: set[str]) -> BadGateway:
+    return BadGateway(f"Every worker tried failed ({', '.join(sorted(tried))}); retry the request.")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every ServiceError becomes ``{"error": {"code", "message"}}`` with its status and headers."""
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        return web.json_response(error.body(), status=error.status, headers=error.headers)

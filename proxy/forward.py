@@ -16,16 +16,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from visionpool.client.wire import Header
 from visionpool.discovery import Instance
 
-from .errors import json_error, no_worker
+from .errors import BadGateway, UploadIncomplete, UpstreamTimeout, gave_up, no_worker
 from .metrics import ProxyMetrics
 from .pool import Pool
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Length", "Accept", "X-Request-ID")
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Content-Length", "Accept", Header.REQUEST_ID)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 # refused, reset, died mid-answer, answered garbage, registered a bad URL: the worker's fault, try another
 WORKER_FAILED = aiohttp.ClientError
@@ -91,30 +92,21 @@ class Forwarder:
         while True:
             worker = self.pool.pick(model, tried)
             if worker is None:
-                raise no_worker(model, self.pool.served()) if not tried else _gave_up(tried)
+                raise no_worker(model, self.pool.served()) if not tried else gave_up(tried)
             tried.add(worker.id)
             try:
                 response = await self._attempt(worker, path, model, request.query_string, headers, body)
             except WORKER_FAILED as error:
                 if body.client_error is not None:
-                    raise json_error(
-                        web.HTTPBadRequest, "upload_incomplete", "The upload broke off before the whole body arrived."
-                    ) from None
+                    raise UploadIncomplete() from None
                 self.pool.eject(worker.id, f"{type(error).__name__}: {error}")
                 self.metrics.ejections.inc()
                 if not body.replayable:
-                    raise json_error(
-                        web.HTTPBadGateway,
-                        "bad_gateway",
-                        f"Worker {worker.id} failed mid-upload and the body was too large to "
-                        "replay; retry the request.",
+                    raise BadGateway(
+                        f"Worker {worker.id} failed mid-upload and the body was too large to replay; retry the request."
                     ) from None
             except TimeoutError:
-                raise json_error(
-                    web.HTTPGatewayTimeout,
-                    "upstream_timeout",
-                    f"Worker {worker.id} did not answer within {self.timeout.total} s.",
-                ) from None
+                raise UpstreamTimeout(f"Worker {worker.id} did not answer within {self.timeout.total} s.") from None
             else:
                 retry_busy = response.status == 503 and len(tried) <= self.retries and body.replayable
                 if not retry_busy or self.pool.pick(model, tried) is None:
@@ -122,9 +114,9 @@ class Forwarder:
                     request["worker_id"] = worker.id
                     return response
             if len(tried) > self.retries:
-                raise _gave_up(tried)
+                raise gave_up(tried)
             self.metrics.retries.labels(self.metrics.model_label(model)).inc()
-            logger.info("retrying request %s on another worker", headers.get("X-Request-ID", "-"))
+            logger.info("retrying request %s on another worker", headers.get(Header.REQUEST_ID, "-"))
 
     async def _attempt(
         self,
@@ -143,11 +135,5 @@ class Forwarder:
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         self.metrics.upstream.labels(self.metrics.model_label(model)).observe(time.monotonic() - started)
         self.metrics.bytes.labels("download").inc(len(payload))
-        kept["X-Worker-ID"] = worker.id
+        kept[Header.WORKER_ID] = worker.id
         return web.Response(status=upstream.status, body=payload, headers=kept)
-
-
-def _gave_up(tried: set[str]) -> web.HTTPException:
-    return json_error(
-        web.HTTPBadGateway, "bad_gateway", f"Every worker tried failed ({', '.join(sorted(tried))}); retry the request."
-    )

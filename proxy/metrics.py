@@ -23,6 +23,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from visionpool.client.options import log_fields
+from visionpool.client.wire import Header
+
 from .pool import Pool
 
 logger = logging.getLogger("visionpool.proxy.requests")
@@ -112,11 +115,11 @@ class ProxyMetrics:
         self.requests.labels(route, label, str(status)).inc()
         if label != "-":
             fields = {
-                "request_id": request.headers.get("X-Request-ID", "-"),
+                "request_id": request.headers.get(Header.REQUEST_ID, "-"),
                 "route": route,
                 "model": label,
                 "status": status,
                 "worker": request.get("worker_id", "-"),
                 "total_ms": round(seconds * 1000, 2),
             }
-            logger.info(" ".join(f"{key}=%s" for key in fields), *fields.values(), extra=fields)
+            log_fields(logger, fields)

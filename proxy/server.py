@@ -12,22 +12,12 @@ import signal
 
 from aiohttp import web
 
-from visionpool.discovery import Registry, create_registry
-from visionpool.discovery.local import load_or_create_token
+from visionpool.discovery import create_registry
 
 from .app import create_app
-from .registry import EmbeddedRegistry
 from .settings import ProxySettings
 
 logger = logging.getLogger(__name__)
-
-
-def make_registry(settings: ProxySettings) -> Registry:
-    """The registry the proxy follows: its own embedded one, or Consul."""
-    if settings.registry == "local":
-        token = settings.registry_token or load_or_create_token(settings.registry_token_file)
-        return EmbeddedRegistry(token, settings.registry_ttl)
-    return create_registry(settings.registry, **settings.consul_options())
 
 
 class ProxyServer:
@@ -39,18 +29,14 @@ class ProxyServer:
 
     async def serve(self) -> int:
         """Start up, serve until told to stop, shut down."""
-        app = create_app(self.settings, make_registry(self.settings))
+        app = create_app(self.settings, create_registry(self.settings, "proxy"))
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=1024)
+        host, port = self.settings.address
+        site = web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
         self.install_signal_handlers()
-        logger.info(
-            "proxy listening on http://%s:%s (registry: %s)",
-            self.settings.host,
-            self.settings.port,
-            self.settings.registry,
-        )
+        logger.info("proxy listening on http://%s:%s (registry: %s)", host, port, self.settings.registry)
         await self.should_exit.wait()
         logger.info("proxy shutting down")
         await runner.cleanup()

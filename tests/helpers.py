@@ -60,7 +60,7 @@ class ServerProcess:
         # a file, not a pipe: a chatty process never blocks on it; the fixture closes it
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "visionpool.client", command, *args],
+            [sys.executable, "-m", f"visionpool.{command}", *args],
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request
 
+from visionpool.client.wire import Header
+
 from . import models
 from .errors import register_error_handlers
 from .metrics import METRICS, WorkerMetrics
@@ -42,11 +44,11 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
 
 
 def _take_request_id() -> None:
-    g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    g.request_id = request.headers.get(Header.REQUEST_ID) or uuid.uuid4().hex
 
 
 def _tag_response(response: Response) -> Response:
     """Echo (or make) the X-Request-ID and name this worker, so every answer can be traced."""
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    response.headers["X-Worker-ID"] = current_app.config["WORKER_ID"]
+    response.headers[Header.REQUEST_ID] = g.get("request_id") or uuid.uuid4().hex
+    response.headers[Header.WORKER_ID] = current_app.config["WORKER_ID"]
     return response

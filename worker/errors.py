@@ -1,6 +1,6 @@
-"""Errors a worker answers with, each carrying its HTTP status and a stable code.
+"""Errors a worker answers with, each carrying its HTTP status and a stable code; the JSON handlers.
 
-    WorkerError (500 internal)
+    ServiceError (visionpool.client.wire; 500 internal)
      ├── BadRequest (400)
      │    ├── EmptyBody            empty_body
      │    ├── InvalidImage         invalid_image
@@ -9,8 +9,8 @@
      ├── PayloadTooLarge (413)     payload_too_large
      │    └── ImageTooLarge        image_too_large
      ├── UnsupportedMediaType (415) unsupported_media_type
-     ├── ServiceUnavailable (503)
-     │    ├── Overloaded           overloaded (with Retry-After)
+     ├── ServiceUnavailable (503, Retry-After)
+     │    ├── Overloaded           overloaded
      │    └── NotReady             not_ready
      ├── DeadlineExceeded (504)    deadline_exceeded
      └── EngineFailed (500)        engine_failed
@@ -26,87 +26,80 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from visionpool.client.wire import (
+    BadRequest,
+    Code,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceError,
+    ServiceUnavailable,
+    error_body,
+)
+
 logger = logging.getLogger(__name__)
 
-
-class WorkerError(Exception):
-    """Base error: an HTTP status, a machine-readable code and a message for people."""
-
-    status = 500
-    code = "internal"
-
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.headers = headers or {}
-
-
-class BadRequest(WorkerError):
-    status, code = 400, "bad_request"
+__all__ = [
+    "BadRequest",
+    "DeadlineExceeded",
+    "EmptyBody",
+    "EngineFailed",
+    "ImageTooLarge",
+    "InvalidImage",
+    "InvalidParameter",
+    "ModelNotFound",
+    "NotReady",
+    "Overloaded",
+    "PayloadTooLarge",
+    "ServiceError",
+    "ServiceUnavailable",
+    "UnsupportedMediaType",
+    "register_error_handlers",
+]
 
 
 class EmptyBody(BadRequest):
-    code = "empty_body"
+    code = Code.EMPTY_BODY
 
 
 class InvalidImage(BadRequest):
-    code = "invalid_image"
+    code = Code.INVALID_IMAGE
 
 
 class InvalidParameter(BadRequest):
-    code = "invalid_parameter"
-
-
-class ModelNotFound(WorkerError):
-    status, code = 404, "model_not_found"
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"No model named {name!r}; this worker serves: {', '.join(known)}.")
-
-
-class PayloadTooLarge(WorkerError):
-    status, code = 413, "payload_too_large"
+    code = Code.INVALID_PARAMETER
 
 
 class ImageTooLarge(PayloadTooLarge):
-    code = "image_too_large"
+    code = Code.IMAGE_TOO_LARGE
 
 
-class UnsupportedMediaType(WorkerError):
-    status, code = 415, "unsupported_media_type"
-
-
-class ServiceUnavailable(WorkerError):
-    status, code = 503, "unavailable"
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, Code.UNSUPPORTED_MEDIA_TYPE
 
 
 class Overloaded(ServiceUnavailable):
-    code = "overloaded"
+    code = Code.OVERLOADED
 
     def __init__(self, model: str, retry_after_s: int = 1) -> None:
-        super().__init__(
-            f"Model {model!r} has a full queue; retry after {retry_after_s} s.",
-            headers={"Retry-After": str(retry_after_s)},
-        )
+        super().__init__(f"Model {model!r} has a full queue; retry after {retry_after_s} s.", retry_after=retry_after_s)
 
 
 class NotReady(ServiceUnavailable):
-    code = "not_ready"
+    code = Code.NOT_READY
 
 
-class DeadlineExceeded(WorkerError):
-    status, code = 504, "deadline_exceeded"
+class DeadlineExceeded(ServiceError):
+    status, code = 504, Code.DEADLINE_EXCEEDED
 
 
-class EngineFailed(WorkerError):
-    code = "engine_failed"
+class EngineFailed(ServiceError):
+    code = Code.ENGINE_FAILED
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The one JSON shape every error takes."""
-    response = jsonify(error={"code": code, "message": message})
-    response.status_code = status
-    response.headers.update(headers or {})
+def error_response(error: ServiceError) -> Response:
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers.update(error.headers)
     return response
 
 
@@ -121,9 +114,9 @@ def http_error_code(error: HTTPException) -> tuple[int, str]:
 def register_error_handlers(app: Flask) -> None:
     """Turn every exception into the JSON error shape."""
 
-    @app.errorhandler(WorkerError)
-    def handle_worker_error(error: WorkerError) -> Response:
-        return error_response(error.status, error.code, error.message, error.headers)
+    @app.errorhandler(ServiceError)
+    def handle_service_error(error: ServiceError) -> Response:
+        return error_response(error)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> Response:
@@ -131,9 +124,11 @@ def register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         if status == 413:
             message = "The request body is larger than this worker accepts."
-        return error_response(status, code, message)
+        response = jsonify(error_body(code, message))
+        response.status_code = status
+        return response
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         logger.exception("unhandled error")
-        return error_response(500, WorkerError.code, "Internal error; the worker log has the details.")
+        return error_response(ServiceError("Internal error; the worker log has the details."))

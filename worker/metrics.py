@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
-from .errors import WorkerError, http_error_code
+from visionpool.client.options import log_fields
+
+from .errors import ServiceError, http_error_code
 
 logger = logging.getLogger("visionpool.worker.requests")
 
@@ -110,7 +112,7 @@ class WorkerMetrics:
         self.in_flight.inc()
         try:
             yield request
-        except WorkerError as error:
+        except ServiceError as error:
             request.status, request.outcome = error.status, error.code
             raise
         except HTTPException as error:  # werkzeug's own: a body over the limit, a malformed form
@@ -137,4 +139,4 @@ class WorkerMetrics:
             "batch_size": request.batch_size,
             **{f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in request.stages.items()},
         }
-        logger.info(" ".join(f"{key}=%s" for key in fields), *fields.values(), extra=fields)
+        log_fields(logger, fields)

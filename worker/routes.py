@@ -3,46 +3,48 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from visionpool.client import wire
+
 from .errors import EmptyBody, InvalidParameter, NotReady, UnsupportedMediaType, error_response
-from .imaging import CONTENT_TYPES, decode_image
+from .imaging import CONTENT_TYPES
 from .metrics import METRICS, Tracked
-from .models import ServedModel, get_models
+from .models import get_models
+from .pipeline import Pipeline
 from .settings import WorkerSettings
 
 bp = Blueprint("worker", __name__)
 FILE_FIELDS = ("image", "data")  # "data" is what simple-ml-serving's clients send
 
 
-@bp.post("/predict")
+@bp.post(wire.PREDICT)
 def predict_default() -> Response:
     return _predict(None)
 
 
-@bp.post("/models/<name>/predict")
+@bp.post(wire.MODEL_PREDICT.replace("{name}", "<name>"))
 def predict_named(name: str) -> Response:
     return _predict(name)
 
 
-@bp.get("/healthz")
+@bp.get(wire.HEALTHZ)
 def healthz() -> Response:
     return jsonify(status="alive")
 
 
-@bp.get("/readyz")
+@bp.get(wire.READYZ)
 def readyz() -> Response:
     models = get_models()
     if models.ready.is_set():
         return jsonify(status="ready", models=[c.name for c in models.configs])
     state = "failed" if models.failure else "loading"
-    return error_response(503, NotReady.code, f"Models are {state}.", {"Retry-After": "1"})
+    return error_response(NotReady(f"Models are {state}."))
 
 
-@bp.get("/models")
+@bp.get(wire.MODELS)
 def list_models() -> Response:
     models = get_models()
     return jsonify(default=models.default, models=[m.describe() for m in models.models.values()])
@@ -56,60 +58,36 @@ def _predict(name: str | None) -> Response:
         return _answer(models.get(name), tracked)
 
 
-def _answer(model: ServedModel, tracked: Tracked) -> Response:
+def _answer(model: Pipeline, tracked: Tracked) -> Response:
     started = time.monotonic()
     settings: WorkerSettings = current_app.config["VISIONPOOL"]
     threshold, top_k = _query(model)
-    data = _image_bytes()
-    received = time.monotonic()
-    with model.batcher.arriving():
-        size = (model.config.input.width, model.config.input.height)
-        image = decode_image(data, max_pixels=settings.max_image_pixels, min_size=size)
-        decoded = time.monotonic()
-        tensor, frame = model.prepare(image)
-        prepared = time.monotonic()
-        job = model.batcher.submit(tensor, started + settings.request_timeout)
-    outputs = job.wait()
-    ran = time.monotonic()
-    predictions = [_prediction(model, p, frame, image) for p in model.decoder.decode(outputs, threshold, top_k)]
-    finished = time.monotonic()
-    tracked.batch_size = job.batch_size
-    tracked.stages = {
-        "decode": decoded - received,
-        "preprocess": prepared - decoded,
-        "queue": job.queue_s,
-        "inference": job.inference_s,
-        "postprocess": finished - ran,
-    }
+    answer = model.predict(
+        _image_bytes(), deadline=started + settings.request_timeout, threshold=threshold, top_k=top_k
+    )
+    tracked.batch_size, tracked.stages = answer.batch_size, answer.stages
     return jsonify(
         {
             "model": {"name": model.config.name, "version": model.config.version},
-            "image": {"width": image.width, "height": image.height},
-            "predictions": predictions,
-            "batch_size": job.batch_size,
-            "timing_ms": _ms(**tracked.stages, total=finished - started),
+            "image": {"width": answer.width, "height": answer.height},
+            "predictions": answer.predictions,
+            "batch_size": answer.batch_size,
+            "timing_ms": _ms(**answer.stages, total=time.monotonic() - started),
         }
     )
 
 
-@bp.get("/metrics")
+@bp.get(wire.METRICS)
 def metrics() -> Response:
     registry = current_app.extensions[METRICS].registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def _prediction(model: ServedModel, p: Any, frame: Any, image: Any) -> dict[str, Any]:
-    found = {"label": model.label(p.class_id), "class_id": p.class_id, "score": round(p.score, 4)}
-    if p.box is not None:
-        found["box"] = frame.to_pixels(p.box, image.width, image.height)
-    return found
 
 
 def _ms(**seconds: float) -> dict[str, float]:
     return {stage: round(value * 1000.0, 2) for stage, value in seconds.items()}
 
 
-def _query(model: ServedModel) -> tuple[float, int]:
+def _query(model: Pipeline) -> tuple[float, int]:
     threshold = _number("threshold", float, model.config.output.score_threshold, 0.0, 1.0)
     top_k = _number("top_k", int, model.config.output.top_k, 1, 10_000)
     return float(threshold), int(top_k)

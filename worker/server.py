@@ -40,7 +40,7 @@ class WorkerServer:
         self.models = get_models(self.app)
         self.announcer: Announcer | None = None
         self.http = wsgi.Server(
-            (settings.host, settings.port),
+            settings.address,
             self.app,
             numthreads=settings.threads,
             shutdown_timeout=math.ceil(settings.drain_timeout),
@@ -72,20 +72,9 @@ class WorkerServer:
         return Instance(worker_id, f"http://{url_host}:{port}", {c.name: c.version for c in self.models.configs})
 
     def make_announcer(self, instance: Instance) -> Announcer | None:
-        s = self.settings
-        if s.registry == "none":
+        if self.settings.registry == "none":
             return None
-        if s.registry == "local":
-            registry = create_registry(
-                "local",
-                url=s.registry_url,
-                token=s.registry_token,
-                token_file=s.registry_token_file,
-                ttl=s.registry_ttl,
-            )
-        else:
-            registry = create_registry("consul", **s.consul_options())
-        return Announcer(registry, instance, self.models.ready)
+        return Announcer(create_registry(self.settings, "worker"), instance, self.models.ready)
 
     def main_loop(self) -> int:
         announced = False

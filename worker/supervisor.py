@@ -5,19 +5,25 @@ Usage:
 
 honcho stops every process of the pool when any one exits, so a crashed worker
 must not exit: this parent process restarts it (with backoff) and exits only
-after SIGTERM or SIGINT, once the worker has finished.
+after SIGTERM or SIGINT, once the worker has finished. The child is started from
+the parent's settings, passed as ``VISIONPOOL_*`` variables, so it runs with exactly
+what the parent was told however that was given (flags, environment, defaults).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from types import FrameType
+
+from visionpool.client.options import to_environ
+
+from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 BACKOFF_MAX = 30.0
@@ -25,10 +31,11 @@ HEALTHY_RUN = 60.0  # a worker that ran this long resets the backoff
 
 
 class Supervisor:
-    """Runs ``visionpool worker`` (without --supervise) as a child, again and again."""
+    """Runs ``python -m visionpool.worker --no-supervise`` with these settings, again and again."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.command = [sys.executable, "-m", "visionpool.client", *argv]
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.command = [sys.executable, "-m", "visionpool.worker", "--no-supervise"]
+        self.environ = {**os.environ, **to_environ(settings)}
         self.should_exit = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +45,7 @@ class Supervisor:
         delay = 1.0
         while not self.should_exit.is_set():
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command)
+            self.child = subprocess.Popen(self.command, env=self.environ)
             if self.should_exit.is_set():  # a signal that came while it was starting
                 self.child.send_signal(signal.SIGTERM)
             code = self.child.wait()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from helpers import wait_until
 
-from visionpool.discovery import Instance, Registry, RegistryError, create_registry
+from visionpool.discovery import Instance, Registry, RegistryError, ServiceSettings, create_registry
 from visionpool.discovery.consul import ConsulRegistry
 
 if TYPE_CHECKING:
@@ -129,11 +129,13 @@ def test_bad_options_say_what_to_pass(options: dict[str, Any], message: str) -> 
 
 
 def test_the_factory_builds_consul_and_names_the_choices() -> None:
-    registry = create_registry("consul", url="http://consul.internal:8500", token="t")
-    assert isinstance(registry, ConsulRegistry)
-    assert (registry.host, registry.port, registry.renew_interval) == ("consul.internal", 8500, 0)
+    settings = ServiceSettings(registry="consul", consul_url="http://consul.internal:8500", consul_token="t")
+    for role in ("worker", "proxy"):
+        registry = create_registry(settings, role)
+        assert isinstance(registry, ConsulRegistry)
+        assert (registry.host, registry.port, registry.renew_interval) == ("consul.internal", 8500, 0)
     with pytest.raises(ValueError, match="choose one of local, consul"):
-        create_registry("nope")
+        create_registry(ServiceSettings(registry="nope"), "proxy")
 
 
 def test_watch_follows_registrations_and_checks_with_blocking_queries(consul: ConsulDouble, watch: Watch) -> None:

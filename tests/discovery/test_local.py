@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+import requests
+from helpers import wait_until
 
 from visionpool.discovery import Instance, RegistryError
 from visionpool.discovery.local import LocalRegistry, load_or_create_token
@@ -14,18 +14,18 @@ def test_register_watch_and_deregister_through_a_proxy(start_proxy, tmp_path) ->
     token_file = tmp_path / "token"
     proxy = start_proxy("--registry-token-file", str(token_file))  # the proxy creates the token
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-    registry = LocalRegistry(url=proxy.url, token_file=token_file, ttl=5, poll_interval=0.05)
+    registry = LocalRegistry(url=proxy.url, token_file=token_file, ttl=5)
     instance = Instance("w:1", "http://127.0.0.1:9", {"m": "1"})
 
-    async def watch_until(expected: list[Instance]) -> None:
-        async for seen in registry.watch():
-            if seen == expected:
-                return
+    def listed() -> list[Instance]:
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        answer = requests.get(proxy.url + "/registry/instances", headers=headers, timeout=5).json()
+        return [Instance.from_json(item) for item in answer["instances"]]
 
     registry.register(instance)
-    asyncio.run(asyncio.wait_for(watch_until([instance]), 10))
+    wait_until(lambda: listed() == [instance])
     registry.deregister(instance)
-    asyncio.run(asyncio.wait_for(watch_until([]), 10))
+    wait_until(lambda: listed() == [])
     registry.deregister(instance)  # already gone: not an error
 
 

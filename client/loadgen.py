@@ -1,14 +1,10 @@
-"""``visionpool bench``: how fast the pool serves, against the engine's own limit, in one run.
+"""Load generation for ``visionpool bench``: closed-loop clients, paired requests, the results table.
 
 Usage:
-    visionpool bench --model-repository models --model ssd-mobilenet-v2      # starts its own pool on loopback
-    visionpool bench --url http://pool:8080 --model ssd-mobilenet-v2          # measures a running pool
+    m = asyncio.run(closed_loop("proxy", url, "proxy", model, images, concurrency=16, seconds=10, warmup=2))
+    print(table([m.row(limit)]))
 
-Measures (1) the engine limit: the model alone in this process, decode + preprocess
-+ inference, at batch 1 and at its best batch size; (2) one worker directly;
-(3) the pool through the proxy; (4) the pool in p2p mode: each at every
-concurrency, closed loop, for a fixed time after a warm-up. Load goes only to the
-URLs given (or the loopback pool it starts), bounded in time and in count.
+Load goes only to the URLs given, bounded in time and in count (MAX_REQUESTS).
 """
 
 from __future__ import annotations
@@ -91,35 +87,6 @@ def _scene(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.blend(image, texture, 0.15).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
-
-
-def engine_limit(config: Any, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float) -> list[Measurement]:
-    """The model alone in this process: decode + preprocess + inference, one batch after another."""
-    from visionpool.worker.engines import create_engine
-    from visionpool.worker.imaging import decode_image
-    from visionpool.worker.preprocess import preprocess
-
-    engine = create_engine(config.engine, config.files, config.input.name, config.engine_options)
-    size = (config.input.width, config.input.height)
-
-    def tensor(data: bytes) -> np.ndarray:
-        return preprocess(decode_image(data, max_pixels=10**9, min_size=size).pixels, config.input)[0]
-
-    results = []
-    source = itertools.cycle(images)
-    for batch_size in batch_sizes:
-        engine.run(np.stack([tensor(images[0])] * batch_size))  # warm-up at this shape
-        result = Measurement("engine", batch_size)
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            t0 = time.monotonic()
-            engine.run(np.stack([tensor(next(source)) for _ in range(batch_size)]))
-            result.latencies.append(time.monotonic() - t0)
-            result.images += batch_size
-        result.seconds = time.monotonic() - started
-        results.append(result)
-    engine.close()
-    return results
 
 
 async def closed_loop(

@@ -1,7 +1,16 @@
-"""``visionpool bench``: start (or find) the pool, run every measurement, report.
+"""``visionpool bench``: how fast the pool serves, against the engine's own limit, in one run.
 
 Usage:
-    visionpool bench --model-repository models --model ssd-mobilenet-v2 --json bench.json
+    visionpool bench --model-repository models --model ssd-mobilenet-v2      # starts its own pool on loopback
+    visionpool bench --url http://pool:8080 --model ssd-mobilenet-v2          # measures a running pool
+
+Measures (1) the engine limit: the model's own predict pipeline in this process (decode,
+preprocess, one engine call per batch, postprocess: ``Pipeline.predict_batch``), at each
+batch size; (2) one worker directly; (3) the pool through the proxy; (4) the pool in
+p2p mode: each at every concurrency, closed loop, for a fixed time after a warm-up. It
+lives with the worker because the engine limit runs the worker's own pipeline; the load
+comes from the client's ``loadgen``. Load goes only to the URLs given (or the loopback
+pool it starts), bounded in time and in count.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -17,12 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from .bench import Measurement, closed_loop, engine_limit, paired_overhead, sample_images, table
+from visionpool.client import wire
+from visionpool.client.commands import Command
+from visionpool.client.loadgen import Measurement, closed_loop, paired_overhead, sample_images, table
+
+from .pipeline import Pipeline
 
 SOAK_CHECKPOINT = 1_000
 
@@ -81,12 +96,45 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace, images: list[bytes]) -> list[Measurement]:
-    from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
+    """The engine limit of the model, loaded and warmed up exactly as a worker does it."""
+    from .metrics import WorkerMetrics
+    from .models import ModelManager
+    from .settings import WorkerSettings
 
-    config = ModelRepository(args.model_repository or BUILTIN_REPOSITORY).load(args.model)
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    batch_sizes = sizes if config.batching.max_batch_size > 1 else [1]
-    return engine_limit(config, images, batch_sizes, args.duration / 2)
+    settings = WorkerSettings(models=[args.model], max_image_pixels=10**9)
+    if args.model_repository:
+        settings.model_repository = Path(args.model_repository)
+    models = ModelManager(settings, WorkerMetrics(dict))
+    models.load_all()
+    if models.failure is not None:
+        raise models.failure
+    try:
+        pipeline = models.get(args.model)
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        batch_sizes = sizes if pipeline.config.batching.max_batch_size > 1 else [1]
+        return engine_limit(pipeline, images, batch_sizes, args.duration / 2)
+    finally:
+        models.close()
+
+
+def engine_limit(
+    pipeline: Pipeline, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float
+) -> list[Measurement]:
+    """The model alone in this process: its whole pipeline, one batch after another, at each batch size."""
+    results = []
+    source = itertools.cycle(images)
+    for batch_size in batch_sizes:
+        pipeline.predict_batch([images[0]] * batch_size)  # warm-up at this shape
+        result = Measurement("engine", batch_size)
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            t0 = time.monotonic()
+            pipeline.predict_batch([next(source) for _ in range(batch_size)])
+            result.latencies.append(time.monotonic() - t0)
+            result.images += batch_size
+        result.seconds = time.monotonic() - started
+        results.append(result)
+    return results
 
 
 def _series(
@@ -114,7 +162,7 @@ def _series(
 def _proxy_bytes(proxy: str) -> float | None:
     """Bytes the proxy has carried so far (both directions), from its /metrics."""
     try:
-        text = requests.get(proxy + "/metrics", timeout=5).text
+        text = requests.get(proxy + wire.METRICS, timeout=5).text
     except requests.RequestException:
         return None
     lines = text.splitlines()
@@ -125,7 +173,7 @@ def _soak(worker: str, model: str, images: list[bytes], count: int) -> dict[str,
     """Memory of the worker after the first SOAK_CHECKPOINT requests and after ``count``."""
 
     def rss() -> float:
-        text = requests.get(worker + "/metrics", timeout=5).text
+        text = requests.get(worker + wire.METRICS, timeout=5).text
         return next(
             float(line.split()[1]) for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
         )
@@ -146,7 +194,7 @@ def _soak(worker: str, model: str, images: list[bytes], count: int) -> dict[str,
 
 async def _requests(url: str, model: str, images: list[bytes], count: int, concurrency: int = 16) -> None:
     """Exactly ``count`` predictions, ``concurrency`` at a time."""
-    from .aio import AsyncClient
+    from visionpool.client.aio import AsyncClient
 
     numbers = iter(range(count))
     async with AsyncClient(url, mode="proxy", model=model, retries=3, timeout=60) as client:
@@ -181,7 +229,7 @@ def _findings(report: dict[str, Any]) -> str:
 def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     """(proxy URL, worker URL): the pool at --url, or a proxy and one worker started here on loopback."""
     if args.url:
-        workers = requests.get(args.url.rstrip("/") + "/workers", timeout=10).json()["workers"]
+        workers = requests.get(args.url.rstrip("/") + wire.WORKERS, timeout=10).json()["workers"]
         serving = [w["url"] for w in workers if args.model in w["models"]]
         if not serving:
             raise SystemExit(f"visionpool bench: no worker at {args.url} serves {args.model!r}")
@@ -194,10 +242,10 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     if args.model_repository:
         worker_args += ["--model-repository", args.model_repository]
     with tempfile.TemporaryFile() as log:
-        processes = [_spawn(["proxy", "--port", str(ports[0])], env, log), _spawn(["worker", *worker_args], env, log)]
+        processes = [_spawn("proxy", ["--port", str(ports[0])], env, log), _spawn("worker", worker_args, env, log)]
         try:
-            _wait(worker_url + "/readyz", processes, log)
-            _wait(proxy_url + "/readyz", processes, log)
+            _wait(worker_url + wire.READYZ, processes, log)
+            _wait(proxy_url + wire.READYZ, processes, log)
             yield proxy_url, worker_url
         finally:
             for process in reversed(processes):
@@ -205,8 +253,8 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
                 process.wait(30)
 
 
-def _spawn(command: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
-    full = [sys.executable, "-m", "visionpool.client", *command, "--log-level", "WARNING"]
+def _spawn(service: str, args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    full = [sys.executable, "-m", f"visionpool.{service}", *args, "--log-level", "WARNING"]
     return subprocess.Popen(full, env=env, stdout=log, stderr=log)
 
 
@@ -227,3 +275,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+COMMAND = Command(
+    "bench",
+    "measure the pool against the engine's own limit",
+    "Measure the engine limit, one worker, the proxy and p2p mode.",
+    add_arguments,
+    run,
+)

@@ -1,0 +1,68 @@
+"""The ``visionpool`` command: a thin dispatcher over subcommands that each package defines for itself.
+
+Usage:
+    visionpool COMMAND [options]          (COMMAND: worker, proxy, predict, lookup, workers, bench)
+    python -m visionpool.worker [options] (the same as ``visionpool worker``)
+
+Each package declares its commands as ``Command`` objects under the ``visionpool.commands``
+entry-point group in pyproject.toml, so this dispatcher names none of them and the client
+imports nothing from the worker or the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+GROUP = "visionpool.commands"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, what it does, its flags and what runs it."""
+
+    name: str
+    summary: str  # one line, for ``visionpool --help``
+    description: str  # for ``visionpool NAME --help``
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def invoke(self, args: argparse.Namespace) -> int:
+        """Run it; a bad setting or an OS error is one clean line and exit code 2, never a traceback."""
+        try:
+            return int(self.run(args))
+        except (ValueError, OSError) as error:
+            print(f"visionpool {self.name}: {error}", file=sys.stderr)
+            return 2
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run it as a program of its own (``python -m visionpool.worker``)."""
+        parser = argparse.ArgumentParser(prog=f"python -m visionpool.{self.name}", description=self.description)
+        self.add_arguments(parser)
+        return self.invoke(parser.parse_args(argv))
+
+
+def installed() -> list[Command]:
+    """Every command the installed packages declare, by name."""
+    return [entry.load() for entry in entry_points(group=GROUP)]
+
+
+def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visionpool", description="A horizontally scaled pool of image-model workers."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.summary, description=command.description)
+        command.add_arguments(sub)
+        sub.set_defaults(invoke=command.invoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``visionpool`` console script."""
+    args = build_parser(installed()).parse_args(argv)
+    return int(args.invoke(args))

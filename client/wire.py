@@ -1,0 +1,142 @@
+"""The wire contract every part of the pool speaks: paths, headers, error codes, the error shape.
+
+Usage:
+    from visionpool.client.wire import Code, Header, ServiceError, predict_path
+    raise ServiceError("...")                          # a server answers {"error": {"code", "message"}}
+    code, message = read_error(json_body)              # a client reads it back
+
+It lives in the client package because it is what callers see of the pool, and the
+client is the one package that must work on its own: the worker, the proxy and
+discovery import it from here, and the client imports nothing from them. It needs
+nothing but the standard library.
+
+Server errors (each service adds its own subclasses, see worker/errors.py and proxy/errors.py):
+
+    ServiceError (500 internal)
+     ├── BadRequest (400)            bad_request
+     ├── Unauthorized (401)          unauthorized
+     ├── NotFound (404)              not_found
+     │    └── ModelNotFound          model_not_found
+     ├── PayloadTooLarge (413)       payload_too_large
+     └── ServiceUnavailable (503)    unavailable
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+
+class Header:
+    """Header names the pool reads and writes."""
+
+    REQUEST_ID = "X-Request-ID"  # the client's (or a new) id, echoed on every answer and passed to the worker
+    WORKER_ID = "X-Worker-ID"  # which worker answered
+    RETRY_AFTER = "Retry-After"  # seconds to wait before trying again (503)
+
+
+class Code(StrEnum):
+    """Every error code an answer can carry."""
+
+    INTERNAL = "internal"
+    BAD_REQUEST = "bad_request"
+    EMPTY_BODY = "empty_body"
+    INVALID_IMAGE = "invalid_image"
+    INVALID_PARAMETER = "invalid_parameter"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    MODEL_NOT_FOUND = "model_not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    IMAGE_TOO_LARGE = "image_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    NO_WORKER = "no_worker"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    ENGINE_FAILED = "engine_failed"
+    BAD_GATEWAY = "bad_gateway"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPLOAD_INCOMPLETE = "upload_incomplete"
+
+
+# Paths: the worker serves predict, health and models; the proxy serves predict, lookup and workers too.
+PREDICT = "/predict"
+MODEL_PREDICT = "/models/{name}/predict"
+LOOKUP = "/lookup"
+WORKERS = "/workers"
+MODELS = "/models"
+HEALTHZ = "/healthz"
+READYZ = "/readyz"
+METRICS = "/metrics"
+PROMETHEUS_TARGETS = "/prometheus/targets"
+# The local registry, served by the proxy: PUT/DELETE one instance, GET them all.
+REGISTRY_INSTANCES = "/registry/instances"
+REGISTRY_INSTANCE = "/registry/instances/{id}"
+
+
+def predict_path(model: str | None) -> str:
+    """Where to POST an image: the default model's path, or a named model's."""
+    return MODEL_PREDICT.format(name=quote(model, safe="")) if model else PREDICT
+
+
+def registry_instance_path(instance_id: str) -> str:
+    """The local registry's path for one instance."""
+    return REGISTRY_INSTANCE.format(id=quote(instance_id, safe=""))
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The one JSON shape every error answer takes."""
+    return {"error": {"code": str(code), "message": message}}
+
+
+def read_error(body: Any) -> tuple[str | None, str | None]:
+    """(code, message) of an error answer's JSON; (None, None) when it is not in our shape."""
+    detail = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(detail, dict):
+        return None, None
+    code, message = detail.get("code"), detail.get("message")
+    return (str(code) if code is not None else None), (str(message) if message is not None else None)
+
+
+class ServiceError(Exception):
+    """Base of every error a server answers with: an HTTP status, a code, a message for people."""
+
+    status = 500
+    code = Code.INTERNAL
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message)
+
+
+class BadRequest(ServiceError):
+    status, code = 400, Code.BAD_REQUEST
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, Code.UNAUTHORIZED
+
+
+class NotFound(ServiceError):
+    status, code = 404, Code.NOT_FOUND
+
+
+class ModelNotFound(NotFound):
+    code = Code.MODEL_NOT_FOUND
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, Code.PAYLOAD_TOO_LARGE
+
+
+class ServiceUnavailable(ServiceError):
+    status, code = 503, Code.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: int = 1, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={Header.RETRY_AFTER: str(retry_after), **(headers or {})})

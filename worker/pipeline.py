@@ -1,0 +1,132 @@
+"""One model's predict pipeline: image bytes in, predictions out, the same for every caller.
+
+Usage:
+    answer = pipeline.predict(body, deadline=time.monotonic() + 30)   # the route and the warm-up: batched
+    answers = pipeline.predict_batch(bodies)                         # the bench's engine limit: no queue
+
+Stages: decode (header first, pixel limit, EXIF orientation, DCT-domain JPEG reduction),
+preprocess (resize, colour order, scale, layout), inference (in the batcher's thread,
+batched with other requests), postprocess (the model's decoder, then boxes in the picture's
+pixels). ``predict_batch`` runs the same stages one after another in the caller's thread
+with the engine called once for all: it is what "the model alone" can do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batching import Batcher
+from .decoders import Decoder, Prediction
+from .imaging import DecodedImage, decode_image
+from .preprocess import Frame, preprocess
+from .repository import ModelConfig
+
+
+@dataclass
+class Answer:
+    """What the pipeline found in one image."""
+
+    width: int  # the picture as displayed
+    height: int
+    predictions: list[dict[str, Any]]  # best first: label, class_id, score, and a pixel box for detectors
+    batch_size: int  # images that shared the engine call
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: decode, preprocess, queue, inference, postprocess
+
+
+@dataclass
+class Pipeline:
+    """A loaded model: its config, decoder and batcher, and the stages between them."""
+
+    config: ModelConfig
+    decoder: Decoder
+    batcher: Batcher
+    device: str
+    max_image_pixels: int
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """RGB pixels, reduced no further than the model's input needs; ImageTooLarge, InvalidImage."""
+        size = (self.config.input.width, self.config.input.height)
+        return decode_image(data, max_pixels=self.max_image_pixels, min_size=size)
+
+    def prepare(self, image: DecodedImage) -> tuple[np.ndarray, Frame]:
+        """The model input for one image, and where the picture sits in it."""
+        return preprocess(image.pixels, self.config.input)
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], frame: Frame, image: DecodedImage, threshold: float, top_k: int
+    ) -> list[dict[str, Any]]:
+        """The decoder's predictions, labelled, with boxes in the picture's pixels."""
+        return [self._found(p, frame, image) for p in self.decoder.decode(outputs, threshold, top_k)]
+
+    def predict(
+        self, data: bytes, *, deadline: float, threshold: float | None = None, top_k: int | None = None
+    ) -> Answer:
+        """One image through every stage, batched with whatever else is in flight."""
+        threshold, top_k = self._limits(threshold, top_k)
+        started = time.monotonic()
+        with self.batcher.arriving():
+            image = self.decode(data)
+            decoded = time.monotonic()
+            tensor, frame = self.prepare(image)
+            prepared = time.monotonic()
+            job = self.batcher.submit(tensor, deadline)
+        outputs = job.wait()
+        ran = time.monotonic()
+        predictions = self.postprocess(outputs, frame, image, threshold, top_k)
+        stages = {
+            "decode": decoded - started,
+            "preprocess": prepared - decoded,
+            "queue": job.queue_s,
+            "inference": job.inference_s,
+            "postprocess": time.monotonic() - ran,
+        }
+        return Answer(image.width, image.height, predictions, job.batch_size, stages)
+
+    def predict_batch(
+        self, bodies: Sequence[bytes], threshold: float | None = None, top_k: int | None = None
+    ) -> list[Answer]:
+        """Every image through every stage in this thread, with one engine call for all (nothing else may run)."""
+        threshold, top_k = self._limits(threshold, top_k)
+        images = [self.decode(data) for data in bodies]
+        prepared = [self.prepare(image) for image in images]
+        outputs = self.batcher.engines[0].run(np.stack([tensor for tensor, _ in prepared]))
+        return [
+            Answer(image.width, image.height, self.postprocess(out, frame, image, threshold, top_k), len(bodies))
+            for image, (_, frame), out in zip(images, prepared, outputs, strict=True)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /models says of this model."""
+        c = self.config
+        return {
+            "name": c.name,
+            "version": c.version,
+            "task": c.task,
+            "engine": c.engine,
+            "device": self.device,
+            "input": {"width": c.input.width, "height": c.input.height},
+            "labels": len(c.labels),
+            "max_batch_size": self.batcher.max_batch,
+        }
+
+    def label(self, class_id: int) -> str:
+        labels = self.config.labels
+        return labels[class_id] if 0 <= class_id < len(labels) and labels[class_id] else str(class_id)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _limits(self, threshold: float | None, top_k: int | None) -> tuple[float, int]:
+        output = self.config.output
+        return (output.score_threshold if threshold is None else threshold), (output.top_k if top_k is None else top_k)
+
+    def _found(self, p: Prediction, frame: Frame, image: DecodedImage) -> dict[str, Any]:
+        found: dict[str, Any] = {"label": self.label(p.class_id), "class_id": p.class_id, "score": round(p.score, 4)}
+        if p.box is not None:
+            found["box"] = frame.to_pixels(p.box, image.width, image.height)
+        return found
