@@ -12,10 +12,14 @@ imports nothing from the worker or the proxy.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
+
+from .options import add_arguments, from_args
 
 GROUP = "visionpool.commands"
 
@@ -43,6 +47,17 @@ class Command:
         parser = argparse.ArgumentParser(prog=f"python -m visionpool.{self.name}", description=self.description)
         self.add_arguments(parser)
         return self.invoke(parser.parse_args(argv))
+
+
+def service(name: str, summary: str, description: str, settings: type, serve: Callable[[Any], int]) -> Command:
+    """A command that runs a service: its settings from flags and environment, its logging, then ``serve``."""
+
+    def run(args: argparse.Namespace) -> int:
+        resolved = from_args(settings, args, os.environ)
+        resolved.configure_logging()
+        return serve(resolved)
+
+    return Command(name, summary, description, lambda parser: add_arguments(parser, settings), run)
 
 
 def installed() -> list[Command]:

@@ -6,27 +6,21 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from visionpool.client.commands import Command
-from visionpool.client.options import add_arguments, from_args
+from visionpool.client.commands import service
 
 from .settings import ProxySettings
 
 
-def run(args: argparse.Namespace) -> int:
-    from .server import serve
+def run(settings: ProxySettings) -> int:
+    from .server import serve  # aiohttp and uvloop load only when a proxy really starts
 
-    settings = from_args(ProxySettings, args, os.environ)
-    settings.configure_logging()
     return serve(settings)
 
 
-COMMAND = Command(
+COMMAND = service(
     "proxy",
     "spread requests over the pool's workers",
     "Forward uploads round-robin to healthy workers; hand out workers (p2p).",
-    lambda parser: add_arguments(parser, ProxySettings),
+    ProxySettings,
     run,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = Path(os.environ.get("VISIONPOOL_TEST_MODELS", ROOT.parent / "shared" / "models"))
 MODEL_FILES = {"ssd-mobilenet-v2": "ssd_mobilenet_v2_coco_raw.onnx", "efficientnet-lite0": "efficientnet_lite0.onnx"}
 PHOTOS = ("chelsea", "coffee", "camera", "astronaut", "rocket")
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts a process must be marked slow, so that ``-m "not slow"`` stays the fast inner loop."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import pytest
 import requests
 from helpers import free_port, wait_until
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 ROOT = Path(__file__).resolve().parent.parent
 JPEG = {"Content-Type": "image/jpeg"}
 

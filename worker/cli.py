@@ -7,18 +7,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from visionpool.client.commands import Command
-from visionpool.client.options import add_arguments, from_args
+from visionpool.client.commands import service
 
 from .settings import WorkerSettings
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = from_args(WorkerSettings, args, os.environ)
-    settings.configure_logging()
+def run(settings: WorkerSettings) -> int:
+    """Serve until stopped; with --supervise, keep a child worker alive instead."""
     if settings.supervise:
         from .supervisor import Supervisor
 
@@ -28,10 +23,10 @@ def run(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-COMMAND = Command(
+COMMAND = service(
     "worker",
     "serve image models over HTTP",
     "Serve image models over HTTP: POST an image to /predict.",
-    lambda parser: add_arguments(parser, WorkerSettings),
+    WorkerSettings,
     run,
 )

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import write_sleepy_model
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,8 @@ from PIL import Image
 
 from visionpool.client.draw import class_colour
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -16,6 +16,8 @@ from PIL import Image
 
 from visionpool.client import AsyncClient, BadImage, BadRequest, Box, Client, ModelNotFound, Result, Unavailable
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}
 MODES = [pytest.param("p2p", id="p2p"), pytest.param("proxy", id="proxy")]
 

@@ -6,8 +6,11 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 import requests
 from helpers import encode, wait_until, write_sleepy_model
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 
 def test_worker_and_proxy_meet_through_consul(consul, start_worker, start_proxy, tmp_path: Path) -> None:

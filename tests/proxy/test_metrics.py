@@ -5,8 +5,11 @@ from __future__ import annotations
 import signal
 
 import numpy as np
+import pytest
 import requests
 from helpers import encode, sample, scrape, wait_until
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
 PNG = {"Content-Type": "image/png"}

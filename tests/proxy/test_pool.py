@@ -13,6 +13,8 @@ import pytest
 import requests
 from helpers import encode, iou, wait_until
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
 PNG = {"Content-Type": "image/png"}
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 from helpers import sample, scrape
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 MODEL = "ssd-mobilenet-v2"
 

@@ -13,6 +13,8 @@ import pytest
 import requests
 from helpers import encode, free_port, iou, wait_until, write_sleepy_model
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}  # what the ONNX SSD draws around chelsea
 
 

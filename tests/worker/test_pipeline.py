@@ -1,0 +1,44 @@
+"""One pipeline for every caller: the bench's engine limit sees what the HTTP route answers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import iou
+
+from visionpool.worker.models import get_models
+from visionpool.worker.settings import WorkerSettings
+from visionpool.worker.supervisor import Supervisor
+
+
+def test_the_engine_limit_path_answers_as_the_route_does(onnx_app: Flask, client: FlaskClient, jpegs) -> None:
+    pipeline = get_models(onnx_app).get("ssd-mobilenet-v2")
+    names = ("chelsea", "coffee", "camera")
+    answers = pipeline.predict_batch([jpegs[name] for name in names])  # one engine call for all three
+    for name, answer in zip(names, answers, strict=True):
+        routed = client.post("/predict", data=jpegs[name], content_type="image/jpeg").get_json()
+        assert answer.batch_size == 3 and [answer.width, answer.height] == list(routed["image"].values())
+        assert [p["label"] for p in answer.predictions] == [p["label"] for p in routed["predictions"]]
+        for mine, theirs in zip(answer.predictions, routed["predictions"], strict=True):
+            assert mine["score"] == pytest.approx(theirs["score"], abs=2e-3) and iou(mine["box"], theirs["box"]) > 0.98
+
+
+def test_the_warm_up_ran_the_whole_pipeline(sleepy_app: Callable[..., Flask]) -> None:
+    app = sleepy_app(seconds=0.0)
+    assert get_models(app).get("sleepy").batcher.engines[0].model.batches == [1]  # through batcher and engine
+    registry = app.extensions["visionpool.metrics"].registry
+    assert registry.get_sample_value("visionpool_worker_batch_size_count", {"model": "sleepy"}) == 1
+    assert registry.get_sample_value("visionpool_worker_model_warmup_seconds", {"model": "sleepy"}) > 0
+
+
+def test_the_supervisor_restarts_the_worker_from_its_settings(tmp_path) -> None:
+    settings = WorkerSettings(models=["a", "b"], model_repository=tmp_path, port=5301, supervise=True)
+    supervisor = Supervisor(settings)
+    assert supervisor.command == [sys.executable, "-m", "visionpool.worker", "--no-supervise"]
+    environ = supervisor.environ
+    assert environ["VISIONPOOL_MODEL"] == "a,b" and environ["VISIONPOOL_PORT"] == "5301"
+    assert environ["VISIONPOOL_MODEL_REPOSITORY"] == str(tmp_path)
