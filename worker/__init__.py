@@ -35,9 +35,7 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
     app.config["WORKER_ID"] = settings.worker_id or f"{settings.advertised_host()}:{settings.port}"
     app.before_request(_take_request_id)
     app.after_request(_tag_response)
-    metrics = WorkerMetrics(
-        lambda: {name: m.batcher.queue.qsize() for name, m in models.get_models(app).models.items()}
-    )
+    metrics = WorkerMetrics(lambda: {name: m.batcher.depth() for name, m in models.get_models(app).models.items()})
     app.extensions[METRICS] = metrics
     models.init_app(app, settings, metrics, background=background)
     return app

@@ -2,9 +2,9 @@
 
 Usage:
     batcher = Batcher("coco-ssd", engines, spec)
-    with batcher.arriving():                       # announce a request that is decoding
+    with batcher.arriving() as arrival:            # announce a request that is decoding
         tensor = ...
-        job = batcher.submit(tensor, deadline)     # Overloaded when the queue is full
+        job = batcher.submit(tensor, deadline, arrival)   # no longer arriving; Overloaded when full
     outputs = job.wait()                           # DeadlineExceeded past the deadline
 
 Like Triton's dynamic batcher, a batch closes at ``max_batch_size`` or after
@@ -15,9 +15,9 @@ and batching costs it no latency.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,8 +80,20 @@ class Job:
         return self.outputs
 
 
+class Arrival:
+    """One request on its way to the queue; it stops counting as arriving once submitted."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+
 class Batcher:
-    """A bounded queue and one thread per engine instance, gathering jobs into batches."""
+    """A bounded queue and one thread per engine instance, gathering jobs into batches.
+
+    Every change the gathering threads wait on (a job queued, an arrival ended, a stop)
+    happens under one condition and wakes them, so a batch never waits for a request that
+    is no longer on its way.
+    """
 
     def __init__(
         self, name: str, engines: list[Engine], spec: BatchingSpec, on_batch: Callable[[int], None] = lambda size: None
@@ -89,10 +101,12 @@ class Batcher:
         self.name, self.engines = name, engines
         self.max_batch = max(1, min(spec.max_batch_size, *(e.max_batch_size for e in engines)))
         self.max_delay = spec.max_queue_delay_ms / 1000.0
-        self.queue: queue.Queue[Job | None] = queue.Queue(spec.max_queue_size)
-        self._arriving = 0
-        self._arriving_lock = threading.Lock()
+        self.max_queue = spec.max_queue_size
         self.on_batch = on_batch  # told each batch's size (the batch-size histogram)
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._arriving = 0  # requests being decoded, announced by arriving()
+        self._closing = False
+        self._changed = threading.Condition()
         self.threads = [
             threading.Thread(target=self._loop, args=(engine,), name=f"batcher-{name}-{i}", daemon=True)
             for i, engine in enumerate(engines)
@@ -100,34 +114,50 @@ class Batcher:
         for thread in self.threads:
             thread.start()
 
+    def depth(self) -> int:
+        """Jobs waiting for an engine."""
+        return len(self._jobs)
+
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Mark a request as on its way, so a forming batch waits for it."""
-        with self._arriving_lock:
+    def arriving(self) -> Iterator[Arrival]:
+        """Mark a request as on its way, so a forming batch waits for it; pass the Arrival to submit()."""
+        arrival = Arrival()
+        with self._changed:
             self._arriving += 1
         try:
-            yield
+            yield arrival
         finally:
-            with self._arriving_lock:
-                self._arriving -= 1
+            with self._changed:
+                self._end(arrival)
 
-    def submit(self, tensor: np.ndarray, deadline: float) -> Job:
-        """Queue one preprocessed image; Overloaded when the queue is full."""
+    def submit(self, tensor: np.ndarray, deadline: float, arrival: Arrival | None = None) -> Job:
+        """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full."""
         job = Job(tensor, deadline)
-        try:
-            self.queue.put_nowait(job)
-        except queue.Full:
-            raise Overloaded(self.name) from None
+        with self._changed:
+            if arrival is not None:
+                self._end(arrival)
+            if len(self._jobs) >= self.max_queue:
+                raise Overloaded(self.name)
+            self._jobs.append(job)
+            self._changed.notify()
         return job
 
     def close(self) -> None:
         """Stop the threads once the queue ahead of them is done."""
-        for _ in self.threads:
-            self.queue.put(None)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         for thread in self.threads:
             thread.join()
         for engine in self.engines:
             engine.close()
+
+    def _end(self, arrival: Arrival) -> None:
+        """Stop counting a request as arriving (once); the caller holds the condition."""
+        if not arrival.ended:
+            arrival.ended = True
+            self._arriving -= 1
+            self._changed.notify_all()
 
     def _loop(self, engine: Engine) -> None:
         while True:
@@ -138,29 +168,24 @@ class Batcher:
                 self._run(engine, batch)
 
     def _gather(self) -> list[Job] | None:
-        first = self.queue.get()
-        if first is None:
-            return None
-        now = time.monotonic()
-        batch = [first] if first.start(now) else []
-        close_at = now + self.max_delay
-        while len(batch) < self.max_batch:
-            try:
-                job = self.queue.get_nowait()
-            except queue.Empty:
+        """The next batch: the first job, and those that come while requests are still on their way."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._jobs or self._closing)
+            if not self._jobs:
+                return None  # closing, and nothing left to do
+            batch: list[Job] = []
+            close_at = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch:
+                if self._jobs:
+                    job = self._jobs.popleft()
+                    if job.start(time.monotonic()):
+                        batch.append(job)
+                    continue
                 wait = close_at - time.monotonic()
-                if wait <= 0 or self._arriving == 0:
+                if not batch or self._arriving == 0 or self._closing or wait <= 0:
                     break
-                try:
-                    job = self.queue.get(timeout=wait)
-                except queue.Empty:
-                    break
-            if job is None:
-                self.queue.put(None)  # keep the stop signal for this loop's next turn
-                break
-            if job.start(time.monotonic()):
-                batch.append(job)
-        return batch
+                self._changed.wait(wait)
+            return batch
 
     def _run(self, engine: Engine, batch: list[Job]) -> None:
         started = time.monotonic()

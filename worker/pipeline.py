@@ -69,12 +69,12 @@ class Pipeline:
         """One image through every stage, batched with whatever else is in flight."""
         threshold, top_k = self._limits(threshold, top_k)
         started = time.monotonic()
-        with self.batcher.arriving():
+        with self.batcher.arriving() as arrival:
             image = self.decode(data)
             decoded = time.monotonic()
             tensor, frame = self.prepare(image)
             prepared = time.monotonic()
-            job = self.batcher.submit(tensor, deadline)
+            job = self.batcher.submit(tensor, deadline, arrival)
         outputs = job.wait()
         ran = time.monotonic()
         predictions = self.postprocess(outputs, frame, image, threshold, top_k)

@@ -56,7 +56,7 @@ def test_full_queue_answers_503_with_retry_after(sleepy_app: Callable[..., Flask
         running = pool.submit(post)
         wait_until(lambda: len(engine.batches) == 2)  # warm-up + this one: the engine is busy
         queued = pool.submit(post)
-        wait_until(lambda: batcher.queue.qsize() == 1)
+        wait_until(lambda: batcher.depth() == 1)
         refused = post()
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.get_json()["error"]["code"] == "overloaded"
@@ -80,3 +80,30 @@ def test_request_past_its_deadline_is_504_and_never_run(sleepy_app: Callable[...
     post("third")  # the queue is first-in first-out: once this one is done, the second had its turn
     assert results == {"first": 200, "second": 504, "third": 200}
     assert len(engine.batches) == 3  # warm-up, first, third: the late one never reached the engine
+
+
+def test_a_submitted_request_no_longer_holds_its_batch(sleepy_app: Callable[..., Flask]) -> None:
+    """The batcher may take the job before its request leaves arriving(): it must not wait for it."""
+    app = sleepy_app(seconds=0.0, max_batch_size=8)
+    batcher = get_models(app).get("sleepy").batcher
+    batcher.max_delay = 5.0
+    tensor = np.zeros((3, 8, 8), np.float32)
+    with batcher.arriving() as arrival:
+        submitted = time.monotonic()
+        job = batcher.submit(tensor, submitted + 30, arrival)
+        job.wait()  # still inside arriving(): a batcher counting it as on its way would hold it 5 s
+        answered = time.monotonic()
+    assert job.batch_size == 1 and answered - submitted < 1.0
+
+
+def test_a_batch_waits_for_a_request_still_decoding(sleepy_app: Callable[..., Flask]) -> None:
+    app = sleepy_app(seconds=0.0, max_batch_size=8)
+    batcher = get_models(app).get("sleepy").batcher
+    batcher.max_delay = 5.0
+    tensor = np.zeros((3, 8, 8), np.float32)
+    with batcher.arriving() as first_arrival, batcher.arriving() as second_arrival:
+        first = batcher.submit(tensor, time.monotonic() + 30, first_arrival)
+        time.sleep(0.05)  # the second one is still being decoded
+        second = batcher.submit(tensor, time.monotonic() + 30, second_arrival)
+    first.wait(), second.wait()
+    assert first.batch_size == second.batch_size == 2

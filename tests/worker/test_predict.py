@@ -174,3 +174,28 @@ def test_readyz_healthz_and_models(client: FlaskClient) -> None:
         "max_batch_size": 8,
     }
     assert listed["efficientnet-lite0"]["labels"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        pytest.param(6325, 6325, id="just over 40 MP"),
+        pytest.param(10_000, 10_000, id="between ours and Pillow's own limit"),
+        pytest.param(40_000, 40_000, id="1.6 gigapixels, past Pillow's limit"),
+    ],
+)
+def test_the_pixel_limit_that_fires_is_ours_and_names_it(client: FlaskClient, width: int, height: int) -> None:
+    response = post(client, png_header(width, height), "image/png")
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error["code"] == "image_too_large"
+    assert f"{width}x{height}" in error["message"] and "at most 40,000,000" in error["message"]
+
+
+def test_an_image_just_under_the_limit_is_decoded(sleepy_app) -> None:
+    app = sleepy_app(seconds=0.0, max_image_pixels=64 * 48)
+    small = encode(np.zeros((48, 64, 3), np.uint8), "PNG")
+    over = encode(np.zeros((48, 65, 3), np.uint8), "PNG")
+    assert app.test_client().post("/predict", data=small, content_type="image/png").status_code == 200
+    refused = app.test_client().post("/predict", data=over, content_type="image/png")
+    assert refused.status_code == 413 and "at most 3,072" in refused.get_json()["error"]["message"]
