@@ -3,7 +3,10 @@
 Usage:
     registry = ConsulRegistry(url="http://consul:8500", token="...")
 
-Consul's agent runs the health check itself, so there is nothing to renew. ``watch()`` follows
+Consul's agent runs the health check itself; what a worker renews is the registration's truth:
+every ``recheck`` seconds it asks the agent whether it still lists the worker (an agent rebuilt
+without its data, ``DeregisterCriticalServiceAfter`` after a long pause, an operator's deregister)
+and registers again when it does not. ``watch()`` follows
 ``/v1/health/service/<service>?passing`` with blocking queries (``index`` + ``wait``), as
 https://developer.hashicorp.com/consul/api-docs/features/blocking describes, and keeps the last known
 set through agent outages instead of reporting an empty pool.
@@ -91,8 +94,6 @@ class _WatchState:
 class ConsulRegistry(Registry, Directory):
     """Workers as services in a Consul agent, health-checked by Consul on /readyz."""
 
-    renew_interval = 0.0  # Consul polls /readyz itself
-
     def __init__(
         self,
         url: str = "http://127.0.0.1:8500",
@@ -103,6 +104,7 @@ class ConsulRegistry(Registry, Directory):
         deregister_after: str = "1m",
         wait: str = "30s",
         retry_max: float = 10.0,
+        recheck: float = 3.0,
     ) -> None:
         self.scheme, self.host, self.port = split_url(url, "consul url", "http://consul:8500")
         self.url = url.rstrip("/")
@@ -119,6 +121,9 @@ class ConsulRegistry(Registry, Directory):
         if retry_max <= 0:
             raise ValueError(f"retry_max must be a positive number of seconds such as 10.0, not {retry_max!r}")
         self.retry_max = retry_max
+        if recheck <= 0:
+            raise ValueError(f"recheck must be a positive number of seconds such as 3.0, not {recheck!r}")
+        self.renew_interval = recheck  # how often a worker checks that the agent still lists it
         self._client = consul.Consul(
             host=self.host, port=self.port, scheme=self.scheme, token=token, connections_timeout=REQUEST_TIMEOUT
         )
@@ -150,6 +155,13 @@ class ConsulRegistry(Registry, Directory):
             raise RegistryError(f"consul at {self.url} did not accept the registration of {instance.id} (404)")
         logger.info("registered %s (%s) with consul at %s", instance.id, instance.url, self.url)
 
+    def renew(self, instance: Instance) -> None:
+        """Register again when the agent no longer lists this worker; RegistryError when it cannot be asked."""
+        listed = self._agent(f"list the services to find {instance.id}", lambda client: client.agent.services())
+        if instance.id not in (listed or {}):
+            logger.warning("consul at %s no longer lists %s; registering it again", self.url, instance.id)
+            self.register(instance)
+
     def deregister(self, instance: Instance) -> None:
         """Remove the worker and its check from the local agent; one the agent no longer knows is fine."""
         removed = self._agent(f"deregister {instance.id}", lambda client: client.agent.service.deregister(instance.id))
@@ -180,10 +192,10 @@ class ConsulRegistry(Registry, Directory):
             meta[meta_key(name)] = version
         return meta
 
-    def _agent(self, action: str, call: Callable[[consul.Consul], bool]) -> bool:
+    def _agent(self, action: str, call: Callable[[consul.Consul], Any]) -> Any:
         """Run one agent call, turning py-consul's and requests' errors into RegistryError."""
         try:
-            return bool(call(self._client))
+            return call(self._client)
         except consul.ACLPermissionDenied as exc:
             raise RegistryError(
                 f"consul at {self.url} refused to {action}: {exc}; pass a token with service:write on {self.service!r}"

@@ -5,7 +5,9 @@ Usage:
     double.start()                          # serves http://127.0.0.1:<free port> from a thread
     double.set_status("w1", "critical")     # what Consul's HTTP check would do; bumps the index
     double.stop(); double.start()           # an agent outage on the same port: connections refused meanwhile
+    double.restart_empty()                  # the agent rebuilt without its data dir
     double.close()
+    ConsulDouble(run_checks=True)           # checks start critical and the double runs them, as Consul does
 
 What it reproduces, after developer.hashicorp.com/consul/api-docs (agent/service, health,
 features/blocking, api-structure) and hashicorp/consul's agent/agent_endpoint.go and acl/errors.go:
@@ -15,7 +17,14 @@ features/blocking, api-structure) and hashicorp/consul's agent/agent_endpoint.go
   up to 128 characters, no "consul-" prefix, values up to 512), "Invalid check: ..." (no interval).
   Checks are named "service:<id>" (":1", ":2"... when several) and start "critical" as in Consul,
   unless the definition sets Status or the double was made with auto_pass=True (the default), which
-  stands for a first HTTP check that passes at once. The double never runs checks: tests flip them.
+  stands for a first HTTP check that passes at once.
+- With run_checks=True, the double runs HTTP checks itself as Consul's agent does (checks/check.go):
+  the first after a random stagger within the interval, then every interval; GET with the check's
+  Timeout (10 s by default); 2xx is passing, 429 warning, anything else or no answer critical. Its
+  reaper (agent.go reapServices, every reap_interval, 30 s in Consul) removes a service whose check
+  has been critical for longer than DeregisterCriticalServiceAfter, never sooner than
+  deregister_floor (Consul: 1 minute).
+- GET /v1/agent/services: {id: service} of the agent's services, filtered by ACL like health reads.
 - PUT /v1/agent/service/deregister/<id>: 404 'Unknown service ID "<id>". Ensure that the service ID is
   passed, not the service name.'
 - GET /v1/health/service/<name>: [{"Node", "Service", "Checks"}] with the node's serfHealth check,
@@ -27,7 +36,7 @@ features/blocking, api-structure) and hashicorp/consul's agent/agent_endpoint.go
   ?token=; an unknown token gets 403 "ACL not found"; a write without a token gets 403 "Permission
   denied: anonymous token lacks permission 'service:write' ..."; a read without one gets 200 with
   the entries filtered out and X-Consul-Results-Filtered-By-ACLs: true.
-Not reproduced: ?filter, ?near, ?dc, namespaces, Connect, running the checks, other endpoints.
+Not reproduced: ?filter, ?near, ?dc, namespaces, Connect, TCP/gRPC/script checks, other endpoints.
 """
 
 from __future__ import annotations
@@ -40,10 +49,12 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from visionpool.discovery import Instance, Registry
@@ -144,9 +155,17 @@ class ConsulDouble:
         auto_pass: bool = True,
         node: str = "consul-double",
         node_address: str = "127.0.0.1",
+        run_checks: bool = False,
+        reap_interval: float = 30.0,
+        deregister_floor: float = 60.0,
     ) -> None:
         self.token = token  # the one valid ACL token (a management token); None = ACLs disabled
-        self.auto_pass = auto_pass  # new checks start passing (True) or critical like Consul (False)
+        self.run_checks = run_checks  # run HTTP checks like Consul's agent (they start critical)
+        self.auto_pass = auto_pass and not run_checks  # new checks start passing (True) or critical (False)
+        self.reap_interval, self.deregister_floor = reap_interval, deregister_floor
+        self._check_tasks: dict[str, asyncio.Task[None]] = {}  # check ID -> the task running it
+        self._critical_since: dict[str, float] = {}  # check ID -> time.monotonic() it became critical
+        self._reaper: asyncio.Task[None] | None = None
         self.node, self.node_address = node, node_address
         self.port = 0  # fixed by the first start(); later starts reuse it
         self._requests: list[Recorded] = []
@@ -215,6 +234,12 @@ class ConsulDouble:
         """Lose every service and check and restart the index low: the agent was rebuilt from scratch."""
         self._call(self._forget())
 
+    def restart_empty(self) -> None:
+        """Stop, lose everything, start again on the same port: an agent rebuilt without its data dir."""
+        self.stop()
+        self.forget()
+        self.start()
+
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the double's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
@@ -235,9 +260,14 @@ class ConsulDouble:
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
+        if self.run_checks and self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
 
     async def _stop(self) -> None:
         """Close the listener and every connection."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -248,6 +278,7 @@ class ConsulDouble:
         app.router.add_put("/v1/agent/service/register", self._register)
         app.router.add_put("/v1/agent/service/deregister/{id}", self._deregister)
         app.router.add_get("/v1/health/service/{name}", self._health_service)
+        app.router.add_get("/v1/agent/services", self._agent_services)
         return app
 
     @web.middleware
@@ -350,6 +381,7 @@ class ConsulDouble:
         for number, check in enumerate(definitions, start=1):
             check_id = f"service:{service_id}" + (f":{number}" if len(definitions) > 1 else "")
             self._checks[check_id] = self._check(check_id, check, self._services[service_id])
+            self._watch_check(check_id)
         self._bump(name)
 
     def _check(self, check_id: str, check: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
@@ -392,16 +424,95 @@ class ConsulDouble:
         denied = self._write_denied(request, service["Service"])
         if denied:
             return denied
-        del self._services[service_id]
-        self._drop_checks(service_id)
-        self._index += 1
-        self._bump(service["Service"])
+        self._remove_service(service_id)
         return web.Response()
 
     def _drop_checks(self, service_id: str) -> None:
-        """Forget every check of one service."""
+        """Forget every check of one service, and stop running them."""
         for check_id in [k for k, check in self._checks.items() if check["ServiceID"] == service_id]:
             del self._checks[check_id]
+            self._critical_since.pop(check_id, None)
+            task = self._check_tasks.pop(check_id, None)
+            if task is not None:
+                task.cancel()
+
+    def _watch_check(self, check_id: str) -> None:
+        """Note when a new check is critical, and run it when the double runs HTTP checks."""
+        check = self._checks[check_id]
+        if check["Status"] == "critical":
+            self._critical_since[check_id] = time.monotonic()
+        if self.run_checks and check["Definition"].get("HTTP"):
+            self._check_tasks[check_id] = asyncio.get_running_loop().create_task(self._run_http_check(check_id))
+
+    async def _run_http_check(self, check_id: str) -> None:
+        """Consul's CheckHTTP: a random first stagger, then one GET every interval."""
+        definition = self._checks[check_id]["Definition"]
+        interval = go_duration(str(definition["Interval"])) or 10.0
+        timeout = go_duration(str(definition.get("Timeout") or "10s")) or 10.0
+        await asyncio.sleep(random.uniform(0, interval))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            while check_id in self._checks:
+                status, output = await self._probe(session, str(definition["HTTP"]))
+                self._record_status(check_id, status, output)
+                await asyncio.sleep(interval)
+
+    @staticmethod
+    async def _probe(session: aiohttp.ClientSession, url: str) -> tuple[str, str]:
+        """One HTTP check: 2xx passing, 429 warning, anything else (or nothing) critical."""
+        try:
+            async with session.get(url, headers={"User-Agent": "Consul Health Check"}) as response:
+                body = (await response.read())[:4096].decode(errors="replace")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return "critical", f"Get {url!r}: {type(exc).__name__}"
+        if 200 <= response.status < 300:
+            return "passing", f"HTTP GET {url}: {response.status} Output: {body}"
+        return ("warning" if response.status == 429 else "critical"), f"HTTP GET {url}: {response.status}"
+
+    def _record_status(self, check_id: str, status: str, output: str) -> None:
+        """A check's new result; a change of status bumps the index and wakes blocking queries."""
+        check = self._checks.get(check_id)
+        if check is None:
+            return
+        check["Output"] = output
+        if status == "critical":
+            self._critical_since.setdefault(check_id, time.monotonic())
+        else:
+            self._critical_since.pop(check_id, None)
+        if check["Status"] != status:
+            self._index += 1
+            check["Status"], check["ModifyIndex"] = status, self._index
+            self._bump(check["ServiceName"])
+
+    async def _reap(self) -> None:
+        """Consul's reapServices: drop services critical for longer than DeregisterCriticalServiceAfter."""
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            now = time.monotonic()
+            for check_id, since in list(self._critical_since.items()):
+                check = self._checks.get(check_id)
+                after = (
+                    go_duration(str(check["Definition"].get("DeregisterCriticalServiceAfter") or "")) if check else 0
+                )
+                if check and after and now - since > max(after, self.deregister_floor):
+                    self._remove_service(check["ServiceID"])
+
+    def _remove_service(self, service_id: str) -> None:
+        """Drop a service and its checks, as a deregistration does."""
+        service = self._services.pop(service_id, None)
+        if service is None:
+            return
+        self._drop_checks(service_id)
+        self._index += 1
+        self._bump(service["Service"])
+
+    async def _agent_services(self, request: web.Request) -> web.Response:
+        """GET /v1/agent/services: every service of this agent, by ID (none for an anonymous ACL read)."""
+        rejected = self._unknown_token(request)
+        if rejected:
+            return rejected
+        if self.token is not None and self._token(request) is _ANONYMOUS:
+            return web.json_response({}, headers={"X-Consul-Results-Filtered-By-ACLs": "true"})
+        return web.json_response({service_id: dict(service) for service_id, service in self._services.items()})
 
     async def _health_service(self, request: web.Request) -> web.Response:
         """GET /v1/health/service/<name>, blocking when asked to."""
@@ -509,9 +620,13 @@ class ConsulDouble:
         """Flip a service's checks."""
         service = self._services[service_id]
         self._index += 1
-        for check in self._checks.values():
+        for check_id, check in self._checks.items():
             if check["ServiceID"] == service_id:
                 check["Status"], check["ModifyIndex"] = status, self._index
+                if status == "critical":
+                    self._critical_since.setdefault(check_id, time.monotonic())
+                else:
+                    self._critical_since.pop(check_id, None)
         self._bump(service["Service"])
 
     async def _touch(self, service_id: str) -> None:
@@ -521,6 +636,8 @@ class ConsulDouble:
 
     async def _forget(self) -> None:
         """Drop all state; the index starts over."""
+        for service_id in list(self._services):
+            self._drop_checks(service_id)
         self._services.clear()
         self._checks.clear()
         self._service_index.clear()

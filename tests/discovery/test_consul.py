@@ -133,7 +133,7 @@ def test_the_factory_builds_consul_and_names_the_choices() -> None:
     for role in ("worker", "proxy"):
         registry = create_registry(settings, role)
         assert isinstance(registry, ConsulRegistry)
-        assert (registry.host, registry.port, registry.renew_interval) == ("consul.internal", 8500, 0)
+        assert (registry.host, registry.port, registry.renew_interval) == ("consul.internal", 8500, 3.0)
     with pytest.raises(ValueError, match="choose one of local, consul"):
         create_registry(ServiceSettings(registry="nope"), "proxy")
 
@@ -245,3 +245,91 @@ def test_stopping_a_watch_closes_its_consul_session(consul: ConsulDouble, watch:
 
     watcher.stop()
     assert watcher.loop_errors == []
+
+
+class Readyz:
+    """A worker's /readyz on loopback whose answer the test sets (a real HTTP server in a thread)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        owner = self
+        self.status = 200
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                self.send_response(owner.status)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def readyz() -> Any:
+    """A /readyz the double's HTTP checks can reach."""
+    server = Readyz()
+    yield server
+    server.close()
+
+
+def checked(consul: ConsulDouble, **options: Any) -> ConsulRegistry:
+    """A registry whose checks run every 100 ms."""
+    return fast(consul, check_interval="100ms", check_timeout="500ms", **options)
+
+
+def status_of(consul: ConsulDouble, service_id: str) -> str | None:
+    checks = consul.checks_of(service_id)
+    return checks[0]["Status"] if checks else None
+
+
+def test_checks_start_critical_and_follow_what_readyz_answers(make_consul, readyz: Readyz) -> None:
+    consul = make_consul(run_checks=True)
+    worker = Instance("w1", readyz.url, {"m": "1"})
+    checked(consul).register(worker)
+    assert status_of(consul, "w1") == "critical"  # as in Consul: no traffic before a first passing check
+    wait_until(lambda: status_of(consul, "w1") == "passing", timeout=5)
+    readyz.status = 503  # draining, or models failed
+    wait_until(lambda: status_of(consul, "w1") == "critical", timeout=5)
+    readyz.status = 429
+    wait_until(lambda: status_of(consul, "w1") == "warning", timeout=5)
+
+
+def test_a_service_critical_past_deregister_after_is_removed(make_consul, readyz: Readyz) -> None:
+    consul = make_consul(run_checks=True, reap_interval=0.05, deregister_floor=0)
+    checked(consul, deregister_after="300ms").register(Instance("w1", readyz.url, {"m": "1"}))
+    wait_until(lambda: status_of(consul, "w1") == "passing", timeout=5)
+    readyz.status = 500
+    wait_until(lambda: "w1" not in consul.services, timeout=5)
+    assert consul.checks_of("w1") == []
+
+
+def test_renew_registers_again_only_when_the_agent_lost_the_worker(make_consul, readyz: Readyz) -> None:
+    consul = make_consul(run_checks=True)
+    registry = checked(consul)
+    worker = Instance("w1", readyz.url, {"m": "1"})
+    registry.register(worker)
+    registry.renew(worker)
+    assert len(consul.requests_to("/v1/agent/service/register")) == 1  # still listed: nothing to do
+    consul.restart_empty()  # the agent came back without its data
+    assert consul.services == {}
+    registry.renew(worker)
+    assert list(consul.services) == ["w1"] and len(consul.requests_to("/v1/agent/service/register")) == 2
+    wait_until(lambda: status_of(consul, "w1") == "passing", timeout=5)
+
+
+def test_renew_with_the_agent_down_is_a_registry_error(consul: ConsulDouble) -> None:
+    registry = fast(consul)
+    consul.stop()
+    with pytest.raises(RegistryError, match="cannot reach consul"):
+        registry.renew(W1)

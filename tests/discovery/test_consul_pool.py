@@ -13,7 +13,67 @@ from helpers import encode, wait_until, write_sleepy_model
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 
-def test_worker_and_proxy_meet_through_consul(consul, start_worker, start_proxy, tmp_path: Path) -> None:
+@pytest.fixture
+def live_consul(make_consul):
+    """A Consul agent double that runs the workers' HTTP checks itself; they start critical, as in Consul."""
+    return make_consul(run_checks=True)
+
+
+def start_pair(live_consul, start_worker, start_proxy, tmp_path: Path, seconds: float = 0.01):
+    """A proxy and a worker meeting through Consul; returns once the proxy sends to the worker."""
+    repository = write_sleepy_model(tmp_path / "models", seconds=seconds)
+    flags = ["--registry", "consul", "--consul-url", live_consul.url]
+    proxy = start_proxy(*flags)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), *flags)
+    worker_id = worker.url.removeprefix("http://")
+    wait_until(lambda: registered(proxy) == [worker_id], timeout=10)
+    return proxy, worker, worker_id
+
+
+def registered(proxy) -> list[str]:
+    return [w["id"] for w in requests.get(proxy.url + "/workers", timeout=5).json()["workers"]]
+
+
+IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+
+
+def post(url: str) -> requests.Response:
+    return requests.post(url + "/predict", data=IMAGE, headers={"Content-Type": "image/png"}, timeout=10)
+
+
+def test_an_agent_restarted_empty_gets_the_worker_back(live_consul, start_worker, start_proxy, tmp_path) -> None:
+    proxy, worker, worker_id = start_pair(live_consul, start_worker, start_proxy, tmp_path)
+    live_consul.restart_empty()  # rebuilt without its data dir: nobody is registered
+    wait_until(lambda: worker_id in live_consul.services, timeout=10)
+    wait_until(lambda: registered(proxy) == [worker_id], timeout=10)
+    assert "no longer lists" in worker.output()
+    assert post(proxy.url).status_code == 200
+
+
+def test_a_killed_worker_goes_critical_and_gets_no_more_traffic(
+    live_consul, start_worker, start_proxy, tmp_path
+) -> None:
+    proxy, worker, worker_id = start_pair(live_consul, start_worker, start_proxy, tmp_path)
+    spare = start_worker(
+        "--model",
+        "sleepy",
+        "--model-repository",
+        str(tmp_path / "models"),
+        "--registry",
+        "consul",
+        "--consul-url",
+        live_consul.url,
+    )
+    spare_id = spare.url.removeprefix("http://")
+    wait_until(lambda: sorted(registered(proxy)) == sorted([worker_id, spare_id]), timeout=10)
+    worker.stop(signal.SIGKILL)
+    wait_until(lambda: live_consul.checks_of(worker_id)[0]["Status"] == "critical", timeout=10)
+    wait_until(lambda: registered(proxy) == [spare_id], timeout=10)
+    assert {post(proxy.url).headers["X-Worker-ID"] for _ in range(6)} == {spare_id}
+
+
+def test_worker_and_proxy_meet_through_consul(live_consul, start_worker, start_proxy, tmp_path: Path) -> None:
+    consul = live_consul
     repository = write_sleepy_model(tmp_path / "models", seconds=0.01)
     consul_flags = ["--registry", "consul", "--consul-url", consul.url]
     proxy = start_proxy(*consul_flags)
