@@ -14,11 +14,13 @@ Server errors (each service adds its own subclasses, see worker/errors.py and pr
 
     ServiceError (500 internal)
      ├── BadRequest (400)            bad_request
+     │    └── UploadIncomplete       upload_incomplete   (the client's upload broke off: nobody else's fault)
      ├── Unauthorized (401)          unauthorized
      ├── NotFound (404)              not_found
      │    └── ModelNotFound          model_not_found
+     ├── RequestTimeout (408)        request_timeout     (the head or the body came too slowly)
      ├── PayloadTooLarge (413)       payload_too_large
-     └── ServiceUnavailable (503)    unavailable
+     └── ServiceUnavailable (503)    unavailable         (with Retry-After)
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class Code(StrEnum):
     BAD_GATEWAY = "bad_gateway"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPLOAD_INCOMPLETE = "upload_incomplete"
+    REQUEST_TIMEOUT = "request_timeout"
+    BUSY = "busy"
+    SHUTTING_DOWN = "shutting_down"
 
 
 # Paths: the worker serves predict, health and models; the proxy serves predict, lookup and workers too.
@@ -119,6 +124,13 @@ class BadRequest(ServiceError):
     status, code = 400, Code.BAD_REQUEST
 
 
+class UploadIncomplete(BadRequest):
+    code = Code.UPLOAD_INCOMPLETE
+
+    def __init__(self) -> None:
+        super().__init__("The upload broke off before the whole body arrived.")
+
+
 class Unauthorized(ServiceError):
     status, code = 401, Code.UNAUTHORIZED
 
@@ -129,6 +141,10 @@ class NotFound(ServiceError):
 
 class ModelNotFound(NotFound):
     code = Code.MODEL_NOT_FOUND
+
+
+class RequestTimeout(ServiceError):
+    status, code = 408, Code.REQUEST_TIMEOUT
 
 
 class PayloadTooLarge(ServiceError):

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from visionpool.client.options import configure_logging, option
 
+MiB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("plain", "json")
 
@@ -41,6 +42,18 @@ class ServiceSettings:
     port: int | None = option(
         None, "Port to listen on (a worker: honcho's $PORT, else 8000; the proxy: 8080).", scoped=True
     )
+    max_body_bytes: int = option(20 * MiB, "Largest request body accepted, in bytes; larger ones get 413 at once.")
+    header_timeout: float = option(
+        10.0, "Seconds a request's head may take to arrive (408); also how long an idle keep-alive connection stays."
+    )
+    body_timeout: float = option(30.0, "Seconds a request's whole body may take to arrive once its head is in (408).")
+    max_connections: int = option(
+        4096, "Open connections at most; beyond, the oldest one waiting for a request is closed, else 503."
+    )
+    max_buffered_bytes: int = option(
+        512 * MiB, "Request bodies held in memory at once, all connections together; beyond, 503 busy."
+    )
+    drain_timeout: float = option(10.0, "Seconds given to requests in flight to finish at shutdown.")
     log_level: str = option("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     log_format: str = option("plain", "Log format: 'plain' lines, or 'json' (one object per line, with each field).")
     registry: str | None = option(
@@ -75,6 +88,11 @@ class ServiceSettings:
             raise ValueError(f"log_format must be 'plain' or 'json', got {self.log_format!r}")
         if self.registry not in self.REGISTRIES:
             raise ValueError(f"unknown registry {self.registry!r}; choose one of {', '.join(self.REGISTRIES)}")
+        for name in ("max_body_bytes", "max_connections", "max_buffered_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if min(self.header_timeout, self.body_timeout) <= 0 or self.drain_timeout < 0:
+            raise ValueError("header_timeout and body_timeout must be above 0, drain_timeout at least 0 (seconds)")
         if self.registry_ttl < 0.5:
             raise ValueError(f"registry_ttl must be at least 0.5 seconds, got {self.registry_ttl}")
 

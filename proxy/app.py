@@ -20,8 +20,9 @@ from visionpool.client import wire
 from visionpool.client.wire import Header
 from visionpool.discovery import Directory
 
-from .errors import NoWorker, error_middleware, no_worker
+from .errors import NoWorker, no_worker
 from .forward import Forwarder
+from .frontdoor import FrontDoor, Limits, error_middleware
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
@@ -33,19 +34,25 @@ POOL = web.AppKey("pool", Pool)
 REGISTRY = web.AppKey("registry", Directory)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 METRICS = web.AppKey("metrics", ProxyMetrics)
+DOOR = web.AppKey("front_door", FrontDoor)
+# Idle connections to workers are dropped sooner than workers drop them (their header_timeout, 10 s by
+# default), so the proxy never sends a request down a connection the worker is closing.
+UPSTREAM_KEEPALIVE = 5.0
 
 
 def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
     """The proxy app following ``registry``, serving the registry's own routes if it has any."""
     pool = Pool(settings.eject_seconds)
-    metrics = ProxyMetrics(pool)
-    app = web.Application(middlewares=[request_id_middleware, metrics.middleware, error_middleware])
-    app[SETTINGS], app[REGISTRY], app[POOL], app[METRICS] = settings, registry, pool, metrics
+    door = FrontDoor(Limits.of(settings))
+    metrics = ProxyMetrics(pool, door)
+    middlewares = [request_id_middleware, metrics.middleware, error_middleware]
+    app = web.Application(middlewares=middlewares, **door.app_options())
+    app[SETTINGS], app[REGISTRY], app[POOL], app[METRICS], app[DOOR] = settings, registry, pool, metrics, door
     app.cleanup_ctx.extend([client_session, follow_registry])
     app.add_routes(
         [
-            web.post(wire.PREDICT, predict),
-            web.post(wire.MODEL_PREDICT, predict),
+            web.post(wire.PREDICT, predict, expect_handler=door.expect),
+            web.post(wire.MODEL_PREDICT, predict, expect_handler=door.expect),
             web.get(wire.LOOKUP, lookup),
             web.get(wire.WORKERS, workers),
             web.get(wire.HEALTHZ, healthz),
@@ -62,11 +69,9 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled ClientSession for every upstream call, closed at shutdown."""
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        app[FORWARDER] = Forwarder(
-            app[POOL], session, settings.retries, settings.retry_body_bytes, timeout, app[METRICS]
-        )
+        app[FORWARDER] = Forwarder(app[POOL], session, settings.retries, timeout, app[METRICS])
         yield
 
 
@@ -108,7 +113,8 @@ async def request_id_middleware(
 
 async def predict(request: web.Request) -> web.Response:
     name = request.match_info.get("name")
-    return await request.app[FORWARDER].forward(request, wire.predict_path(name), name)
+    async with request.app[DOOR].body(request) as body:
+        return await request.app[FORWARDER].forward(request, body, wire.predict_path(name), name)
 
 
 async def lookup(request: web.Request) -> web.Response:

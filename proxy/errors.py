@@ -1,8 +1,7 @@
-"""The proxy's errors, each carrying its HTTP status and code, and the one handler that answers them as JSON.
+"""The proxy's errors, each carrying its HTTP status and code (frontdoor.error_middleware answers them as JSON).
 
 ServiceError (visionpool.client.wire)
- ├── BadRequest (400)
- │    └── UploadIncomplete          upload_incomplete   (the client's upload broke off: nobody else's fault)
+ ├── BadRequest, UploadIncomplete (400), RequestTimeout (408), PayloadTooLarge (413), busy (503): the front door's
  ├── Unauthorized (401)             unauthorized        (registry token missing or wrong)
  ├── ModelNotFound (404)            model_not_found     (no registered worker serves it)
  ├── BadGateway (502)               bad_gateway         (the worker failed and no retry was possible)
@@ -12,20 +11,7 @@ ServiceError (visionpool.client.wire)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-
-from visionpool.client.wire import BadRequest, Code, ModelNotFound, ServiceError, ServiceUnavailable
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class UploadIncomplete(BadRequest):
-    code = Code.UPLOAD_INCOMPLETE
-
-    def __init__(self) -> None:
-        super().__init__("The upload broke off before the whole body arrived.")
+from visionpool.client.wire import Code, ModelNotFound, ServiceError, ServiceUnavailable
 
 
 class BadGateway(ServiceError):
@@ -50,12 +36,3 @@ def no_worker(model: str | None, served: set[str]) -> ServiceError:
 
 def gave_up(tried: set[str]) -> BadGateway:
     return BadGateway(f"Every worker tried failed ({', '.join(sorted(tried))}); retry the request.")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every ServiceError becomes ``{"error": {"code", "message"}}`` with its status and headers."""
-    try:
-        return await handler(request)
-    except ServiceError as error:
-        return web.json_response(error.body(), status=error.status, headers=error.headers)

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from visionpool.client.options import log_fields
 from visionpool.client.wire import Header
 
+from .frontdoor import FrontDoor
 from .pool import Pool
 
 logger = logging.getLogger("visionpool.proxy.requests")
@@ -51,12 +52,13 @@ class HealthyWorkers:
 class ProxyMetrics:
     """The proxy's metrics in a registry of its own."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, door: FrontDoor) -> None:
         disable_created_metrics()
         self.pool = pool
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         registry.register(HealthyWorkers(pool))
+        registry.register(door.collector("proxy"))
         self.requests = Counter(
             "visionpool_proxy_requests",
             "Requests answered, by route, model and HTTP status.",

@@ -1,4 +1,9 @@
-"""The healthy workers as the proxy sees them: round-robin per model, failing ones ejected for a while."""
+"""The healthy workers as the proxy sees them: round-robin per model, failing ones ejected for a while.
+
+A worker that refuses the connection, breaks it or does not answer in time is ejected at once;
+one that answers 503 (its queue is full, or it is draining) after BUSY_IN_A_ROW such answers in a
+row. Any other answer, 4xx included, is the worker doing its job and clears its count.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from collections.abc import Iterable
 from visionpool.discovery import Instance
 
 logger = logging.getLogger(__name__)
+BUSY_IN_A_ROW = 3
 
 
 class Pool:
@@ -20,6 +26,7 @@ class Pool:
         self.eject_seconds = eject_seconds
         self.instances: dict[str, Instance] = {}
         self.ejected: dict[str, float] = {}  # instance id -> monotonic time it may come back
+        self.busy: dict[str, int] = {}  # instance id -> 503 answers in a row
         self._turns: defaultdict[str | None, itertools.count[int]] = defaultdict(itertools.count)
 
     def update(self, instances: Iterable[Instance]) -> None:
@@ -31,6 +38,21 @@ class Pool:
             logger.info("worker %s joined the rotation at %s", new, current[new].url)
             self.ejected.pop(new, None)
         self.instances = current
+
+    def failed(self, instance_id: str, reason: str, *, busy: bool = False) -> bool:
+        """Count a failure: eject at once, or for a 503 after BUSY_IN_A_ROW in a row; True when ejected."""
+        if busy:
+            self.busy[instance_id] = self.busy.get(instance_id, 0) + 1
+            if self.busy[instance_id] < BUSY_IN_A_ROW:
+                return False
+        self.busy.pop(instance_id, None)
+        self.eject(instance_id, reason)
+        return True
+
+    def answered(self, instance_id: str) -> None:
+        """The worker answered (anything but 503): its count of busy answers starts over."""
+        if self.busy:
+            self.busy.pop(instance_id, None)
 
     def eject(self, instance_id: str, reason: str) -> None:
         """Take a worker out of rotation at once after a failure; it returns after eject_seconds."""

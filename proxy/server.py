@@ -10,11 +10,10 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
-
 from visionpool.discovery import create_registry
 
-from .app import create_app
+from .app import DOOR, create_app
+from .frontdoor import run
 from .settings import ProxySettings
 
 logger = logging.getLogger(__name__)
@@ -30,16 +29,14 @@ class ProxyServer:
     async def serve(self) -> int:
         """Start up, serve until told to stop, shut down."""
         app = create_app(self.settings, create_registry(self.settings, "proxy"))
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
+        door = app[DOOR]
         host, port = self.settings.address
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
+        await door.start(app, door.bind(host, port))
         self.install_signal_handlers()
         logger.info("proxy listening on http://%s:%s (registry: %s)", host, port, self.settings.registry)
         await self.should_exit.wait()
-        logger.info("proxy shutting down")
-        await runner.cleanup()
+        logger.info("proxy shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
+        await door.stop()
         return 0
 
     def install_signal_handlers(self) -> None:
@@ -56,9 +53,4 @@ class ProxyServer:
 
 def serve(settings: ProxySettings) -> int:
     """Run a proxy until it is stopped; the process exit code."""
-    try:
-        import uvloop
-    except ImportError:  # Windows: the standard loop
-        return asyncio.run(ProxyServer(settings).serve())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(ProxyServer(settings).serve())
+    return run(ProxyServer(settings).serve())

@@ -8,8 +8,6 @@ from typing import ClassVar
 from visionpool.client.options import option
 from visionpool.discovery.settings import ServiceSettings
 
-MiB = 1024 * 1024
-
 
 @dataclass
 class ProxySettings(ServiceSettings):
@@ -21,9 +19,6 @@ class ProxySettings(ServiceSettings):
     connect_timeout: float = option(2.0, "Seconds to wait for a worker to accept a connection before trying another.")
     upstream_timeout: float = option(60.0, "Seconds a whole upstream call may take before the client gets 504.")
     retries: int = option(2, "Other workers tried after one fails (connection refused, died mid-request, 503).")
-    retry_body_bytes: int = option(
-        16 * MiB, "Bodies up to this size are held so a failed attempt can be replayed; larger ones are streamed only."
-    )
     eject_seconds: float = option(
         10.0, "Seconds a failing worker stays out of rotation (unless the registry drops it first)."
     )
@@ -32,5 +27,5 @@ class ProxySettings(ServiceSettings):
         super().__post_init__()
         if self.connect_timeout <= 0 or self.upstream_timeout <= 0:
             raise ValueError("connect_timeout and upstream_timeout must be above 0 seconds")
-        if self.retries < 0 or self.retry_body_bytes < 0 or self.eject_seconds < 0:
-            raise ValueError("retries, retry_body_bytes and eject_seconds must not be negative")
+        if self.retries < 0 or self.eject_seconds < 0:
+            raise ValueError("retries and eject_seconds must not be negative")

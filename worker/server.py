@@ -1,67 +1,62 @@
-"""Running a worker: a production WSGI server (cheroot) around the Flask app.
+"""Running a worker: the Flask app behind the front door, on uvloop.
 
 Usage:
     serve(WorkerSettings(models=["coco-ssd"], port=8000))   # returns the exit code
 
 Startup validates every model config (a mistake stops the worker at once, naming
-file and field), binds the port, then loads and warms the models in the
-background while /healthz answers and /readyz says 503. SIGTERM or SIGINT stops
-taking new requests, lets those in flight finish (up to drain_timeout) and exits 0.
+file and field), binds the port, then loads and warms the models in the background
+while /healthz answers and /readyz says 503. SIGTERM or SIGINT deregisters first,
+stops taking new requests, answers uploads still arriving 503, lets requests whose
+body is in finish (up to drain_timeout) and exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import math
 import signal
-import threading
 import time
-from types import FrameType
-
-from cheroot import wsgi
 
 from visionpool.discovery import Instance, create_registry
+from visionpool.proxy.frontdoor import FrontDoor, Limits, run
 
 from . import create_app
 from .announce import Announcer
+from .metrics import METRICS
 from .models import get_models
 from .settings import WorkerSettings
+from .wsgi import wsgi_app
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerServer:
-    """One worker process: app, HTTP server, and the signals that stop them."""
+    """One worker process: app, front door, registration, and the signals that stop them."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.should_exit = threading.Event()
         self.app = create_app(settings)
         self.models = get_models(self.app)
+        self.door = FrontDoor(Limits.of(settings))
+        self.app.extensions[METRICS].registry.register(self.door.collector("worker"))
+        self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
         self.announcer: Announcer | None = None
-        self.http = wsgi.Server(
-            settings.address,
-            self.app,
-            numthreads=settings.threads,
-            shutdown_timeout=math.ceil(settings.drain_timeout),
-            request_queue_size=128,
-            timeout=30,
-        )
+        self.should_exit = asyncio.Event()
 
-    def serve(self) -> int:
+    async def serve(self) -> int:
         """Start up, serve until told to stop or the models fail to load, shut down."""
         self.install_signal_handlers()
-        self.http.prepare()  # binds now: a port in use fails here, before anything loads
-        host, port = self.http.bind_addr[:2]
+        host, port = self.sock.getsockname()[:2]
         instance = self.instance(port)
         self.app.config["WORKER_ID"] = instance.id
         self.announcer = self.make_announcer(instance)
-        threading.Thread(target=self.http.serve, name="http", daemon=True).start()
+        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads), self.sock)
         logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
         if self.announcer:
             self.announcer.start()
-        code = self.main_loop()
-        self.shutdown()
+        code = await self.main_loop()
+        await self.shutdown()
         return code
 
     def instance(self, port: int) -> Instance:
@@ -76,37 +71,41 @@ class WorkerServer:
             return None
         return Announcer(create_registry(self.settings, "worker"), instance, self.models.ready)
 
-    def main_loop(self) -> int:
+    async def main_loop(self) -> int:
         announced = False
-        while not self.should_exit.wait(0.1):
+        while not self.should_exit.is_set():
             if self.models.failure is not None:
                 logger.error("stopping: the models could not be loaded (%s)", self.models.failure)
                 return 1
             if not announced and self.models.ready.is_set():
                 logger.info("worker ready: every model is loaded and warmed up")
                 announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.should_exit.wait(), 0.1)
         return 0
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         started = time.monotonic()
         if self.announcer:
-            self.announcer.stop()  # first: proxies stop sending before this worker stops taking
+            await asyncio.to_thread(self.announcer.stop)  # first: proxies stop sending before this worker stops taking
         logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
-        self.http.stop()
-        self.models.close()
+        await self.door.stop()
+        await asyncio.to_thread(self.models.close)
         logger.info("worker stopped in %.2f s", time.monotonic() - started)
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle_term)
-        signal.signal(signal.SIGINT, self.handle_int)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.handle_term)
+        loop.add_signal_handler(signal.SIGINT, self.handle_int)
 
-    def handle_term(self, signum: int, frame: FrameType | None) -> None:
+    def handle_term(self) -> None:
         self.should_exit.set()
 
-    def handle_int(self, signum: int, frame: FrameType | None) -> None:
+    def handle_int(self) -> None:
         self.should_exit.set()
 
 
 def serve(settings: WorkerSettings) -> int:
     """Run a worker until it is stopped; the process exit code."""
-    return WorkerServer(settings).serve()
+    server = WorkerServer(settings)
+    return run(server.serve())

@@ -13,8 +13,6 @@ from visionpool.discovery.settings import ServiceSettings
 
 from .repository import BUILTIN_REPOSITORY
 
-MiB = 1024 * 1024
-
 
 @dataclass
 class WorkerSettings(ServiceSettings):
@@ -46,12 +44,10 @@ class WorkerSettings(ServiceSettings):
         False, "Restart the worker when it dies instead of exiting (for honcho, where one exit stops the whole pool)."
     )
     threads: int = option(32, "Request threads: requests in flight at once (decoding runs in them, in parallel).")
-    max_body_bytes: int = option(20 * MiB, "Largest request body accepted, in bytes.")
     max_image_pixels: int = option(
         40_000_000, "Largest image accepted, in pixels (width x height), checked before decoding."
     )
     request_timeout: float = option(30.0, "Seconds a request may wait for the engine before it is answered 504.")
-    drain_timeout: float = option(10.0, "Seconds given to requests in flight to finish at shutdown.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,11 +56,11 @@ class WorkerSettings(ServiceSettings):
             raise ValueError("models must name at least one model, e.g. --model coco-ssd")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models lists a model twice: {self.models}")
-        for name in ("threads", "max_body_bytes", "max_image_pixels"):
+        for name in ("threads", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.request_timeout <= 0 or self.drain_timeout < 0:
-            raise ValueError("request_timeout must be above 0 and drain_timeout at least 0 (seconds)")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout must be above 0 seconds")
 
     def default_port(self) -> int:
         """honcho's $PORT when set, else 8000."""

@@ -144,7 +144,7 @@ def test_a_proxy_restart_is_survived(make_pool, start_proxy) -> None:
 
 
 def test_a_large_upload_passes_whole(make_pool) -> None:
-    pool = make_pool(1, "--retry-body-bytes", "1048576")  # bigger than what is held for retries: streamed only
+    pool = make_pool(1)
     noise = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
     data = encode(noise, "PNG")
     assert len(data) > 8 * 1024 * 1024

@@ -1,0 +1,106 @@
+"""Flask behind the front door: the whole body first, then the app in a bounded pool of threads.
+
+Usage:
+    http = wsgi_app(flask_app, door, threads=32)     # an aiohttp Application serving every path
+    await door.start(http, sock)
+
+A request gets a thread only once the front door holds its whole body (proxy/frontdoor.py), and
+the app's whole answer is built in that thread and sent by the event loop, so neither a slow
+upload nor a slow reader ever holds a thread. Reads (GET, HEAD: health, readiness, models,
+metrics) have threads of their own, so a health check never waits behind predictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from visionpool.proxy.frontdoor import FrontDoor, error_middleware
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+READ_THREADS = 2
+DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def wsgi_app(app: Callable[..., Iterable[bytes]], door: FrontDoor, threads: int) -> web.Application:
+    """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread."""
+    work = ThreadPoolExecutor(threads, thread_name_prefix="request")
+    reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
+
+    async def handle(request: web.Request) -> web.Response:
+        async with door.body(request) as body:
+            pool = reads if request.method in READ_METHODS else work
+            status, headers, payload = await asyncio.get_running_loop().run_in_executor(
+                pool, call, app, environ(request, body)
+            )
+        return web.Response(status=status, headers=headers, body=payload)
+
+    async def stop_threads(_: web.Application) -> None:
+        for pool in (work, reads):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    http = web.Application(middlewares=[error_middleware], **door.app_options())
+    http.router.add_route("*", "/{path:.*}", handle, expect_handler=door.expect)
+    http.on_cleanup.append(stop_threads)
+    return http
+
+
+def environ(request: web.Request, body: bytes) -> dict[str, Any]:
+    """The WSGI environ of a request whose body is whole (PEP 3333)."""
+    host, port = (request.transport.get_extra_info("sockname") or ("", 0))[:2] if request.transport else ("", 0)
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path.encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": request.rel_url.raw_query_string,
+        "SERVER_NAME": str(host),
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
+        "REMOTE_ADDR": request.remote or "",
+        "CONTENT_LENGTH": str(len(body)),  # a chunked upload has a length now
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": request.scheme,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for raw_name, raw_value in request.raw_headers:
+        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        if name in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            continue
+        key = name if name == "CONTENT_TYPE" else f"HTTP_{name}"
+        value = raw_value.decode("latin-1")
+        env[key] = f"{env[key]},{value}" if key in env else value
+    return env
+
+
+def call(app: Callable[..., Iterable[bytes]], env: dict[str, Any]) -> Answer:
+    """Run the WSGI app once and collect its whole answer."""
+    started: list[Any] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started[:] = [int(status.split(" ", 1)[0]), headers]
+        return written.append
+
+    result = app(env, start_response)
+    try:
+        payload = b"".join([*written, *result])
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = started
+    return status, [(k, v) for k, v in headers if k.lower() not in DROPPED_HEADERS], payload
