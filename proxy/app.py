@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -142,7 +143,7 @@ async def prometheus_targets(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return web.json_response({"status": "alive", "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import ClientPayloadError, StreamReader, web, web_protocol
+from aiohttp import ClientPayloadError, web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -91,10 +91,6 @@ class Limits:
     def of(cls, settings: Any) -> Limits:
         """The limits a service's settings give (ServiceSettings has every field)."""
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
-
-
-class Draining(Exception):
-    """Set on bodies still arriving when the server stops."""
 
 
 class GuardedHandler(web_protocol.RequestHandler):
@@ -149,7 +145,7 @@ class FrontDoor:
         self.limits = limits
         self.events: Counter[str] = Counter()  # evicted, refused, head_timeout, body_timeout, too_large, busy
         self.buffered = 0  # bytes of request bodies held now
-        self._arriving: set[StreamReader] = set()
+        self._arriving: set[asyncio.Task[Any]] = set()  # handlers reading a body now
         self._draining = False
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -213,8 +209,8 @@ class FrontDoor:
         self._draining = True
         if self._server is not None:
             self._server.close()
-        for reader in list(self._arriving):
-            reader.set_exception(Draining())
+        for task in list(self._arriving):
+            task.cancel()  # _read turns exactly this cancellation into a 503
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -248,7 +244,9 @@ class FrontDoor:
         if self._draining:
             raise ServiceUnavailable("This server is shutting down; retry.", retry_after=1)
         chunks, size = [], 0
-        self._arriving.add(request.content)
+        task = asyncio.current_task()
+        assert task is not None
+        self._arriving.add(task)
         try:
             async with asyncio.timeout(self.limits.body_timeout):
                 while chunk := await request.content.readany():
@@ -261,12 +259,15 @@ class FrontDoor:
         except TimeoutError:
             self.events["body_timeout"] += 1
             raise RequestTimeout(f"The request body did not arrive within {self.limits.body_timeout:g} s.") from None
-        except Draining:
+        except asyncio.CancelledError:
+            if not self._draining:
+                raise
+            task.uncancel()  # stop() cancelled it: the server is stopping, not this handler
             raise ServiceUnavailable("This server is shutting down; retry.", retry_after=1) from None
         except (ConnectionError, HttpProcessingError, ClientPayloadError):
             raise UploadIncomplete() from None
         finally:
-            self._arriving.discard(request.content)
+            self._arriving.discard(task)
         return b"".join(chunks), held
 
 
@@ -293,13 +294,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ServiceError as error:
-        return error_response(error)
+        return error_response(error, cut_short=not request.content.is_eof())
 
 
-def error_response(error: ServiceError) -> web.Response:
-    """The JSON answer for an error; after a 408 or 413 the connection closes (lingering first)."""
+def error_response(error: ServiceError, cut_short: bool = True) -> web.Response:
+    """The JSON answer for an error; when the body was not read to its end, the connection closes (lingering
+    first), so what is left of it is never taken for the next request."""
     response = web.json_response(error.body(), status=error.status, headers=error.headers)
-    if error.status in (408, 413):
+    if cut_short or error.status in (408, 413):
         response.force_close()
     return response
 

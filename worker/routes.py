@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -32,7 +33,7 @@ def predict_named(name: str) -> Response:
 
 @bp.get(wire.HEALTHZ)
 def healthz() -> Response:
-    return jsonify(status="alive")
+    return jsonify(status="alive", pid=os.getpid())
 
 
 @bp.get(wire.READYZ)

@@ -1,0 +1,494 @@
+"""``visionpool chaos``: attack a pool the way bad clients and bad luck do, and report what it did to everybody else.
+
+Usage:
+    visionpool chaos --url http://127.0.0.1:8080                       # every scenario against the proxy
+    visionpool chaos --url http://127.0.0.1:8080 --target worker --scenarios slow-uploads,idle
+    visionpool chaos --url http://127.0.0.1:8080 --scenarios kill --json chaos.json
+
+Each scenario runs ``--clients`` normal clients (closed loop, real photos) for ``--seconds``
+alone, then again while the attack runs, and prints what it sent, what came back, the normal
+clients' p50/p99 before and during, and whether any of their requests failed:
+
+    slow-uploads   connections that promise 100 KB and send one byte a second
+    slow-headers   connections that send their request head one byte a second
+    idle           kept-alive connections that say nothing (reopened when the server closes them)
+    oversized      bodies over the server's limit: time to 413, ejections, the next request's answer
+    fuzz           broken images (bit flips, cuts, inserted bytes, wrong Content-Type, every format):
+                   the answers by status (any 5xx fails), the worker's memory before and after
+    flood          connections opened and closed as fast as they go
+    kill           SIGKILL, then SIGTERM, of a worker on this machine under load through the proxy:
+                   failed requests, and the proxy's retry counter (proof one was in flight)
+
+Every loop is bounded in count and time, and only addresses of this machine are attacked
+(loopback, or an address a socket here can bind: the pool's own test hosts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import ipaddress
+import json
+import os
+import random
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .commands import Command
+from .loadgen import Measurement, closed_loop, sample_images
+from .wire import HEALTHZ, METRICS, WORKERS, predict_path
+
+SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill")
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+MAX_CONNECTIONS = 5_000  # no scenario opens more, whatever it is asked
+
+
+@dataclass
+class Report:
+    """One scenario: what it sent, what came back, and what the normal clients saw before and during."""
+
+    scenario: str
+    sent: str
+    answers: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    before: dict[str, Any] = field(default_factory=dict)
+    during: dict[str, Any] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        rise = _rise(self.before.get("p50_ms"), self.during.get("p50_ms"))
+        out = [f"== {self.scenario}: {self.sent}", f"   answers: {dict(sorted(self.answers.items())) or '-'}"]
+        if self.before:
+            out.append(
+                f"   normal clients: p50 {self.before['p50_ms']} -> {self.during['p50_ms']} ms ({rise}), "
+                f"p99 {self.before['p99_ms']} -> {self.during['p99_ms']} ms, "
+                f"errors {self.before['errors']} -> {self.during['errors']}"
+            )
+        out += [f"   {key}: {value}" for key, value in self.notes.items()]
+        out.append("   FAILED: " + "; ".join(self.failed) if self.failed else "   ok")
+        return out
+
+
+def local_only(url: str) -> None:
+    """Refuse any target that is not this machine: loopback, or an address a socket here can bind."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as error:
+        raise ValueError(f"cannot resolve {host!r}: {error}") from None
+    for address in addresses:
+        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            continue
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                raise ValueError(f"{url} is not on this machine: chaos only attacks this machine's addresses") from None
+
+
+class Chaos:
+    """The scenarios, against one target URL (a proxy, or a worker)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.url = args.url.rstrip("/")
+        self.proxy: str | None = None  # the proxy, when --url is one
+        self.target = self.url
+        self.model, self.seconds, self.clients = args.model, args.seconds, args.clients
+        self.args = args
+        self.images = sample_images(args.images)
+        self.path = predict_path(self.model)
+
+    async def run(self, scenarios: list[str]) -> list[Report]:
+        with contextlib.suppress(aiohttp.ClientError, ValueError, KeyError, TimeoutError):
+            await self._a_worker(self.url)  # only a proxy lists workers
+            self.proxy = self.url
+        if self.args.target == "worker" and self.proxy is not None:
+            self.target = await self._a_worker(self.proxy)
+        reports = []
+        for name in scenarios:
+            attack: Callable[[], Awaitable[Report]] = getattr(self, "_" + name.replace("-", "_"))
+            reports.append(await attack())
+            for line in reports[-1].lines():
+                print(line, flush=True)
+        return reports
+
+    async def _normal(self, during: Awaitable[Any] | None = None) -> dict[str, Any]:
+        """The normal clients for --seconds, alongside ``during`` (an attack) when given."""
+        load = closed_loop("normal", self.target, "proxy", self.model, self.images, self.clients, self.seconds, 1.0)
+        if during is None:
+            measured: Measurement = await load
+        else:
+            measured, _ = await asyncio.gather(load, during)
+        return measured.row(0.0)
+
+    async def _under(self, attack: Callable[[float], Awaitable[None]], report: Report) -> Report:
+        report.before = await self._normal()
+        report.during = await self._normal(attack(self.seconds + 1.0))
+        if report.during["errors"]:
+            report.failed.append(f"{report.during['errors']} normal requests failed during the attack")
+        return report
+
+    async def _slow_uploads(self) -> Report:
+        count = min(self.args.slow, MAX_CONNECTIONS)
+        report = Report("slow-uploads", f"{count} uploads promising 100 KB, one byte a second")
+        head = self._head("Content-Length: 100000\r\nContent-Type: image/jpeg\r\n")
+        return await self._under(lambda seconds: self._trickle(count, head, b"x", seconds, report), report)
+
+    async def _slow_headers(self) -> Report:
+        count = min(self.args.slow, MAX_CONNECTIONS)
+        report = Report("slow-headers", f"{count} request heads, one byte a second")
+        head = self._head("Content-Type: image/jpeg\r\nContent-Length: 10\r\nX-Padding: " + "p" * 200 + "\r\n")
+        return await self._under(lambda seconds: self._trickle(count, b"", head, seconds, report), report)
+
+    async def _trickle(self, count: int, first: bytes, drip: bytes, seconds: float, report: Report) -> None:
+        """``count`` connections sending ``first``, then ``drip`` one byte a second; what each one got back."""
+
+        async def one(index: int) -> str:
+            await asyncio.sleep(index * 0.002)  # do not open them all in the same millisecond
+            try:
+                reader, writer = await self._open()
+            except OSError as error:
+                return f"refused ({type(error).__name__})"
+            writer.write(first)
+            stop_at = time.monotonic() + seconds
+            position = 0
+            try:
+                while time.monotonic() < stop_at:
+                    answer = await _answer_within(reader, 1.0)
+                    if answer is not None:
+                        return answer
+                    writer.write(drip[position % len(drip) : position % len(drip) + 1])
+                    position += 1
+                return "still open"
+            except (ConnectionError, OSError):
+                return "closed"
+            finally:
+                writer.close()
+
+        report.answers = dict(Counter(await asyncio.gather(*(one(i) for i in range(count)))))
+
+    async def _idle(self) -> Report:
+        count = min(self.args.idle, MAX_CONNECTIONS)
+        report = Report("idle", f"{count} kept-alive connections saying nothing (reopened when closed)")
+        reopened = Counter[str]()
+
+        async def attack(seconds: float) -> None:
+            stop_at = time.monotonic() + seconds
+
+            async def one(index: int) -> None:
+                await asyncio.sleep(index * 0.001)
+                while time.monotonic() < stop_at:
+                    try:
+                        reader, writer = await self._open()
+                    except OSError:
+                        reopened["refused"] += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    try:
+                        await asyncio.wait_for(reader.read(1), max(stop_at - time.monotonic(), 0.01))
+                        reopened["closed by the server, reopened"] += 1
+                    except TimeoutError:
+                        reopened["held to the end"] += 1
+                    finally:
+                        writer.close()
+
+            await asyncio.gather(*(one(i) for i in range(count)))
+
+        await self._under(attack, report)
+        report.answers = dict(reopened)
+        return report
+
+    async def _oversized(self) -> Report:
+        count = min(self.args.oversized, 1_000)
+        size = self.args.oversized_bytes
+        report = Report("oversized", f"{count} uploads of {size:,} bytes")
+        ejections_before = await self._proxy_counter("visionpool_proxy_ejections_total")
+        times, statuses = [], Counter[str]()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            body = b"\0" * size
+            for _ in range(count):
+                started = time.monotonic()
+                try:
+                    async with session.post(self.target + self.path, data=body, headers=_jpeg()) as answer:
+                        statuses[str(answer.status)] += 1
+                        await answer.read()
+                except aiohttp.ClientError as error:
+                    statuses[type(error).__name__] += 1
+                times.append((time.monotonic() - started) * 1000)
+                async with session.post(self.target + self.path, data=self.images[0], headers=_jpeg()) as answer:
+                    statuses[f"next valid request {answer.status}"] += 1
+        report.answers = dict(statuses)
+        times.sort()
+        report.notes["time to answer ms (median, max)"] = (round(times[len(times) // 2], 1), round(times[-1], 1))
+        ejections = await self._proxy_counter("visionpool_proxy_ejections_total")
+        if ejections is not None and ejections_before is not None:
+            report.notes["workers ejected"] = ejections - ejections_before
+            if ejections > ejections_before:
+                report.failed.append("an oversized upload ejected a worker")
+        if set(statuses) - {"413", "next valid request 200"}:
+            report.failed.append("something other than 413, then 200")
+        return report
+
+    async def _fuzz(self) -> Report:
+        count = min(self.args.fuzz, 100_000)
+        worker = await self._a_worker(self.url) if self.proxy else self.target
+        report = Report("fuzz", f"{count} broken images ({', '.join(FORMATS)}), sent to {worker}")
+        checkpoint = max(count // 10, 1)  # memory is compared from here on: the first ones warm the allocator up
+        rss_before: float | None = None
+        statuses = Counter[str]()
+        rng = random.Random(0)
+        originals = [_encoded(image, fmt) for image in self.images[:2] for fmt in FORMATS]
+        stop_at = time.monotonic() + max(self.seconds * 20, 60)
+        numbers = iter(range(count))
+
+        async def sender(session: aiohttp.ClientSession) -> None:
+            nonlocal rss_before
+            for number in numbers:
+                if time.monotonic() > stop_at:
+                    return
+                if number == checkpoint:
+                    rss_before = await self._metric(worker, "process_resident_memory_bytes")
+                data, content_type = _mutate(rng, rng.choice(originals))
+                try:
+                    async with session.post(worker + self.path, data=data, headers={"Content-Type": content_type}) as a:
+                        statuses[str(a.status)] += 1
+                        await a.read()
+                except aiohttp.ClientError as error:
+                    statuses[type(error).__name__] += 1
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await asyncio.gather(*(sender(session) for _ in range(8)))
+        rss_after = await self._metric(worker, "process_resident_memory_bytes")
+        report.answers = dict(statuses)
+        report.notes["sent"] = sum(statuses.values())
+        if rss_before and rss_after:
+            report.notes[f"worker memory MB (after {checkpoint} images, at the end, growth)"] = (
+                round(rss_before / 1e6, 1),
+                round(rss_after / 1e6, 1),
+                f"{(rss_after - rss_before) / rss_before:+.1%}",
+            )
+        alive = await self._alive(worker)
+        report.notes["worker alive after"] = alive
+        server_errors = sum(n for status, n in statuses.items() if status.startswith("5") or not status.isdigit())
+        if server_errors:
+            report.failed.append(f"{server_errors} answers were 5xx or broken connections")
+        if not alive:
+            report.failed.append("the worker died")
+        return report
+
+    async def _flood(self) -> Report:
+        count = min(self.args.flood, 50_000)
+        report = Report("flood", f"up to {count:,} connections opened and closed at once, 50 at a time")
+        outcomes = Counter[str]()
+
+        async def attack(seconds: float) -> None:
+            stop_at = time.monotonic() + seconds
+            numbers = iter(range(count))
+
+            async def opener() -> None:
+                for _ in numbers:
+                    if time.monotonic() > stop_at:
+                        return
+                    try:
+                        _, writer = await self._open()
+                        writer.close()
+                        outcomes["opened and closed"] += 1
+                    except OSError as error:
+                        outcomes[type(error).__name__] += 1
+
+            await asyncio.gather(*(opener() for _ in range(50)))
+
+        await self._under(attack, report)
+        report.answers = dict(outcomes)
+        return report
+
+    async def _kill(self) -> Report:
+        report = Report("kill", "SIGKILL, then SIGTERM, to a worker on this machine under load through the proxy")
+        if self.proxy is None:
+            report.failed.append("needs --target proxy: the proxy must retry what the killed worker held")
+            return report
+        workers = await self._count_workers()
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            await self._wait_for_workers(workers)
+            retries_before = await self._proxy_counter("visionpool_proxy_retries_total") or 0
+            worker = await self._a_worker(self.proxy)
+            pid = await self._pid(worker)
+
+            async def strike(seconds: float, pid: int = pid, sig: signal.Signals = sig) -> None:
+                await asyncio.sleep(seconds / 2)
+                os.kill(pid, sig)
+
+            load = closed_loop("normal", self.proxy, "proxy", self.model, self.images, 16, self.seconds, 1.0)
+            measured, _ = await asyncio.gather(load, strike(self.seconds))
+            retries = (await self._proxy_counter("visionpool_proxy_retries_total") or 0) - retries_before
+            report.answers[f"{sig.name}: requests ok"] = measured.images
+            report.answers[f"{sig.name}: requests failed"] = measured.errors
+            report.notes[f"{sig.name}: worker {worker} (pid {pid}); proxy retries meanwhile"] = retries
+            if measured.errors:
+                report.failed.append(f"{measured.errors} requests failed around the {sig.name}")
+        await self._wait_for_workers(workers)
+        return report
+
+    async def _a_worker(self, proxy: str) -> str:
+        """The first worker the proxy lists that serves the model, on this machine."""
+        workers = json.loads(await _get(proxy + WORKERS))["workers"]
+        for worker in workers:
+            if self.model is None or self.model in worker["models"]:
+                local_only(worker["url"])
+                return str(worker["url"])
+        raise ValueError(f"no worker at {proxy} serves {self.model or 'the default model'}")
+
+    async def _count_workers(self) -> int:
+        try:
+            return len(json.loads(await _get((self.proxy or self.url) + WORKERS))["workers"])
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            return 0
+
+    async def _wait_for_workers(self, count: int, timeout: float = 120.0) -> None:
+        """Until the proxy lists ``count`` workers again (supervised ones are restarted), or the timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and await self._count_workers() < count:
+            await asyncio.sleep(0.5)
+
+    async def _pid(self, worker: str) -> int:
+        return int(json.loads(await _get(worker + HEALTHZ))["pid"])
+
+    async def _alive(self, url: str) -> bool:
+        try:
+            await self._pid(url)
+            return True
+        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+            return False
+
+    async def _metric(self, url: str, name: str) -> float | None:
+        try:
+            text = await _get(url + METRICS)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+        return sum(values) if values else 0.0
+
+    async def _proxy_counter(self, name: str) -> float | None:
+        return await self._metric(self.proxy, name) if self.proxy else None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        parts = urlsplit(self.target)
+        return await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), 10)
+
+    def _head(self, headers: str) -> bytes:
+        return f"POST {self.path} HTTP/1.1\r\nHost: {urlsplit(self.target).netloc}\r\n{headers}\r\n".encode()
+
+
+async def _get(url: str) -> str:
+    """GET a small document."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
+        return await answer.text()
+
+
+async def _answer_within(reader: asyncio.StreamReader, seconds: float) -> str | None:
+    """The status a server sent, "closed" if it closed, None if it said nothing within ``seconds``."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), seconds)
+    except TimeoutError:
+        return None
+    if not line:
+        return "closed"
+    parts = line.split()
+    return parts[1].decode() if len(parts) > 1 else "garbage"
+
+
+def _jpeg() -> dict[str, str]:
+    return {"Content-Type": "image/jpeg"}
+
+
+def _encoded(jpeg: bytes, fmt: str) -> tuple[bytes, str]:
+    """A sample photo in ``fmt``, with its content type."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).convert("RGB").save(buffer, fmt)
+    return buffer.getvalue(), f"image/{fmt.lower()}"
+
+
+def _mutate(rng: random.Random, original: tuple[bytes, str]) -> tuple[bytes, str]:
+    """One broken copy: bit flips, a cut, inserted bytes, or the wrong Content-Type."""
+    data, content_type = bytearray(original[0]), original[1]
+    how = rng.choice(("flip", "cut", "insert", "type", "flip-and-cut"))
+    if how in ("flip", "flip-and-cut"):
+        for _ in range(rng.randint(1, 32)):
+            position = rng.randrange(len(data))
+            data[position] ^= 1 << rng.randrange(8)
+    if how in ("cut", "flip-and-cut"):
+        data = data[: rng.randrange(1, len(data))]
+    if how == "insert":
+        position = rng.randrange(len(data))
+        data[position:position] = rng.randbytes(rng.randint(1, 256))
+    if how == "type":
+        content_type = rng.choice(("image/png", "image/jpeg", "application/octet-stream", "image/gif", "text/plain"))
+    return bytes(data), content_type
+
+
+def _rise(before: float | None, during: float | None) -> str:
+    if not before or during is None:
+        return "-"
+    return f"{(during - before) / before:+.0%}"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    default_url = os.environ.get("VISIONPOOL_URL", "http://127.0.0.1:8080")
+    parser.add_argument(
+        "--url", default=default_url, help=f"the proxy (or a worker) [env VISIONPOOL_URL; {default_url}]"
+    )
+    parser.add_argument("--target", choices=("proxy", "worker"), default="proxy", help="attack the proxy, or a worker")
+    parser.add_argument("--model", default=None, help="model name (default: the workers' default model)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"any of {', '.join(SCENARIOS)}")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of each measurement (default 15)")
+    parser.add_argument("--clients", type=int, default=8, help="normal clients (default 8)")
+    parser.add_argument("--slow", type=int, default=500, help="slow connections (default 500)")
+    parser.add_argument("--idle", type=int, default=2000, help="idle connections (default 2000)")
+    parser.add_argument("--oversized", type=int, default=20, help="oversized uploads (default 20)")
+    parser.add_argument("--oversized-bytes", type=int, default=25_000_000, help="their size (default 25 MB)")
+    parser.add_argument("--fuzz", type=int, default=10_000, help="broken images (default 10,000)")
+    parser.add_argument("--flood", type=int, default=20_000, help="connections opened and closed (default 20,000)")
+    parser.add_argument("--images", nargs="*", default=[], help="photos for the normal clients (default: generated)")
+    parser.add_argument("--json", default=None, help="also write the reports to this JSON file")
+
+
+def _run(args: argparse.Namespace) -> int:
+    scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    local_only(args.url)
+    reports = asyncio.run(Chaos(args).run(scenarios))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump([vars(report) for report in reports], file, indent=2)
+    failed = [report.scenario for report in reports if report.failed]
+    print(
+        f"chaos: {len(reports) - len(failed)} of {len(reports)} scenarios ok"
+        + (f"; failed: {failed}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+CHAOS = Command(
+    "chaos",
+    "attack a pool on this machine and report what it did to normal clients",
+    "Slow uploads, slow heads, idle connections, oversized bodies, broken images, connection floods and killed "
+    "workers, each alongside normal clients; loopback and this machine's own addresses only.",
+    _add_arguments,
+    _run,
+)

@@ -1,0 +1,55 @@
+"""``visionpool chaos``: it attacks only this machine, and reports what it did."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visionpool.client.chaos import _mutate, local_only
+
+
+def test_only_this_machines_addresses_are_attacked() -> None:
+    local_only("http://127.0.0.1:8080")
+    local_only("http://localhost:8080")
+    for url in ("http://192.0.2.10:8080", "http://10.255.255.1:80", "http://198.51.100.7"):
+        with pytest.raises(ValueError, match="not on this machine"):
+            local_only(url)
+
+
+def test_broken_images_are_broken_in_every_way() -> None:
+    rng = random.Random(1)
+    original = (bytes(range(256)) * 40, "image/png")
+    variants = [_mutate(rng, original) for _ in range(200)]
+    assert any(len(data) < len(original[0]) for data, _ in variants)  # cut
+    assert any(len(data) > len(original[0]) for data, _ in variants)  # bytes inserted
+    assert any(len(data) == len(original[0]) and data != original[0] for data, _ in variants)  # bits flipped
+    assert any(content_type != "image/png" for _, content_type in variants)  # the wrong type
+
+
+@pytest.mark.slow
+def test_a_short_chaos_run_reports_every_scenario(make_pool, tmp_path: Path) -> None:
+    pool = make_pool(1, model="sleepy", seconds=0.01)
+    out = tmp_path / "chaos.json"
+    command = [sys.executable, "-m", "visionpool.client", "chaos", "--url", pool.url, "--seconds", "1"]
+    command += ["--scenarios", "slow-uploads,slow-headers,idle,oversized,fuzz,flood", "--slow", "20", "--idle", "50"]
+    command += ["--oversized", "2", "--fuzz", "60", "--flood", "200", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = {r["scenario"]: r for r in json.loads(out.read_text())}
+    assert set(reports) == {"slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood"}
+    assert reports["oversized"]["answers"] == {"413": 2, "next valid request 200": 2}
+    assert sum(reports["fuzz"]["answers"].values()) == 60 and "500" not in reports["fuzz"]["answers"]
+    assert reports["slow-uploads"]["during"]["errors"] == 0 and reports["slow-uploads"]["during"]["images_per_s"] > 0
+    assert "6 of 6 scenarios ok" in result.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "visionpool.client", "chaos", "--url", "http://192.0.2.10:8080"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "not on this machine" in refused.stderr
