@@ -29,12 +29,10 @@ import argparse
 import asyncio
 import contextlib
 import io
-import ipaddress
 import json
 import os
 import random
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -45,7 +43,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .commands import Command
-from .loadgen import Measurement, closed_loop, sample_images
+from .loadgen import Measurement, closed_loop, on_this_machine, sample_images
 from .wire import HEALTHZ, METRICS, WORKERS, predict_path
 
 SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill")
@@ -81,20 +79,8 @@ class Report:
 
 def local_only(url: str) -> None:
     """Refuse any target that is not this machine: loopback, or an address a socket here can bind."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror as error:
-        raise ValueError(f"cannot resolve {host!r}: {error}") from None
-    for address in addresses:
-        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
-            continue
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind((address, 0))
-            except OSError:
-                raise ValueError(f"{url} is not on this machine: chaos only attacks this machine's addresses") from None
+    if not on_this_machine(url):
+        raise ValueError(f"{url} is not on this machine: chaos only attacks this machine's addresses")
 
 
 class Chaos:

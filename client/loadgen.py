@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import itertools
+import os
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -36,6 +40,7 @@ class Measurement:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list, repr=False)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each server process spent while measured
 
     @property
     def rate(self) -> float:
@@ -48,6 +53,10 @@ class Measurement:
 
     def row(self, limit: float) -> dict[str, Any]:
         """The JSON row; ``limit`` is the engine's best rate, for the fraction."""
+        cpu = {}
+        for name, seconds in self.cpu.items():  # how busy each server was, and its cost per image
+            cpu[f"{name}_cores"] = round(seconds / self.seconds, 2) if self.seconds else None
+            cpu[f"{name}_cpu_ms"] = round(seconds * 1000 / self.images, 2) if self.images else None
         return {
             "target": self.target,
             "concurrency": self.concurrency,
@@ -57,7 +66,43 @@ class Measurement:
             "p99_ms": round(self.percentile(99), 1),
             "errors": self.errors,
             "fraction_of_engine_limit": round(self.rate / limit, 3) if limit else None,
+            **{f"{name}_cores": round(seconds / self.seconds, 2) for name, seconds in self.cpu.items() if self.seconds},
+            **{
+                f"{name}_cpu_ms": round(seconds * 1000 / self.images, 2)
+                for name, seconds in self.cpu.items()
+                if self.images
+            },
         }
+
+
+def on_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine: loopback, or an address a socket here can bind."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    for address in addresses:
+        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                return False
+    return True
+
+
+def cpu_clock(pid: int) -> Callable[[], float]:
+    """A reader of the CPU seconds (user + system) process ``pid`` has used, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime and stime, fields 14 and 15
+
+    return read
 
 
 def sample_images(paths: Sequence[str] = ()) -> list[bytes]:
@@ -98,12 +143,22 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     warmup: float,
+    clocks: dict[str, Callable[[], float]] | None = None,
 ) -> Measurement:
-    """``concurrency`` clients, each with its own AsyncClient, posting back to back; measured after ``warmup``."""
+    """``concurrency`` clients, each with its own AsyncClient, posting back to back; measured after ``warmup``.
+
+    ``clocks`` (a name -> CPU-seconds reader, see cpu_clock) are read when the measurement starts and ends.
+    """
     result = Measurement(target, concurrency)
     start = time.monotonic()
     measure_from, stop_at = start + warmup, start + warmup + seconds
     budget = itertools.count()
+
+    async def watch_cpu() -> None:
+        await asyncio.sleep(max(measure_from - time.monotonic(), 0))
+        started = {name: read() for name, read in (clocks or {}).items()}
+        await asyncio.sleep(max(stop_at - time.monotonic(), 0))
+        result.cpu = {name: read() - started[name] for name, read in (clocks or {}).items()}
 
     async def user(offset: int) -> None:
         async with AsyncClient(url, mode=mode, model=model, retries=0, timeout=60) as client:
@@ -121,7 +176,7 @@ async def closed_loop(
                     result.images += ok
                     result.errors += not ok
 
-    await asyncio.gather(*(user(i) for i in range(concurrency)))
+    await asyncio.gather(watch_cpu(), *(user(i) for i in range(concurrency)))
     result.seconds = stop_at - measure_from
     return result
 
@@ -159,18 +214,26 @@ async def paired_overhead(
     }
 
 
+CPU_COLUMNS = (("worker_cores", "wrk cores"), ("worker_cpu_ms", "wrk CPU-ms"), ("proxy_cpu_ms", "prx CPU-ms"))
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as a readable table."""
-    names = ("target", "conc.", "img/s", "p50 ms", "p90 ms", "p99 ms", "errors", "of limit")
+    """The rows as a readable table (with the servers' CPU columns when they were measured)."""
+    cpu = [(key, name) for key, name in CPU_COLUMNS if any(key in r for r in rows)]
+    names = ("target", "conc.", "img/s", "p50 ms", "p90 ms", "p99 ms", "errors", "of limit", *(n for _, n in cpu))
     header = " ".join(
-        f"{n:<8}" if i == 0 else f"{n:>{9 if n == 'of limit' else 8 if n != 'conc.' else 5}}"
-        for i, n in enumerate(names)
+        f"{n:<8}" if i == 0 else f"{n:>{max(len(n), 5 if n == 'conc.' else 8)}}" for i, n in enumerate(names)
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         fraction = f"{r['fraction_of_engine_limit']:.0%}" if r["fraction_of_engine_limit"] is not None else "-"
+        extra = "".join(f" {_cell(r.get(key)):>{max(len(name), 8)}}" for key, name in cpu)
         lines.append(
             f"{r['target']:<8} {r['concurrency']:>5} {r['images_per_s']:>8.1f} {r['p50_ms']:>8.1f} "
-            f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>7} {fraction:>9}"
+            f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>8} {fraction:>8}{extra}"
         )
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

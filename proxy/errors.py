@@ -11,6 +11,8 @@ ServiceError (visionpool.client.wire)
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from visionpool.client.wire import Code, ModelNotFound, ServiceError, ServiceUnavailable
 
 
@@ -26,7 +28,7 @@ class UpstreamTimeout(ServiceError):
     status, code = 504, Code.UPSTREAM_TIMEOUT
 
 
-def no_worker(model: str | None, served: set[str]) -> ServiceError:
+def no_worker(model: str | None, served: AbstractSet[str]) -> ServiceError:
     """404 when workers are known but none serves ``model``; 503 (retry later) when none is healthy."""
     if model is not None and served and model not in served:
         return ModelNotFound(f"No worker serves a model named {model!r}; the pool serves: {', '.join(sorted(served))}.")

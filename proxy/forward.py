@@ -76,7 +76,7 @@ class Forwarder:
         self.metrics.ejections.inc()
 
     def _answer(self, request: web.Request, response: web.Response, body: bytes, worker: Instance) -> web.Response:
-        self.metrics.bytes.labels("upload").inc(len(body))
+        self.metrics.uploaded.inc(len(body))
         request["worker_id"] = worker.id
         return response
 
@@ -96,6 +96,6 @@ class Forwarder:
             payload = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         self.metrics.upstream.labels(self.metrics.model_label(model)).observe(time.monotonic() - started)
-        self.metrics.bytes.labels("download").inc(len(payload))
+        self.metrics.downloaded.inc(len(payload))
         kept[Header.WORKER_ID] = worker.id
         return web.Response(status=upstream.status, body=payload, headers=kept)

@@ -81,6 +81,7 @@ class ProxyMetrics:
         self.bytes = Counter(
             "visionpool_proxy_bytes", "Bytes carried between clients and workers.", ["direction"], registry=registry
         )
+        self.uploaded, self.downloaded = self.bytes.labels("upload"), self.bytes.labels("download")
         self.lookups = Counter(
             "visionpool_proxy_lookups", "p2p lookups answered with a worker.", ["model"], registry=registry
         )

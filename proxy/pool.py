@@ -28,6 +28,8 @@ class Pool:
         self.ejected: dict[str, float] = {}  # instance id -> monotonic time it may come back
         self.busy: dict[str, int] = {}  # instance id -> 503 answers in a row
         self._turns: defaultdict[str | None, itertools.count[int]] = defaultdict(itertools.count)
+        self._served: frozenset[str] = frozenset()  # made when the instances change, not per request
+        self._rotation: dict[str | None, list[Instance]] = {}  # model -> its healthy instances, sorted
 
     def update(self, instances: Iterable[Instance]) -> None:
         """Replace the known instances with the registry's current healthy set."""
@@ -38,6 +40,8 @@ class Pool:
             logger.info("worker %s joined the rotation at %s", new, current[new].url)
             self.ejected.pop(new, None)
         self.instances = current
+        self._served = frozenset(name for instance in current.values() for name in instance.models)
+        self._rotation.clear()
 
     def failed(self, instance_id: str, reason: str, *, busy: bool = False) -> bool:
         """Count a failure: eject at once, or for a 503 after BUSY_IN_A_ROW in a row; True when ejected."""
@@ -59,25 +63,41 @@ class Pool:
         if instance_id not in self.ejected:
             logger.warning("worker %s ejected for %.0f s: %s", instance_id, self.eject_seconds, reason)
         self.ejected[instance_id] = time.monotonic() + self.eject_seconds
+        self._rotation.clear()
 
-    def served(self) -> set[str]:
+    def served(self) -> frozenset[str]:
         """Every model some registered worker serves (ejected ones included)."""
-        return {name for instance in self.instances.values() for name in instance.models}
+        return self._served
 
     def healthy(self, model: str | None = None) -> list[Instance]:
         """Instances serving ``model`` (any, for None) and not ejected, in a stable order."""
-        now = time.monotonic()
-        for instance_id, until in list(self.ejected.items()):
-            if until <= now:
+        if self.ejected:
+            now = time.monotonic()
+            back = [instance_id for instance_id, until in self.ejected.items() if until <= now]
+            for instance_id in back:
                 del self.ejected[instance_id]
-        return sorted(
-            (i for i in self.instances.values() if i.id not in self.ejected and (model is None or model in i.models)),
-            key=lambda i: i.id,
-        )
+            if back:
+                self._rotation.clear()
+        rotation = self._rotation.get(model)
+        if rotation is None:
+            rotation = self._rotation[model] = sorted(
+                (
+                    i
+                    for i in self.instances.values()
+                    if i.id not in self.ejected and (model is None or model in i.models)
+                ),
+                key=lambda i: i.id,
+            )
+        return rotation
 
     def pick(self, model: str | None, exclude: set[str] = frozenset()) -> Instance | None:  # type: ignore[assignment]
         """The next healthy instance for ``model`` in round-robin order, skipping ``exclude``."""
-        candidates = [i for i in self.healthy(model) if i.id not in exclude]
+        healthy = self.healthy(model)
+        candidates = [i for i in healthy if i.id not in exclude] if exclude else healthy
         if not candidates:
             return None
         return candidates[next(self._turns[model]) % len(candidates)]
+
+
+def _by_id(instance: Instance) -> str:
+    return instance.id

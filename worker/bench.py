@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,15 @@ import requests
 
 from visionpool.client import wire
 from visionpool.client.commands import Command
-from visionpool.client.loadgen import Measurement, closed_loop, paired_overhead, sample_images, table
+from visionpool.client.loadgen import (
+    Measurement,
+    closed_loop,
+    cpu_clock,
+    on_this_machine,
+    paired_overhead,
+    sample_images,
+    table,
+)
 
 from .pipeline import Pipeline
 
@@ -77,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     rows = [m.row(limit) for m in engine]
     with _pool(args) as (proxy, worker):
         report["proxy"], report["worker"] = proxy, worker
+        clocks = _clocks({"worker": worker, "proxy": proxy})
         for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
             if target in targets:
-                rows += _series(target, url, mode, args, images, concurrencies, limit, report)
+                watched = {name: clock for name, clock in clocks.items() if name == "worker" or target != "worker"}
+                rows += _series(target, url, mode, args, images, concurrencies, limit, report, watched)
         if {"worker", "proxy"} <= targets:
             report["proxy_overhead"] = asyncio.run(
                 paired_overhead(worker, proxy, args.model, images, max(args.duration, 5.0))
@@ -146,17 +156,32 @@ def _series(
     concurrencies: list[int],
     limit: float,
     report: dict[str, Any],
+    clocks: dict[str, Callable[[], float]],
 ) -> list[dict[str, Any]]:
-    """One target at every concurrency; the bytes the proxy carried while it ran."""
+    """One target at every concurrency (with the CPU its servers used); the bytes the proxy carried meanwhile."""
     rows = []
     carried = _proxy_bytes(report["proxy"])
     for concurrency in concurrencies:
-        m = asyncio.run(closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup))
+        load = closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup, clocks)
+        m = asyncio.run(load)
         rows.append(m.row(limit))
     if target != "worker" and carried is not None:
         after = _proxy_bytes(report["proxy"])
         report.setdefault("proxy_bytes", {})[target] = after - carried if after is not None else None
     return rows
+
+
+def _clocks(servers: dict[str, str]) -> dict[str, Callable[[], float]]:
+    """CPU readers of the servers that run on this machine (their pid from /healthz), by name."""
+    clocks = {}
+    for name, url in servers.items():
+        if not on_this_machine(url):
+            continue
+        with contextlib.suppress(requests.RequestException, KeyError, ValueError, OSError):
+            clock = cpu_clock(int(requests.get(url + wire.HEALTHZ, timeout=5).json()["pid"]))
+            clock()  # readable: the process is really here
+            clocks[name] = clock
+    return clocks
 
 
 def _proxy_bytes(proxy: str) -> float | None:
