@@ -71,7 +71,9 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    # A proxy keeps no cookies: what one client's worker answer set must never reach the next client.
+    jar = aiohttp.DummyCookieJar()
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=jar) as session:
         app[FORWARDER] = Forwarder(app[POOL], session, settings.retries, timeout, app[METRICS])
         yield
 

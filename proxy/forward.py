@@ -13,6 +13,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from visionpool.client.wire import Header
 from visionpool.discovery import Instance
@@ -42,6 +43,7 @@ class Forwarder:
     ) -> None:
         self.pool, self.session, self.retries = pool, session, retries
         self.timeout, self.metrics = timeout, metrics
+        self._urls: dict[tuple[str, str], URL] = {}  # (worker URL, path) -> parsed once, not per request
 
     async def forward(self, request: web.Request, body: bytes, path: str, model: str | None) -> web.Response:
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST_HEADERS if k in request.headers}
@@ -89,7 +91,13 @@ class Forwarder:
         headers: dict[str, str],
         body: bytes,
     ) -> web.Response:
-        url = f"{worker.url}{path}" + (f"?{query}" if query else "")
+        url = self._urls.get((worker.url, path))
+        if url is None:
+            if len(self._urls) > 10_000:  # workers come and go: never let this grow without bound
+                self._urls.clear()
+            url = self._urls[worker.url, path] = URL(worker.url + path)
+        if query:
+            url = url.with_query(query)
         started = time.monotonic()
         async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as upstream:
             # Read the (small JSON) answer whole before answering: a worker dying mid-answer is still retryable.
