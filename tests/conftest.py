@@ -20,6 +20,14 @@ MODEL_FILES = {"ssd-mobilenet-v2": "ssd_mobilenet_v2_coco_raw.onnx", "efficientn
 PHOTOS = ("chelsea", "coffee", "camera", "astronaut", "rocket")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_models_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One OpenVINO cache for the session's workers (compiled once, then fast), not the user's own."""
+    os.environ["VISIONPOOL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    os.environ.pop("VISIONPOOL_CACHE_DIR", None)
+
+
 @pytest.fixture(autouse=True)
 def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test that starts a process must be marked slow, so that ``-m "not slow"`` stays the fast inner loop."""

@@ -88,7 +88,7 @@ class Arrival:
 
 
 class Batcher:
-    """A bounded queue and one thread per engine instance, gathering jobs into batches.
+    """A bounded queue and one thread per engine run in flight, gathering jobs into batches.
 
     Every change the gathering threads wait on (a job queued, an arrival ended, a stop)
     happens under one condition and wakes them, so a batch never waits for a request that
@@ -107,9 +107,10 @@ class Batcher:
         self._arriving = 0  # requests being decoded, announced by arriving()
         self._closing = False
         self._changed = threading.Condition()
-        self.threads = [
-            threading.Thread(target=self._loop, args=(engine,), name=f"batcher-{name}-{i}", daemon=True)
+        self.threads = [  # one per run an engine can have in flight (OpenVINO: one per stream)
+            threading.Thread(target=self._loop, args=(engine,), name=f"batcher-{name}-{i}-{lane}", daemon=True)
             for i, engine in enumerate(engines)
+            for lane in range(engine.parallel)
         ]
         for thread in self.threads:
             thread.start()

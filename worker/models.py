@@ -34,8 +34,9 @@ class ModelManager:
     def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
         self.max_image_pixels = settings.max_image_pixels
+        self.hints = settings.engine_hints()
         repository = ModelRepository(settings.model_repository)
-        self.configs = [repository.load(name) for name in settings.models]
+        self.configs = [repository.load(name, engine=settings.engine) for name in settings.models]
         self.decoders = {config.name: _validated_decoder(config) for config in self.configs}
         self.default = self.configs[0].name
         self.models: dict[str, Pipeline] = {}
@@ -77,24 +78,26 @@ class ModelManager:
         engines: list[Engine] = []
         for _ in range(config.batching.instances):
             try:
-                engines.append(create_engine(config.engine, config.files, config.input.name, config.engine_options))
+                options = config.options_for(config.engine)
+                engines.append(create_engine(config.engine, config.files, config.input.name, options, self.hints))
             except Exception as error:
                 raise ConfigError(
                     f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
                 ) from error
         on_batch = self.metrics.batch.labels(config.name).observe
         batcher = Batcher(config.name, engines, config.batching, on_batch=on_batch)
-        model = Pipeline(config, self.decoders[config.name], batcher, engines[0].device, self.max_image_pixels)
+        model = Pipeline(config, self.decoders[config.name], batcher, engines[0], self.max_image_pixels)
         loaded = time.monotonic()
         _warm_up(model)
         warmed = time.monotonic()
         self.metrics.load.labels(config.name).set(loaded - started)
         self.metrics.warmup.labels(config.name).set(warmed - loaded)
         logger.info(
-            "model %s v%s ready on %s: loaded in %.2f s, warmed up in %.2f s",
+            "model %s v%s ready on %s (%s): loaded in %.2f s, warmed up in %.2f s",
             config.name,
             config.version,
-            model.device,
+            config.engine,
+            ", ".join(f"{k} {v}" for k, v in engines[0].details().items()),
             loaded - started,
             warmed - loaded,
         )

@@ -22,6 +22,7 @@ import numpy as np
 
 from .batching import Batcher
 from .decoders import Decoder, Prediction
+from .engines import Engine
 from .imaging import DecodedImage, decode_image
 from .preprocess import Frame, preprocess
 from .repository import ModelConfig
@@ -45,7 +46,7 @@ class Pipeline:
     config: ModelConfig
     decoder: Decoder
     batcher: Batcher
-    device: str
+    engine: Engine  # the first instance: what /models says of how the model runs
     max_image_pixels: int
 
     def decode(self, data: bytes) -> DecodedImage:
@@ -94,7 +95,7 @@ class Pipeline:
         threshold, top_k = self._limits(threshold, top_k)
         images = [self.decode(data) for data in bodies]
         prepared = [self.prepare(image) for image in images]
-        outputs = self.batcher.engines[0].run(np.stack([tensor for tensor, _ in prepared]))
+        outputs = self.engine.run(np.stack([tensor for tensor, _ in prepared]))
         return [
             Answer(image.width, image.height, self.postprocess(out, frame, image, threshold, top_k), len(bodies))
             for image, (_, frame), out in zip(images, prepared, outputs, strict=True)
@@ -108,7 +109,7 @@ class Pipeline:
             "version": c.version,
             "task": c.task,
             "engine": c.engine,
-            "device": self.device,
+            **self.engine.details(),
             "input": {"width": c.input.width, "height": c.input.height},
             "labels": len(c.labels),
             "max_batch_size": self.batcher.max_batch,

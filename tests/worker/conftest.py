@@ -14,10 +14,12 @@ from visionpool.worker import WorkerSettings, create_app
 from visionpool.worker.models import get_models
 
 
-@pytest.fixture(scope="session")
-def onnx_app(model_repository: Path) -> Iterator[Flask]:
-    """A worker app serving the ONNX SSD detector (default) and the EfficientNet classifier."""
-    settings = WorkerSettings(models=["ssd-mobilenet-v2", "efficientnet-lite0"], model_repository=model_repository)
+@pytest.fixture(scope="session", params=["openvino", "onnxruntime"])
+def onnx_app(request: pytest.FixtureRequest, model_repository: Path) -> Iterator[Flask]:
+    """A worker app serving the ONNX SSD detector (default) and the EfficientNet classifier, on each engine."""
+    settings = WorkerSettings(
+        models=["ssd-mobilenet-v2", "efficientnet-lite0"], model_repository=model_repository, engine=request.param
+    )
     app = create_app(settings, background=False)
     yield app
     get_models(app).close()

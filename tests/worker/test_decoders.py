@@ -1,4 +1,4 @@
-"""Output decoders on hand-built outputs: anchors, box decoding, thresholds, NMS, softmax, detection rows."""
+"""Output decoders on hand-built outputs: anchors, box decoding, thresholds, NMS, softmax."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_a_model_with_another_anchor_count_is_refused() -> None:
 def test_unknown_options_and_decoders_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         ssd(nms_iuo=0.5)
-    with pytest.raises(ValueError, match="choose one of detection_rows, softmax, ssd"):
+    with pytest.raises(ValueError, match="choose one of softmax, ssd"):
         create_decoder("yolo", {})
 
 
@@ -160,14 +160,3 @@ def test_softmax_can_take_probabilities_as_they_are() -> None:
     decoder = create_decoder("softmax", {"apply_softmax": False})
     found = decoder.decode({"out": np.array([0.2, 0.5, 0.3], np.float32)}, 0.0, 1)
     assert found[0].class_id == 1 and found[0].score == pytest.approx(0.5)
-
-
-def test_detection_rows_filter_sort_and_cut() -> None:
-    rows = np.array(
-        [[0, 3, 0.4, 0.1, 0.1, 0.2, 0.2], [0, 17, 0.9, 0.0, 0.0, 0.5, 1.0], [0, 1, 0.7, 0.5, 0.5, 1.0, 1.0]],
-        np.float32,
-    )
-    found = create_decoder("detection_rows", {}).decode({"detections": rows}, 0.5, 10)
-    assert [(p.class_id, round(p.score, 1)) for p in found] == [(17, 0.9), (1, 0.7)]
-    np.testing.assert_allclose(found[0].box, [0.0, 0.0, 0.5, 1.0])
-    assert len(create_decoder("detection_rows", {}).decode({"detections": rows}, 0.0, 1)) == 1

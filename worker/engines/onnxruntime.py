@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .base import Engine, split_batch
+from .base import Engine, EngineHints, leading_dimension, split_batch
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +23,13 @@ PROVIDERS = {
 class OnnxRuntimeEngine(Engine):
     """One InferenceSession; options: providers, intra_op_threads, inter_op_threads, spinning, device_id."""
 
-    def __init__(self, files: tuple[Path, ...], input_name: str | None, options: dict[str, Any]) -> None:
+    def __init__(
+        self, files: tuple[Path, ...], input_name: str | None, options: dict[str, Any], hints: EngineHints
+    ) -> None:
         options = dict(options)
         wanted = options.pop("providers", ["cuda", "cpu"])
         device_id = int(options.pop("device_id", 0))
-        session_options = _session_options(options)
+        session_options = _session_options(options, hints.threads)
         if options:
             raise ValueError(f"unknown engine_options {', '.join(sorted(options))} for onnxruntime")
         providers = _providers(wanted, device_id)
@@ -43,8 +44,7 @@ class OnnxRuntimeEngine(Engine):
         self.input_name = input_name or next(iter(inputs))
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(inputs)})")
-        leading = inputs[self.input_name].shape[0]
-        self.max_batch_size = leading if isinstance(leading, int) and leading > 0 else 1_000_000
+        self.max_batch_size = leading_dimension(inputs[self.input_name].shape[0])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -52,9 +52,9 @@ class OnnxRuntimeEngine(Engine):
         return split_batch(dict(zip(self.output_names, values, strict=True)), batch.shape[0])
 
 
-def _session_options(options: dict[str, Any]) -> ort.SessionOptions:
+def _session_options(options: dict[str, Any], threads: int) -> ort.SessionOptions:
     session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = int(options.pop("intra_op_threads", os.cpu_count() or 1))
+    session_options.intra_op_num_threads = int(options.pop("intra_op_threads", threads))
     session_options.inter_op_num_threads = int(options.pop("inter_op_threads", 1))
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads burn the CPU that request threads need to decode images.

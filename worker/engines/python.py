@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, split_batch
+from .base import Engine, EngineHints, split_batch
 
 
 class PythonEngine(Engine):
     """Loads the first file as a module and runs its ``Model``."""
 
-    def __init__(self, files: tuple[Path, ...], input_name: str | None, options: dict[str, Any]) -> None:
+    def __init__(
+        self, files: tuple[Path, ...], input_name: str | None, options: dict[str, Any], hints: EngineHints
+    ) -> None:
         path = files[0]
         spec = importlib.util.spec_from_file_location(f"visionpool_model_{abs(hash(path))}", path)
         if spec is None or spec.loader is None or path.suffix != ".py":
