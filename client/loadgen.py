@@ -214,22 +214,25 @@ async def paired_overhead(
     }
 
 
-CPU_COLUMNS = (("worker_cores", "wrk cores"), ("worker_cpu_ms", "wrk CPU-ms"), ("proxy_cpu_ms", "prx CPU-ms"))
+# "srv": the process that runs the model (the worker; for engine rows the bench itself); "prx": the proxy
+CPU_COLUMNS = (("worker_cores", "srv cores"), ("worker_cpu_ms", "srv CPU-ms"), ("proxy_cpu_ms", "prx CPU-ms"))
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a readable table (with the servers' CPU columns when they were measured)."""
     cpu = [(key, name) for key, name in CPU_COLUMNS if any(key in r for r in rows)]
     names = ("target", "conc.", "img/s", "p50 ms", "p90 ms", "p99 ms", "errors", "of limit", *(n for _, n in cpu))
+    width = max([8, *(len(r["target"]) + len(r.get("engine") or "") + 1 for r in rows)])
     header = " ".join(
-        f"{n:<8}" if i == 0 else f"{n:>{max(len(n), 5 if n == 'conc.' else 8)}}" for i, n in enumerate(names)
+        f"{n:<{width}}" if i == 0 else f"{n:>{max(len(n), 5 if n == 'conc.' else 8)}}" for i, n in enumerate(names)
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         fraction = f"{r['fraction_of_engine_limit']:.0%}" if r["fraction_of_engine_limit"] is not None else "-"
         extra = "".join(f" {_cell(r.get(key)):>{max(len(name), 8)}}" for key, name in cpu)
+        target = f"{r['target']}/{r['engine']}" if r.get("engine") else r["target"]
         lines.append(
-            f"{r['target']:<8} {r['concurrency']:>5} {r['images_per_s']:>8.1f} {r['p50_ms']:>8.1f} "
+            f"{target:<{width}} {r['concurrency']:>5} {r['images_per_s']:>8.1f} {r['p50_ms']:>8.1f} "
             f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>8} {fraction:>8}{extra}"
         )
     return "\n".join(lines)

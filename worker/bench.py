@@ -26,8 +26,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from visionpool.client.loadgen import (
     table,
 )
 
+from .engines import host_cores
 from .pipeline import Pipeline
 
 SOAK_CHECKPOINT = 1_000
@@ -58,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="where the model is (for the engine limit and the pool started here); default: the built-in repository",
     )
+    parser.add_argument("--engine", default=None, help="serve the model with this engine (default: its config's)")
+    parser.add_argument(
+        "--engines",
+        default=None,
+        help="engines to measure the engine limit of, e.g. openvino,onnxruntime (default: --engine)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="workers in the pool started here, sharing the cores")
     parser.add_argument("--images", nargs="*", default=[], help="image files or folders (default: generated photos)")
     parser.add_argument("--concurrency", default="1,4,16,64", help="client counts to measure (default 1,4,16,64)")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="engine batch sizes tried for the limit")
@@ -79,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     images = sample_images(args.images)
     report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration}
-    engine = _engine(args, images) if "engine" in targets else []
-    limit = max((m.rate for m in engine), default=0.0)
+    limits = _engines(args, images) if "engine" in targets else {}
+    served = args.engine or (_configured_engine(args) if limits else None)
+    limit = max((m.rate for m in limits.get(served or "", [])), default=0.0)
     report["engine_limit_images_per_s"] = round(limit, 1)
-    rows = [m.row(limit) for m in engine]
+    report["engines"] = {name: _ceiling(measured) for name, measured in limits.items()}
+    rows = [{**m.row(limit), "engine": name} for name, measured in limits.items() for m in measured]
     with _pool(args) as (proxy, worker):
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": worker, "proxy": proxy})
@@ -97,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if args.soak:
             report["soak"] = _soak(worker, args.model, images, args.soak)
     report["rows"] = rows
+    report["served_engine"] = served
     print(table(rows))
     print(_findings(report))
     if args.json:
@@ -105,13 +118,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine(args: argparse.Namespace, images: list[bytes]) -> list[Measurement]:
-    """The engine limit of the model, loaded and warmed up exactly as a worker does it."""
+def _configured_engine(args: argparse.Namespace) -> str:
+    from .repository import BUILTIN_REPOSITORY, ModelRepository
+
+    return ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model).engine
+
+
+def _engines(args: argparse.Namespace, images: list[bytes]) -> dict[str, list[Measurement]]:
+    """The engine limit with each engine asked for, the model loaded and warmed up exactly as a worker does it."""
+    names = (args.engines or args.engine or _configured_engine(args)).split(",")
+    return {name: _engine(args, images, name) for name in names}
+
+
+def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> list[Measurement]:
     from .metrics import WorkerMetrics
     from .models import ModelManager
     from .settings import WorkerSettings
 
-    settings = WorkerSettings(models=[args.model], max_image_pixels=10**9)
+    settings = WorkerSettings(models=[args.model], max_image_pixels=10**9, engine=engine)
     if args.model_repository:
         settings.model_repository = Path(args.model_repository)
     models = ModelManager(settings, WorkerMetrics(dict))
@@ -127,22 +151,46 @@ def _engine(args: argparse.Namespace, images: list[bytes]) -> list[Measurement]:
         models.close()
 
 
+def _ceiling(measured: list[Measurement]) -> dict[str, Any]:
+    """The engine's best point, and the CPU ceiling: the host's cores / CPU per image at that point."""
+    best = max(measured, key=lambda m: m.rate)
+    cpu_ms = best.cpu["worker"] * 1000 / best.images if best.images else 0.0
+    return {
+        "limit_images_per_s": round(best.rate, 1),
+        "best_batch": best.concurrency,
+        "cpu_ms_per_image": round(cpu_ms, 2),
+        "cpu_ceiling_images_per_s": round(host_cores() * 1000 / cpu_ms, 1) if cpu_ms else None,
+    }
+
+
 def engine_limit(
     pipeline: Pipeline, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float
 ) -> list[Measurement]:
-    """The model alone in this process: its whole pipeline, one batch after another, at each batch size."""
+    """The model alone in this process: its whole pipeline, a batch after another in each of as many threads
+    as the engine runs at once (its streams), at each batch size; with the CPU this process spent."""
     results = []
+    lanes = pipeline.engine.parallel
     source = itertools.cycle(images)
+    lock = threading.Lock()
     for batch_size in batch_sizes:
         pipeline.predict_batch([images[0]] * batch_size)  # warm-up at this shape
         result = Measurement("engine", batch_size)
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            t0 = time.monotonic()
-            pipeline.predict_batch([next(source) for _ in range(batch_size)])
-            result.latencies.append(time.monotonic() - t0)
-            result.images += batch_size
+
+        def lane(stop_at: float, batch_size: int = batch_size, result: Measurement = result) -> None:
+            while time.monotonic() < stop_at:
+                with lock:
+                    batch = [next(source) for _ in range(batch_size)]
+                t0 = time.monotonic()
+                pipeline.predict_batch(batch)
+                with lock:
+                    result.latencies.append(time.monotonic() - t0)
+                    result.images += batch_size
+
+        started, cpu = time.monotonic(), time.process_time()
+        with ThreadPoolExecutor(lanes) as pool:
+            list(pool.map(lane, [started + seconds] * lanes))
         result.seconds = time.monotonic() - started
+        result.cpu = {"worker": time.process_time() - cpu}  # this process runs the model: the worker's part
         results.append(result)
     return results
 
@@ -232,7 +280,23 @@ async def _requests(url: str, model: str, images: list[bytes], count: int, concu
 
 
 def _findings(report: dict[str, Any]) -> str:
-    lines = [f"engine limit (decode+preprocess+inference, best batch): {report['engine_limit_images_per_s']} img/s"]
+    limit, served = report["engine_limit_images_per_s"], report["served_engine"]
+    lines = [f"engine limit of {served} (its pipeline, best batch): {limit} img/s"] if served else []
+    for name, engine in report.get("engines", {}).items():
+        lines.append(
+            f"{name}: limit {engine['limit_images_per_s']} img/s at batch {engine['best_batch']}, "
+            f"{engine['cpu_ms_per_image']} CPU-ms per image, CPU ceiling {engine['cpu_ceiling_images_per_s']} img/s "
+            f"({host_cores()} cores / CPU-ms per image)"
+        )
+    ceiling = report.get("engines", {}).get(report["served_engine"], {})
+    for row in report["rows"]:
+        if row["target"] == "worker" and ceiling.get("cpu_ceiling_images_per_s") and row.get("worker_cpu_ms"):
+            lines.append(
+                f"worker at {row['concurrency']}: {row['images_per_s']} img/s = "
+                f"{row['images_per_s'] / ceiling['cpu_ceiling_images_per_s']:.0%} of the CPU ceiling, "
+                f"{row['worker_cores']} cores busy, {row['worker_cpu_ms'] - ceiling['cpu_ms_per_image']:+.2f} CPU-ms "
+                "per image beyond the pipeline's own"
+            )
     if "proxy_overhead" in report:
         o = report["proxy_overhead"]
         lines.append(
@@ -252,7 +316,7 @@ def _findings(report: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    """(proxy URL, worker URL): the pool at --url, or a proxy and one worker started here on loopback."""
+    """(proxy URL, first worker URL): the pool at --url, or a proxy and --workers workers started here on loopback."""
     if args.url:
         workers = requests.get(args.url.rstrip("/") + wire.WORKERS, timeout=10).json()["workers"]
         serving = [w["url"] for w in workers if args.model in w["models"]]
@@ -260,22 +324,38 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
             raise SystemExit(f"visionpool bench: no worker at {args.url} serves {args.model!r}")
         yield args.url.rstrip("/"), serving[0]
         return
-    token, ports = secrets.token_urlsafe(16), [_free_port(), _free_port()]
+    token, ports = secrets.token_urlsafe(16), [_free_port() for _ in range(args.workers + 1)]
     env = {**os.environ, "VISIONPOOL_REGISTRY_TOKEN": token}
-    proxy_url, worker_url = (f"http://127.0.0.1:{port}" for port in ports)
-    worker_args = ["--model", args.model, "--port", str(ports[1]), "--registry", "local", "--registry-url", proxy_url]
+    proxy_url, *worker_urls = (f"http://127.0.0.1:{port}" for port in ports)
+    worker_args = ["--model", args.model, "--registry", "local", "--registry-url", proxy_url]
+    worker_args += ["--workers-per-host", str(args.workers)]
     if args.model_repository:
         worker_args += ["--model-repository", args.model_repository]
+    if args.engine:
+        worker_args += ["--engine", args.engine]
     with tempfile.TemporaryFile() as log:
-        processes = [_spawn("proxy", ["--port", str(ports[0])], env, log), _spawn("worker", worker_args, env, log)]
+        processes = [_spawn("proxy", ["--port", str(ports[0])], env, log)]
+        processes += [_spawn("worker", [*worker_args, "--port", str(port)], env, log) for port in ports[1:]]
         try:
-            _wait(worker_url + wire.READYZ, processes, log)
-            _wait(proxy_url + wire.READYZ, processes, log)
-            yield proxy_url, worker_url
+            for url in worker_urls:
+                _wait(url + wire.READYZ, processes, log)
+            _wait_for_workers(proxy_url, args.workers, processes, log)
+            yield proxy_url, worker_urls[0]
         finally:
             for process in reversed(processes):
                 process.terminate()
                 process.wait(30)
+
+
+def _wait_for_workers(proxy: str, count: int, processes: list[subprocess.Popen[bytes]], log: Any) -> None:
+    """Until the proxy has every worker in its rotation."""
+    _wait(proxy + wire.READYZ, processes, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if len(requests.get(proxy + wire.WORKERS, timeout=5).json()["workers"]) >= count:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"visionpool bench: the proxy did not see {count} workers in 30 s")
 
 
 def _spawn(service: str, args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
