@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 
 from visionpool.client import wire
@@ -91,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration}
     limits = _engines(args, images) if "engine" in targets else {}
     served = args.engine or (_configured_engine(args) if limits else None)
-    limit = max((m.rate for m in limits.get(served or "", [])), default=0.0)
+    limit = max((m.rate for m in limits.get(served or "", ([], {}))[0]), default=0.0)
     report["engine_limit_images_per_s"] = round(limit, 1)
     report["engines"] = {name: _ceiling(measured) for name, measured in limits.items()}
-    rows = [{**m.row(limit), "engine": name} for name, measured in limits.items() for m in measured]
+    rows = [{**m.row(limit), "engine": name} for name, (measured, _) in limits.items() for m in measured]
     with _pool(args) as (proxy, worker):
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": worker, "proxy": proxy})
@@ -124,13 +125,13 @@ def _configured_engine(args: argparse.Namespace) -> str:
     return ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model).engine
 
 
-def _engines(args: argparse.Namespace, images: list[bytes]) -> dict[str, list[Measurement]]:
+def _engines(args: argparse.Namespace, images: list[bytes]) -> dict[str, tuple[list[Measurement], dict[str, float]]]:
     """The engine limit with each engine asked for, the model loaded and warmed up exactly as a worker does it."""
     names = (args.engines or args.engine or _configured_engine(args)).split(",")
     return {name: _engine(args, images, name) for name in names}
 
 
-def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> list[Measurement]:
+def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> tuple[list[Measurement], dict[str, float]]:
     from .metrics import WorkerMetrics
     from .models import ModelManager
     from .settings import WorkerSettings
@@ -146,21 +147,62 @@ def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> list[
         pipeline = models.get(args.model)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         batch_sizes = sizes if pipeline.config.batching.max_batch_size > 1 else [1]
-        return engine_limit(pipeline, images, batch_sizes, args.duration / 2)
+        measured = engine_limit(pipeline, images, batch_sizes, args.duration / 2)
+        best = max(measured, key=lambda m: m.rate)
+        return measured, cpu_costs(pipeline, images, min(best.concurrency, pipeline.batcher.max_batch), 3.0)
     finally:
         models.close()
 
 
-def _ceiling(measured: list[Measurement]) -> dict[str, Any]:
-    """The engine's best point, and the CPU ceiling: the host's cores / CPU per image at that point."""
-    best = max(measured, key=lambda m: m.rate)
-    cpu_ms = best.cpu["worker"] * 1000 / best.images if best.images else 0.0
+def cpu_costs(pipeline: Pipeline, images: Sequence[bytes], batch: int, seconds: float) -> dict[str, float]:
+    """CPU-ms per image of each stage, measured apart: decode+preprocess in one thread, inference with every
+    stream kept busy (at ``batch``), postprocessing; and the CPU ceiling they give: the cores / their sum."""
+    started = time.process_time()
+    prepared = [pipeline.prepare(pipeline.decode(data)) for data in images for _ in range(8)]
+    decode_ms = (time.process_time() - started) * 1000 / len(prepared)
+    tensors = [tensor for tensor, _ in prepared]
+    batches = itertools.cycle([np.stack(tensors[i : i + batch]) for i in range(0, len(tensors) - batch + 1, batch)])
+    lock, done = threading.Lock(), [0]
+    outputs: list[dict[str, np.ndarray]] = []
+
+    def lane(stop_at: float) -> None:
+        while time.monotonic() < stop_at:
+            with lock:
+                inputs = next(batches)
+            result = pipeline.engine.run(inputs)
+            with lock:
+                done[0] += len(inputs)
+                outputs[:] = result
+
+    started, stop_at = time.process_time(), time.monotonic() + seconds
+    with ThreadPoolExecutor(pipeline.engine.parallel) as pool:
+        list(pool.map(lane, [stop_at] * pipeline.engine.parallel))
+    infer_ms = (time.process_time() - started) * 1000 / max(done[0], 1)
+    image, (_, frame) = pipeline.decode(images[0]), prepared[0]
+    started, threshold, top_k = (
+        time.process_time(),
+        pipeline.config.output.score_threshold,
+        pipeline.config.output.top_k,
+    )
+    for _ in range(50):
+        pipeline.postprocess(outputs[0], frame, image, threshold, top_k)
+    post_ms = (time.process_time() - started) * 1000 / 50
+    total = decode_ms + infer_ms + post_ms
     return {
-        "limit_images_per_s": round(best.rate, 1),
-        "best_batch": best.concurrency,
-        "cpu_ms_per_image": round(cpu_ms, 2),
-        "cpu_ceiling_images_per_s": round(host_cores() * 1000 / cpu_ms, 1) if cpu_ms else None,
+        "decode_preprocess_cpu_ms": round(decode_ms, 2),
+        "inference_cpu_ms": round(infer_ms, 2),
+        "postprocess_cpu_ms": round(post_ms, 2),
+        "inference_batch": batch,
+        "cpu_ms_per_image": round(total, 2),
+        "cpu_ceiling_images_per_s": round(host_cores() * 1000 / total, 1),
     }
+
+
+def _ceiling(measured: tuple[list[Measurement], dict[str, float]]) -> dict[str, Any]:
+    """The engine's best point, and its CPU ceiling."""
+    rows, costs = measured
+    best = max(rows, key=lambda m: m.rate)
+    return {"limit_images_per_s": round(best.rate, 1), "best_batch": best.concurrency, **costs}
 
 
 def engine_limit(
@@ -284,9 +326,10 @@ def _findings(report: dict[str, Any]) -> str:
     lines = [f"engine limit of {served} (its pipeline, best batch): {limit} img/s"] if served else []
     for name, engine in report.get("engines", {}).items():
         lines.append(
-            f"{name}: limit {engine['limit_images_per_s']} img/s at batch {engine['best_batch']}, "
-            f"{engine['cpu_ms_per_image']} CPU-ms per image, CPU ceiling {engine['cpu_ceiling_images_per_s']} img/s "
-            f"({host_cores()} cores / CPU-ms per image)"
+            f"{name}: limit {engine['limit_images_per_s']} img/s at batch {engine['best_batch']}; CPU-ms per image: "
+            f"decode+preprocess {engine['decode_preprocess_cpu_ms']}, inference {engine['inference_cpu_ms']} (batch "
+            f"{engine['inference_batch']}), postprocess {engine['postprocess_cpu_ms']}; CPU ceiling "
+            f"{engine['cpu_ceiling_images_per_s']} img/s ({host_cores()} cores / {engine['cpu_ms_per_image']} ms)"
         )
     ceiling = report.get("engines", {}).get(report["served_engine"], {})
     for row in report["rows"]:

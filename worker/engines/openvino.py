@@ -4,6 +4,8 @@ Options (``[engine_options.openvino]``):
     precision = "auto"        # auto (the hardware's best: bf16 where the CPU has it, else f32) | f32 | bf16 | f16
     streams = 2               # requests run in parallel, each by its own batcher thread (default: the worker's share)
     threads = 2               # inference threads, split over the streams (default: the worker's share of the cores)
+    max_batch = 2             # images per run: on a CPU, parallel streams of small batches beat big batches
+    requests = 4              # runs in flight (default: 2 per stream, so a stream never waits for Python)
     outputs = ["concat:0"]    # cut the graph at these tensors (serve a raw SSD without the graph's own NMS)
     device = "CPU"
 
@@ -46,13 +48,17 @@ class OpenVinoEngine(Engine):
         threads = int(options.pop("threads", hints.threads))
         streams = int(options.pop("streams", hints.streams or min(threads, 2)))
         cut = [str(name) for name in options.pop("outputs", [])]
+        max_batch = int(options.pop("max_batch", 2))
+        requests = int(options.pop("requests", 0))
         device = str(options.pop("device", "CPU"))
         if options:
             raise ValueError(f"unknown engine_options {', '.join(sorted(options))} for openvino")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if threads < 1 or streams < 1:
-            raise ValueError(f"threads and streams must be at least 1, got {threads} and {streams}")
+        if min(threads, streams, max_batch) < 1:
+            raise ValueError(
+                f"threads, streams and max_batch must be at least 1, got {threads}, {streams}, {max_batch}"
+            )
         core = ov.Core()
         if hints.cache_dir is not None:
             hints.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -72,13 +78,14 @@ class OpenVinoEngine(Engine):
         self.compile_s = time.monotonic() - started
         self.device = device.lower()
         self.precision = _short(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.parallel = int(self.compiled.get_property("NUM_STREAMS"))
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.parallel = requests or 2 * self.streams
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         inputs = {name: port for port in self.compiled.inputs for name in port.get_names()}
         self.input_name = input_name or self.compiled.input(0).get_any_name()
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(sorted(inputs))})")
-        self.max_batch_size = leading_dimension(_first_dimension(inputs[self.input_name]))
+        self.max_batch_size = min(leading_dimension(_first_dimension(inputs[self.input_name])), max_batch)
         self.output_names = [_name(port) for port in self.compiled.outputs]
         self.requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(self.parallel):
@@ -94,7 +101,8 @@ class OpenVinoEngine(Engine):
         return split_batch(outputs, batch.shape[0])
 
     def details(self) -> dict[str, object]:
-        return {**super().details(), "threads": self.threads, "compile_s": round(self.compile_s, 2)}
+        details = {**super().details(), "streams": self.streams, "threads": self.threads}
+        return {**details, "compile_s": round(self.compile_s, 2)}
 
 
 def _precision(core: ov.Core, device: str, wanted: str) -> str:
