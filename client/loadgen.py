@@ -214,7 +214,8 @@ async def paired_overhead(
     }
 
 
-# "srv": the process that runs the model (the worker; for engine rows the bench itself); "prx": the proxy
+# "srv": the processes that run the model (every worker on this machine; for engine rows the bench itself);
+# "prx": the proxy
 CPU_COLUMNS = (("worker_cores", "srv cores"), ("worker_cpu_ms", "srv CPU-ms"), ("proxy_cpu_ms", "prx CPU-ms"))
 
 

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [{**m.row(limit), "engine": name} for name, (measured, _) in limits.items() for m in measured]
     with _pool(args) as (proxy, worker):
         report["proxy"], report["worker"] = proxy, worker
-        clocks = _clocks({"worker": worker, "proxy": proxy})
+        clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
         for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
             if target in targets:
                 watched = {name: clock for name, clock in clocks.items() if name == "worker" or target != "worker"}
@@ -261,17 +261,31 @@ def _series(
     return rows
 
 
-def _clocks(servers: dict[str, str]) -> dict[str, Callable[[], float]]:
-    """CPU readers of the servers that run on this machine (their pid from /healthz), by name."""
+def _worker_urls(proxy: str, model: str) -> list[str]:
+    """Every worker the proxy lists for ``model``."""
+    workers = requests.get(proxy + wire.WORKERS, timeout=10).json()["workers"]
+    return [w["url"] for w in workers if model in w["models"]]
+
+
+def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
+    """CPU readers by role, each the sum of that role's processes on this machine (pids from /healthz)."""
     clocks = {}
-    for name, url in servers.items():
-        if not on_this_machine(url):
-            continue
-        with contextlib.suppress(requests.RequestException, KeyError, ValueError, OSError):
-            clock = cpu_clock(int(requests.get(url + wire.HEALTHZ, timeout=5).json()["pid"]))
-            clock()  # readable: the process is really here
-            clocks[name] = clock
+    for name, urls in servers.items():
+        readers = []
+        for url in urls:
+            if not on_this_machine(url):
+                continue
+            with contextlib.suppress(requests.RequestException, KeyError, ValueError, OSError):
+                reader = cpu_clock(int(requests.get(url + wire.HEALTHZ, timeout=5).json()["pid"]))
+                reader()  # readable: the process is really here
+                readers.append(reader)
+        if readers:
+            clocks[name] = _total(readers)
     return clocks
+
+
+def _total(readers: list[Callable[[], float]]) -> Callable[[], float]:
+    return lambda: sum(read() for read in readers)
 
 
 def _proxy_bytes(proxy: str) -> float | None:
