@@ -34,6 +34,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(offsets: tuple[int, ...], low: int = 20000, high: int = 32000) -> int:
+    """A base port such that base + each offset is free, below the kernel's ephemeral range (32768 and up).
+
+    For programs that number ports from a base, as honcho does (the second process type gets base + 100):
+    a base found by binding port 0 lies in the ephemeral range, where a client connection may hold base + 100.
+    """
+    import random
+
+    for base in random.Random().sample(range(low, high - max(offsets)), 200):
+        try:
+            for offset in offsets:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free block of ports")
+
+
 def encode(pixels: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:
     """Pixels as an image file's bytes."""
     buffer = io.BytesIO()

@@ -6,11 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port, wait_until
+from helpers import free_port, free_port_block, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -35,7 +36,7 @@ def worker_processes(port: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_worker_is_restarted_and_the_pool_stays_up(jpegs: dict[str, bytes]) -> None:
-    proxy_port, base = free_port(), free_port()
+    proxy_port, base = free_port(), free_port_block((0, 100, 101))
     proxy = f"http://127.0.0.1:{proxy_port}"
     env = {
         **os.environ,
@@ -45,12 +46,13 @@ def test_a_killed_worker_is_restarted_and_the_pool_stays_up(jpegs: dict[str, byt
         "VISIONPOOL_REGISTRY_TTL": "2",
     }
     # honcho numbers ports per process type: the proxy (first) gets base, the workers base+100 and up
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     honcho = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "-c", "worker=2", "-p", str(base)],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -71,6 +73,10 @@ def test_a_killed_worker_is_restarted_and_the_pool_stays_up(jpegs: dict[str, byt
         wait_until(lambda: worker_processes(victim_port) not in ([], [victim]), timeout=60)  # restarted
         wait_until(lambda: len(workers()) == 2, timeout=60)
         assert honcho.poll() is None  # honcho, the proxy and the other worker never stopped
+    except AssertionError:
+        log.seek(0)
+        raise AssertionError("honcho's output:\n" + log.read().decode(errors="replace")[-6000:]) from None
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         honcho.wait(60)
+        log.close()
