@@ -66,6 +66,9 @@ class Code(StrEnum):
     SHUTTING_DOWN = "shutting_down"
 
 
+# The Open Inference Protocol (KServe v2), served under this prefix; its errors are {"error": "<message>"}.
+V2 = "/v2"
+V2_HEADER_LENGTH = "Inference-Header-Content-Length"  # binary tensor extension: the JSON part's length
 # Paths: the worker serves predict, health and models; the proxy serves predict, lookup and workers too.
 PREDICT = "/predict"
 MODEL_PREDICT = "/models/{name}/predict"
@@ -91,8 +94,10 @@ def registry_instance_path(instance_id: str) -> str:
     return REGISTRY_INSTANCE.format(id=quote(instance_id, safe=""))
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The one JSON shape every error answer takes."""
+def error_body(code: str, message: str, path: str = "") -> dict[str, Any]:
+    """The JSON shape of an error answer: ours, or under /v2 the Open Inference Protocol's."""
+    if path == V2 or path.startswith(V2 + "/"):
+        return {"error": message}
     return {"error": {"code": str(code), "message": message}}
 
 
@@ -116,8 +121,9 @@ class ServiceError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return error_body(self.code, self.message)
+    def body(self, path: str = "") -> dict[str, Any]:
+        """The answer's JSON, in the shape ``path`` calls for."""
+        return error_body(self.code, self.message, path)
 
 
 class BadRequest(ServiceError):

@@ -21,13 +21,15 @@ class Instance:
     id: str  # unique per worker process, e.g. "gpu-host-1:5000"
     url: str  # where clients reach it: http://host:port
     models: dict[str, str] = field(default_factory=dict, hash=False)  # model name -> version served
+    grpc: str = ""  # host:port of its Open Inference Protocol gRPC service, if it has one
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "url": self.url, "models": dict(self.models)}
+        return {"id": self.id, "url": self.url, "models": dict(self.models), "grpc": self.grpc}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Instance:
-        return cls(str(data["id"]), str(data["url"]), {str(k): str(v) for k, v in dict(data["models"]).items()})
+        models = {str(k): str(v) for k, v in dict(data["models"]).items()}
+        return cls(str(data["id"]), str(data["url"]), models, str(data.get("grpc") or ""))
 
 
 class Registry(ABC):

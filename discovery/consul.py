@@ -185,7 +185,7 @@ class ConsulRegistry(Registry, Directory):
 
     def _meta(self, instance: Instance) -> dict[str, str]:
         """Service meta: the worker's URL and one model_<name> -> version key per model."""
-        meta = {"url": instance.url}
+        meta = {"url": instance.url} | ({"grpc": instance.grpc} if instance.grpc else {})
         for name, version in instance.models.items():
             if meta_key(name) in meta:
                 logger.warning("models %r and another share the consul meta key %s", name, meta_key(name))
@@ -283,7 +283,8 @@ def to_instance(entry: dict[str, Any]) -> Instance:
     service = entry.get("Service") or {}
     meta = service.get("Meta") or {}
     url = meta.get("url") or _service_url(service, entry.get("Node") or {})
-    return Instance(str(service.get("ID", "")), str(url), _models(service.get("Tags") or [], meta))
+    models = _models(service.get("Tags") or [], meta)
+    return Instance(str(service.get("ID", "")), str(url), models, str(meta.get("grpc") or ""))
 
 
 def _service_url(service: dict[str, Any], node: dict[str, Any]) -> str:

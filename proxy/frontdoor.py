@@ -159,7 +159,7 @@ class FrontDoor:
         try:
             self._check_declared(request)
         except ServiceError as error:
-            return error_response(error)
+            return error_response(error, request.path)
         if request.version == (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # as aiohttp's own handler does: the answer has not started
@@ -294,13 +294,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ServiceError as error:
-        return error_response(error, cut_short=not request.content.is_eof())
+        return error_response(error, request.path, cut_short=not request.content.is_eof())
 
 
-def error_response(error: ServiceError, cut_short: bool = True) -> web.Response:
-    """The JSON answer for an error; when the body was not read to its end, the connection closes (lingering
-    first), so what is left of it is never taken for the next request."""
-    response = web.json_response(error.body(), status=error.status, headers=error.headers)
+def error_response(error: ServiceError, path: str, cut_short: bool = True) -> web.Response:
+    """The JSON answer for an error (in the shape ``path`` calls for); when the body was not read to its end,
+    the connection closes (lingering first), so what is left of it is never taken for the next request."""
+    response = web.json_response(error.body(path), status=error.status, headers=error.headers)
     if cut_short or error.status in (408, 413):
         response.force_close()
     return response

@@ -13,7 +13,7 @@ from flask import Flask, Response, current_app, g, request
 
 from visionpool.client.wire import Header
 
-from . import models
+from . import models, v2_rest
 from .errors import register_error_handlers
 from .metrics import METRICS, WorkerMetrics
 from .routes import bp
@@ -32,6 +32,7 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_error_handlers(app)
     app.register_blueprint(bp)
+    app.register_blueprint(v2_rest.bp)
     app.config["WORKER_ID"] = settings.worker_id or f"{settings.advertised_host()}:{settings.port}"
     app.before_request(_take_request_id)
     app.after_request(_tag_response)

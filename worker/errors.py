@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from visionpool.client.wire import (
@@ -97,7 +97,7 @@ class EngineFailed(ServiceError):
 
 
 def error_response(error: ServiceError) -> Response:
-    response = jsonify(error.body())
+    response = jsonify(error.body(request.path))
     response.status_code = error.status
     response.headers.update(error.headers)
     return response
@@ -124,7 +124,7 @@ def register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         if status == 413:
             message = "The request body is larger than this worker accepts."
-        response = jsonify(error_body(code, message))
+        response = jsonify(error_body(code, message, request.path))
         response.status_code = status
         return response
 

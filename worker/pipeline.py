@@ -13,6 +13,7 @@ with the engine called once for all: it is what "the model alone" can do.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Batcher
+from .batching import Batcher, Job
 from .decoders import Decoder, Prediction
 from .engines import Engine
 from .imaging import DecodedImage, decode_image
@@ -68,24 +69,42 @@ class Pipeline:
         self, data: bytes, *, deadline: float, threshold: float | None = None, top_k: int | None = None
     ) -> Answer:
         """One image through every stage, batched with whatever else is in flight."""
+        return self.predict_many([data], deadline=deadline, threshold=threshold, top_k=top_k)[0]
+
+    def predict_many(
+        self, bodies: Sequence[bytes], *, deadline: float, threshold: float | None = None, top_k: int | None = None
+    ) -> list[Answer]:
+        """Several images of one request: all announced and submitted before any is awaited, so they batch."""
         threshold, top_k = self._limits(threshold, top_k)
-        started = time.monotonic()
-        with self.batcher.arriving() as arrival:
-            image = self.decode(data)
-            decoded = time.monotonic()
-            tensor, frame = self.prepare(image)
-            prepared = time.monotonic()
-            job = self.batcher.submit(tensor, deadline, arrival)
+        submitted = []
+        with contextlib.ExitStack() as arrivals:
+            pending = [arrivals.enter_context(self.batcher.arriving()) for _ in bodies]
+            for data, arrival in zip(bodies, pending, strict=True):
+                started = time.monotonic()
+                image = self.decode(data)
+                decoded = time.monotonic()
+                tensor, frame = self.prepare(image)
+                prepared = time.monotonic()
+                job = self.batcher.submit(tensor, deadline, arrival)
+                submitted.append((job, image, frame, {"decode": decoded - started, "preprocess": prepared - decoded}))
+        return [self._finish(job, image, frame, stages, threshold, top_k) for job, image, frame, stages in submitted]
+
+    def predict_tensors(
+        self, tensors: np.ndarray, deadline: float, threshold: float | None = None, top_k: int | None = None
+    ) -> list[Answer]:
+        """Inputs already in the model's layout, one per leading index; boxes in the input's pixels."""
+        threshold, top_k = self._limits(threshold, top_k)
+        size = DecodedImage(np.empty((0, 0, 3), np.uint8), self.config.input.width, self.config.input.height)
+        jobs = [self.batcher.submit(np.ascontiguousarray(tensor), deadline) for tensor in tensors]
+        return [self._finish(job, size, Frame(), {}, threshold, top_k) for job in jobs]
+
+    def _finish(
+        self, job: Job, image: DecodedImage, frame: Frame, stages: dict[str, float], threshold: float, top_k: int
+    ) -> Answer:
         outputs = job.wait()
         ran = time.monotonic()
         predictions = self.postprocess(outputs, frame, image, threshold, top_k)
-        stages = {
-            "decode": decoded - started,
-            "preprocess": prepared - decoded,
-            "queue": job.queue_s,
-            "inference": job.inference_s,
-            "postprocess": time.monotonic() - ran,
-        }
+        stages = {**stages, "queue": job.queue_s, "inference": job.inference_s, "postprocess": time.monotonic() - ran}
         return Answer(image.width, image.height, predictions, job.batch_size, stages)
 
     def predict_batch(

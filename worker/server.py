@@ -18,6 +18,8 @@ import logging
 import signal
 import time
 
+import grpc
+
 from visionpool.discovery import Instance, create_registry
 from visionpool.proxy.frontdoor import FrontDoor, Limits, run
 
@@ -26,6 +28,7 @@ from .announce import Announcer
 from .metrics import METRICS
 from .models import get_models
 from .settings import WorkerSettings
+from .v2_grpc import start_grpc
 from .wsgi import wsgi_app
 
 logger = logging.getLogger(__name__)
@@ -42,12 +45,23 @@ class WorkerServer:
         self.app.extensions[METRICS].registry.register(self.door.collector("worker"))
         self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
         self.announcer: Announcer | None = None
+        self.grpc: grpc.Server | None = None
+        self.grpc_port: int | None = None
         self.should_exit = asyncio.Event()
 
     async def serve(self) -> int:
         """Start up, serve until told to stop or the models fail to load, shut down."""
         self.install_signal_handlers()
         host, port = self.sock.getsockname()[:2]
+        if self.settings.grpc_port is not None:
+            self.grpc, self.grpc_port = start_grpc(
+                self.app,
+                self.settings.host,
+                self.settings.grpc_port,
+                self.settings.threads,
+                self.settings.max_body_bytes,
+            )
+            logger.info("worker serving the Open Inference Protocol over gRPC on %s:%s", host, self.grpc_port)
         instance = self.instance(port)
         self.app.config["WORKER_ID"] = instance.id
         self.announcer = self.make_announcer(instance)
@@ -64,7 +78,9 @@ class WorkerServer:
         host = self.settings.advertised_host()
         url_host = f"[{host}]" if ":" in host else host
         worker_id = self.settings.worker_id or f"{host}:{port}"
-        return Instance(worker_id, f"http://{url_host}:{port}", {c.name: c.version for c in self.models.configs})
+        models = {c.name: c.version for c in self.models.configs}
+        grpc_address = f"{url_host}:{self.grpc_port}" if self.grpc_port else ""
+        return Instance(worker_id, f"http://{url_host}:{port}", models, grpc_address)
 
     def make_announcer(self, instance: Instance) -> Announcer | None:
         if self.settings.registry == "none":
@@ -89,7 +105,10 @@ class WorkerServer:
         if self.announcer:
             await asyncio.to_thread(self.announcer.stop)  # first: proxies stop sending before this worker stops taking
         logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
+        stopped = self.grpc.stop(grace=self.settings.drain_timeout) if self.grpc else None
         await self.door.stop()
+        if stopped is not None:
+            await asyncio.to_thread(stopped.wait)
         await asyncio.to_thread(self.models.close)
         logger.info("worker stopped in %.2f s", time.monotonic() - started)
 

@@ -49,6 +49,9 @@ class WorkerSettings(ServiceSettings):
     supervise: bool = option(
         False, "Restart the worker when it dies instead of exiting (for honcho, where one exit stops the whole pool)."
     )
+    grpc_port: int | None = option(
+        None, "Port for the Open Inference Protocol over gRPC (0: any free port); none when unset."
+    )
     threads: int = option(32, "Request threads: requests run at once once their body is in (they decode in parallel).")
     engine: str | None = option(
         None, "Serve every model with this engine instead of its config's (openvino, onnxruntime: e.g. for GPUs)."
