@@ -69,6 +69,7 @@ class Code(StrEnum):
 # The Open Inference Protocol (KServe v2), served under this prefix; its errors are {"error": "<message>"}.
 V2 = "/v2"
 V2_HEADER_LENGTH = "Inference-Header-Content-Length"  # binary tensor extension: the JSON part's length
+V2_EXTENSIONS = ["binary_tensor_data", "model_configuration"]  # what GET /v2 lists
 # Paths: the worker serves predict, health and models; the proxy serves predict, lookup and workers too.
 PREDICT = "/predict"
 MODEL_PREDICT = "/models/{name}/predict"

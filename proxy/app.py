@@ -27,15 +27,11 @@ from .frontdoor import FrontDoor, Limits, error_middleware
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
+from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS
+from .v2 import routes as v2_routes
 
 logger = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", ProxySettings)
-POOL = web.AppKey("pool", Pool)
-REGISTRY = web.AppKey("registry", Directory)
-FORWARDER = web.AppKey("forwarder", Forwarder)
-METRICS = web.AppKey("metrics", ProxyMetrics)
-DOOR = web.AppKey("front_door", FrontDoor)
 # Idle connections to workers are dropped sooner than workers drop them (their header_timeout, 10 s by
 # default), so the proxy never sends a request down a connection the worker is closing.
 UPSTREAM_KEEPALIVE = 5.0
@@ -60,6 +56,7 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
             web.get(wire.READYZ, readyz),
             web.get(wire.METRICS, metrics.handle_metrics),
             web.get(wire.PROMETHEUS_TARGETS, prometheus_targets),
+            *v2_routes(door),
             *registry.routes(),
         ]
     )
@@ -127,7 +124,7 @@ async def lookup(request: web.Request) -> web.Response:
     if worker is None:
         raise no_worker(model, request.app[POOL].served())
     request.app[METRICS].lookups.labels(request.app[METRICS].model_label(model)).inc()
-    return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model})
+    return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model, "grpc": worker.grpc})
 
 
 async def workers(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from visionpool.client.wire import Header
+from visionpool.client.wire import V2_HEADER_LENGTH, Header
 from visionpool.discovery import Instance
 
 from .errors import UpstreamTimeout, gave_up, no_worker
@@ -24,7 +24,8 @@ from .pool import Pool
 
 logger = logging.getLogger(__name__)
 
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", Header.REQUEST_ID)
+# Content-Encoding is not among them: the front door has already decompressed the body it forwards.
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", Header.REQUEST_ID, V2_HEADER_LENGTH)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 # refused, reset, died mid-answer, answered garbage, registered a bad URL: the worker's fault, try another
 WORKER_FAILED = aiohttp.ClientError
@@ -54,7 +55,8 @@ class Forwarder:
                 raise no_worker(model, self.pool.served()) if not tried else gave_up(tried)
             tried.add(worker.id)
             try:
-                response = await self._attempt(worker, path, model, request.query_string, headers, body)
+                query = request.rel_url.raw_query_string
+                response = await self._attempt(worker, request.method, path, model, query, headers, body)
             except WORKER_FAILED as error:
                 self._failed(worker, f"{type(error).__name__}: {error}")
             except TimeoutError:
@@ -85,6 +87,7 @@ class Forwarder:
     async def _attempt(
         self,
         worker: Instance,
+        method: str,
         path: str,
         model: str | None,
         query: str,
@@ -99,7 +102,8 @@ class Forwarder:
         if query:
             url = url.with_query(query)
         started = time.monotonic()
-        async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as upstream:
+        data = body if body or method == "POST" else None
+        async with self.session.request(method, url, data=data, headers=headers, timeout=self.timeout) as upstream:
             # Read the (small JSON) answer whole before answering: a worker dying mid-answer is still retryable.
             payload = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}

@@ -12,9 +12,10 @@ import signal
 
 from visionpool.discovery import create_registry
 
-from .app import DOOR, create_app
+from .app import create_app
 from .frontdoor import run
 from .settings import ProxySettings
+from .state import DOOR
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from visionpool.client.wire import BadRequest, ModelNotFound
+from visionpool.client.wire import V2_EXTENSIONS, BadRequest, ModelNotFound
 
 from .pipeline import Answer, Pipeline
 
@@ -46,7 +46,7 @@ DATATYPES: dict[str, tuple[str, Any]] = {
     "FP64": ("TYPE_FP64", np.float64),
     "BYTES": ("TYPE_STRING", np.object_),
 }
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+EXTENSIONS = V2_EXTENSIONS
 DETECTION_OUTPUTS = {
     "BOXES": ("FP32", [-1, -1, 4]),
     "SCORES": ("FP32", [-1, -1]),

@@ -1,0 +1,20 @@
+"""The proxy app's shared state, by typed key: what its handlers reach through ``request.app[KEY]``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from visionpool.discovery import Directory
+
+from .forward import Forwarder
+from .frontdoor import FrontDoor
+from .metrics import ProxyMetrics
+from .pool import Pool
+from .settings import ProxySettings
+
+SETTINGS = web.AppKey("settings", ProxySettings)
+POOL = web.AppKey("pool", Pool)
+REGISTRY = web.AppKey("registry", Directory)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+DOOR = web.AppKey("front_door", FrontDoor)
