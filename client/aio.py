@@ -35,12 +35,19 @@ _END = object()
 
 
 class AsyncClient:
-    """Predicts through a visionpool proxy, in p2p or proxy mode, from asyncio code."""
+    """Predicts through a visionpool proxy (p2p or proxy mode, /predict or v2), from asyncio code."""
 
     def __init__(
-        self, url: str, *, mode: str = "p2p", model: str | None = None, timeout: float = 30.0, retries: int = 3
+        self,
+        url: str,
+        *,
+        mode: str = "p2p",
+        model: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        protocol: str = "predict",
     ) -> None:
-        self.route = Route(url, mode)
+        self.route = Route(url, mode, protocol)
         self.model, self.retries = model, retries
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

@@ -37,6 +37,12 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode.add_argument("--proxy", dest="mode", action="store_const", const="proxy", help="post through the proxy")
     parser.set_defaults(mode="p2p")
+    parser.add_argument(
+        "--protocol",
+        choices=("predict", "v2"),
+        default="predict",
+        help="our /predict JSON (default), or the Open Inference Protocol (v2; needs --model)",
+    )
     parser.add_argument("--threshold", type=float, default=None, help="minimum score (0..1)")
     parser.add_argument("--top-k", type=int, default=None, help="at most this many predictions per image")
     parser.add_argument("--concurrency", type=int, default=8, help="images in flight at once (default 8)")
@@ -52,7 +58,11 @@ def _predict(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING")
     images = list(collect(args.paths, sys.stdin))
-    client = Client(args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries)
+    if args.protocol == "v2" and not args.model:
+        raise ValueError("--protocol v2 names the model in the URL: pass --model")
+    client = Client(
+        args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries, protocol=args.protocol
+    )
     journal = Journal(args.out)
     try:
         with client:

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import v2
 from .errors import BadRequest, ClientError, ConnectionFailed, Timeout, error_for
 from .types import Result
 from .wire import LOOKUP, Header, predict_path, read_error
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Any  # Any: PIL image, numpy array
 MODES = ("p2p", "proxy")
+PROTOCOLS = ("predict", "v2")  # our /predict JSON, or the Open Inference Protocol (KServe v2)
 BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
 RETRY_AFTER_MAX = 30.0  # a server's Retry-After is honoured up to this many seconds
 
@@ -94,12 +96,14 @@ class Route:
     workers out, and each sticks to its worker while it answers.
     """
 
-    def __init__(self, url: str, mode: str) -> None:
+    def __init__(self, url: str, mode: str, protocol: str = "predict") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'p2p' or 'proxy', got {mode!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be 'predict' or 'v2', got {protocol!r}")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must look like http://proxy-host:8080, got {url!r}")
-        self.url, self.mode = url.rstrip("/"), mode
+        self.url, self.mode, self.protocol = url.rstrip("/"), mode, protocol
         self.workers: dict[tuple[str | None, int], str] = {}  # p2p: (model, slot) -> worker URL in use
 
     def base(self, model: str | None, slot: int) -> str | None:
@@ -122,9 +126,15 @@ def predict_flow(
 ) -> Flow:
     """Predict one image: look up (p2p), post, retry; returns a Result or raises a ClientError."""
     request_id = uuid.uuid4().hex
-    params = _query(threshold, top_k)
-    path = predict_path(model)
-    headers = {"Content-Type": "application/octet-stream", Header.REQUEST_ID: request_id}
+    if route.protocol == "v2":
+        if not model:
+            raise BadRequest("the v2 protocol names the model in the URL: pass a model", code="invalid_request")
+        path, headers, body = v2.request(model, image, threshold, top_k)
+        params: dict[str, str] = {}
+    else:
+        params, path, body = _query(threshold, top_k), predict_path(model), image
+        headers = {"Content-Type": "application/octet-stream"}
+    headers[Header.REQUEST_ID] = request_id
     error: ClientError = ConnectionFailed("no attempt was made")
     for attempt in range(retries + 1):
         if attempt:
@@ -134,8 +144,8 @@ def predict_flow(
             base = route.base(model, slot)
             if base is None:
                 base = route.workers[model, slot] = (yield from lookup_flow(route, model))["url"]
-            outcome = yield Request("POST", base + path, params, headers, image)
-            return Result.from_json(*_decode(outcome))
+            outcome = yield Request("POST", base + path, params, headers, body)
+            return v2.result_of(*_decode(outcome)) if route.protocol == "v2" else Result.from_json(*_decode(outcome))
         except ClientError as failure:
             if not failure.retryable:
                 raise

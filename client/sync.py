@@ -37,12 +37,19 @@ T = TypeVar("T")
 
 
 class Client:
-    """Predicts through a visionpool proxy, in p2p or proxy mode."""
+    """Predicts through a visionpool proxy, in p2p or proxy mode, over /predict or the v2 protocol."""
 
     def __init__(
-        self, url: str, *, mode: str = "p2p", model: str | None = None, timeout: float = 30.0, retries: int = 3
+        self,
+        url: str,
+        *,
+        mode: str = "p2p",
+        model: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        protocol: str = "predict",
     ) -> None:
-        self.route = Route(url, mode)
+        self.route = Route(url, mode, protocol)
         self.model, self.timeout, self.retries = model, timeout, retries
         self._local = threading.local()  # one requests.Session per thread
 

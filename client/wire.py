@@ -105,6 +105,8 @@ def error_body(code: str, message: str, path: str = "") -> dict[str, Any]:
 def read_error(body: Any) -> tuple[str | None, str | None]:
     """(code, message) of an error answer's JSON; (None, None) when it is not in our shape."""
     detail = body.get("error") if isinstance(body, dict) else None
+    if isinstance(detail, str):  # the Open Inference Protocol's shape: a message alone
+        return None, detail
     if not isinstance(detail, dict):
         return None, None
     code, message = detail.get("code"), detail.get("message")

@@ -105,3 +105,13 @@ def start_worker(servers: list[ServerProcess]) -> Callable[..., ServerProcess]:
 def start_proxy(servers: list[ServerProcess]) -> Callable[..., ServerProcess]:
     """Start ``visionpool proxy`` processes on free ports; all are killed after the test."""
     return launcher(servers, "proxy")
+
+
+@pytest.fixture
+def photo_files(jpegs: dict[str, bytes], tmp_path: Path) -> dict[str, Path]:
+    """The test photos as JPEG files on disk."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in jpegs.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    return {name: folder / f"{name}.jpg" for name in jpegs}

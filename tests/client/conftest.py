@@ -51,13 +51,3 @@ def make_pool(start_proxy, start_worker, model_repository: Path, tmp_path: Path)
         return Pool(proxy, started)
 
     return make
-
-
-@pytest.fixture
-def photo_files(jpegs: dict[str, bytes], tmp_path: Path) -> dict[str, Path]:
-    """The test photos as JPEG files on disk."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name, data in jpegs.items():
-        (folder / f"{name}.jpg").write_bytes(data)
-    return {name: folder / f"{name}.jpg" for name in jpegs}

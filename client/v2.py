@@ -1,0 +1,59 @@
+"""The client's side of the Open Inference Protocol: one image as a v2 request, the v2 answer as a Result.
+
+Usage (the core does this for ``protocol="v2"``):
+    path, headers, body = request(model, image, threshold, top_k)
+    result = result_of(answer_json, answer_headers)
+
+The image goes as the BYTES input IMAGE in binary (the JSON header, then a 4-byte
+little-endian length and the bytes); every output comes back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+from urllib.parse import quote
+
+from .types import Box, Prediction, Result
+from .wire import V2, V2_HEADER_LENGTH, Header
+
+
+def request(model: str, image: bytes, threshold: float | None, top_k: int | None) -> tuple[str, dict[str, str], bytes]:
+    """(path, headers, body) of an infer request for one encoded image."""
+    data = struct.pack("<I", len(image)) + image
+    parameters = {k: v for k, v in (("threshold", threshold), ("top_k", top_k)) if v is not None}
+    header: dict[str, Any] = {
+        "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(data)}}],
+        "parameters": {"binary_data_output": False, **parameters},
+    }
+    head = json.dumps(header).encode()
+    headers = {"Content-Type": "application/octet-stream", V2_HEADER_LENGTH: str(len(head))}
+    return f"{V2}/models/{quote(model, safe='')}/infer", headers, head + data
+
+
+def result_of(body: dict[str, Any], headers: dict[str, str]) -> Result:
+    """The answer for the request's one image."""
+    outputs = {o["name"]: o.get("data", []) for o in body.get("outputs", [])}
+    count = int(outputs["COUNT"][0])
+    width, height = (int(v) for v in outputs["SIZE"][:2])
+    scores = outputs.get("SCORES") or outputs.get("PROBABILITIES") or []
+    boxes = outputs.get("BOXES")
+    predictions = [
+        Prediction(
+            outputs["LABELS"][i],
+            int(outputs["CLASS_IDS"][i]),
+            round(float(scores[i]), 4),
+            Box(*(round(v) for v in boxes[4 * i : 4 * i + 4])) if boxes else None,
+        )
+        for i in range(count)
+    ]
+    return Result(
+        model=str(body.get("model_name")),
+        version=str(body.get("model_version")),
+        width=width,
+        height=height,
+        predictions=predictions,
+        worker_id=headers.get(Header.WORKER_ID.lower()),
+        request_id=headers.get(Header.REQUEST_ID.lower()),
+    )
