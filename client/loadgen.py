@@ -10,13 +10,14 @@ Load goes only to the URLs given, bounded in time and in count (MAX_REQUESTS).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import ipaddress
 import itertools
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .aio import AsyncClient
-from .errors import ClientError
 
 MAX_REQUESTS = 1_000_000  # a hard cap on any one measurement, whatever its duration
 
@@ -134,6 +134,9 @@ def _scene(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+Sender = Callable[[bytes], Awaitable[Any]]  # sends one image; raises on failure
+
+
 async def closed_loop(
     target: str,
     url: str,
@@ -144,12 +147,67 @@ async def closed_loop(
     seconds: float,
     warmup: float,
     clocks: dict[str, Callable[[], float]] | None = None,
+    protocol: str = "predict",
 ) -> Measurement:
     """``concurrency`` clients, each with its own AsyncClient, posting back to back; measured after ``warmup``.
 
     ``clocks`` (a name -> CPU-seconds reader, see cpu_clock) are read when the measurement starts and ends.
     """
-    result = Measurement(target, concurrency)
+
+    @contextlib.asynccontextmanager
+    async def sender() -> AsyncIterator[Sender]:
+        async with AsyncClient(url, mode=mode, model=model, retries=0, timeout=60, protocol=protocol) as client:
+            yield client.predict
+
+    return await _loop(Measurement(target, concurrency), sender, images, seconds, warmup, clocks)
+
+
+async def triton_loop(
+    target: str,
+    address: str,
+    protocol: str,
+    model: str,
+    images: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    clocks: dict[str, Callable[[], float]] | None = None,
+) -> Measurement:
+    """The same closed loop with Triton's own asyncio client (``tritonclient[http,grpc]``), over REST or gRPC."""
+    if protocol == "grpc":
+        import tritonclient.grpc.aio as triton
+    else:
+        try:
+            import tritonclient.http.aio as triton  # type: ignore[no-redef]
+        except ImportError as error:
+            raise ValueError(f"measuring v2 over REST needs tritonclient[http] ({error})") from None
+
+    @contextlib.asynccontextmanager
+    async def sender() -> AsyncIterator[Sender]:
+        client = triton.InferenceServerClient(address)
+
+        async def send(image: bytes) -> Any:
+            tensor = triton.InferInput("IMAGE", [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([image], dtype=np.object_))
+            return await client.infer(model, [tensor])
+
+        try:
+            yield send
+        finally:
+            await client.close()
+
+    return await _loop(Measurement(target, concurrency), sender, images, seconds, warmup, clocks)
+
+
+async def _loop(
+    result: Measurement,
+    sender: Callable[[], contextlib.AbstractAsyncContextManager[Sender]],
+    images: Sequence[bytes],
+    seconds: float,
+    warmup: float,
+    clocks: dict[str, Callable[[], float]] | None,
+) -> Measurement:
+    """Each of ``result.concurrency`` users sends image after image; what it measured after ``warmup``."""
     start = time.monotonic()
     measure_from, stop_at = start + warmup, start + warmup + seconds
     budget = itertools.count()
@@ -161,22 +219,22 @@ async def closed_loop(
         result.cpu = {name: read() - started[name] for name, read in (clocks or {}).items()}
 
     async def user(offset: int) -> None:
-        async with AsyncClient(url, mode=mode, model=model, retries=0, timeout=60) as client:
+        async with sender() as send:
             for i in itertools.count(offset):
                 began = time.monotonic()
                 if began >= stop_at or next(budget) >= MAX_REQUESTS:
                     return
                 try:
-                    await client.predict(images[i % len(images)])
+                    await send(images[i % len(images)])
                     ok = True
-                except ClientError:
+                except Exception:  # noqa: BLE001 - any failure of one request is counted, never fatal
                     ok = False
                 if began >= measure_from:
                     result.latencies.append(time.monotonic() - began)
                     result.images += ok
                     result.errors += not ok
 
-    await asyncio.gather(watch_cpu(), *(user(i) for i in range(concurrency)))
+    await asyncio.gather(watch_cpu(), *(user(i) for i in range(result.concurrency)))
     result.seconds = stop_at - measure_from
     return result
 

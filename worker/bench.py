@@ -46,6 +46,7 @@ from visionpool.client.loadgen import (
     paired_overhead,
     sample_images,
     table,
+    triton_loop,
 )
 
 from .engines import host_cores
@@ -74,7 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="engine batch sizes tried for the limit")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
-    parser.add_argument("--targets", default="engine,worker,proxy,p2p", help="what to measure")
+    parser.add_argument(
+        "--targets",
+        default="engine,worker,proxy,p2p",
+        help="what to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient)",
+    )
     parser.add_argument(
         "--soak",
         type=int,
@@ -103,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
             if target in targets:
                 watched = {name: clock for name, clock in clocks.items() if name == "worker" or target != "worker"}
                 rows += _series(target, url, mode, args, images, concurrencies, limit, report, watched)
+        for target in ("v2-rest", "v2-grpc"):
+            if target in targets:
+                rows += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
         if {"worker", "proxy"} <= targets:
             report["proxy_overhead"] = asyncio.run(
                 paired_overhead(worker, proxy, args.model, images, max(args.duration, 5.0))
@@ -261,6 +269,35 @@ def _series(
     return rows
 
 
+def _v2_series(
+    target: str,
+    proxy: str,
+    worker: str,
+    args: argparse.Namespace,
+    images: list[bytes],
+    concurrencies: list[int],
+    limit: float,
+    clocks: dict[str, Callable[[], float]],
+) -> list[dict[str, Any]]:
+    """The Open Inference Protocol straight to the worker, with Triton's own client: REST, or gRPC."""
+    listed = requests.get(proxy + wire.WORKERS, timeout=10).json()["workers"]
+    if target == "v2-grpc":
+        address = next((w.get("grpc") for w in listed if w["url"] == worker), "")
+        if not address:
+            raise ValueError(f"the worker at {worker} serves no gRPC (start it with --grpc-port)")
+    else:
+        address = worker.removeprefix("http://").removeprefix("https://")
+    protocol = "grpc" if target == "v2-grpc" else "rest"
+    watched = {name: clock for name, clock in clocks.items() if name == "worker"}
+    rows = []
+    for concurrency in concurrencies:
+        load = triton_loop(
+            target, address, protocol, args.model, images, concurrency, args.duration, args.warmup, watched
+        )
+        rows.append(asyncio.run(load).row(limit))
+    return rows
+
+
 def _worker_urls(proxy: str, model: str) -> list[str]:
     """Every worker the proxy lists for ``model``."""
     workers = requests.get(proxy + wire.WORKERS, timeout=10).json()["workers"]
@@ -382,6 +419,7 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         yield args.url.rstrip("/"), serving[0]
         return
     token, ports = secrets.token_urlsafe(16), [_free_port() for _ in range(args.workers + 1)]
+    grpc_ports = [_free_port() for _ in range(args.workers)]
     env = {**os.environ, "VISIONPOOL_REGISTRY_TOKEN": token}
     proxy_url, *worker_urls = (f"http://127.0.0.1:{port}" for port in ports)
     worker_args = ["--model", args.model, "--registry", "local", "--registry-url", proxy_url]
@@ -392,7 +430,10 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         worker_args += ["--engine", args.engine]
     with tempfile.TemporaryFile() as log:
         processes = [_spawn("proxy", ["--port", str(ports[0])], env, log)]
-        processes += [_spawn("worker", [*worker_args, "--port", str(port)], env, log) for port in ports[1:]]
+        processes += [
+            _spawn("worker", [*worker_args, "--port", str(port), "--grpc-port", str(grpc)], env, log)
+            for port, grpc in zip(ports[1:], grpc_ports, strict=True)
+        ]
         try:
             for url in worker_urls:
                 _wait(url + wire.READYZ, processes, log)
