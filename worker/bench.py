@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every target this many times in turn; report the median round"
+    )
+    parser.add_argument(
         "--targets",
         default="engine,worker,proxy,p2p",
         help="what to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient)",
@@ -104,13 +107,16 @@ def run(args: argparse.Namespace) -> int:
     with _pool(args) as (proxy, worker):
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
-        for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
-            if target in targets:
-                watched = {name: clock for name, clock in clocks.items() if name == "worker" or target != "worker"}
-                rows += _series(target, url, mode, args, images, concurrencies, limit, report, watched)
-        for target in ("v2-rest", "v2-grpc"):
-            if target in targets:
-                rows += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
+        measured: list[dict[str, Any]] = []
+        for _ in range(args.rounds):  # in turn, so that a host's drift falls on every target alike
+            for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
+                if target in targets:
+                    watched = {k: clock for k, clock in clocks.items() if k == "worker" or target != "worker"}
+                    measured += _series(target, url, mode, args, images, concurrencies, limit, report, watched)
+            for target in ("v2-rest", "v2-grpc"):
+                if target in targets:
+                    measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
+        rows += _medians(measured)
         if {"worker", "proxy"} <= targets:
             report["proxy_overhead"] = asyncio.run(
                 paired_overhead(worker, proxy, args.model, images, max(args.duration, 5.0))
@@ -267,6 +273,18 @@ def _series(
         after = _proxy_bytes(report["proxy"])
         report.setdefault("proxy_bytes", {})[target] = after - carried if after is not None else None
     return rows
+
+
+def _medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each (target, concurrency), the round whose throughput is the median (the first round's order)."""
+    points: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        points.setdefault((row["target"], row["concurrency"]), []).append(row)
+    chosen = []
+    for rounds in points.values():
+        ranked = sorted(rounds, key=lambda r: r["images_per_s"])
+        chosen.append({**ranked[len(ranked) // 2], "rounds": len(ranked)})
+    return chosen
 
 
 def _v2_series(
