@@ -80,6 +80,11 @@ HEALTHZ = "/healthz"
 READYZ = "/readyz"
 METRICS = "/metrics"
 PROMETHEUS_TARGETS = "/prometheus/targets"
+# The web page (proxy and worker alike): the page, its files, and the pool view it reads; a worker's own numbers.
+PAGE = "/"
+PAGE_ASSET = "/ui/{name}"
+POOL = "/pool"
+STATS = "/stats"
 # The local registry, served by the proxy: PUT/DELETE one instance, GET them all.
 REGISTRY_INSTANCES = "/registry/instances"
 REGISTRY_INSTANCE = "/registry/instances/{id}"

@@ -1,4 +1,4 @@
-"""The proxy's aiohttp application: routing, p2p lookup, and the registry it follows.
+"""The proxy's aiohttp application: routing, p2p lookup, the registry it follows, and the pool's page.
 
 Usage:
     app = create_app(ProxySettings(), create_registry(settings, "proxy"))
@@ -18,17 +18,19 @@ import aiohttp
 from aiohttp import web
 
 from visionpool.client import wire
-from visionpool.client.wire import Header
+from visionpool.client.wire import Header, NotFound
 from visionpool.discovery import Directory
 
 from .errors import NoWorker, no_worker
 from .forward import Forwarder
 from .frontdoor import FrontDoor, Limits, error_middleware
 from .metrics import ProxyMetrics
+from .page import INDEX, asset, page_headers
 from .pool import Pool
 from .settings import ProxySettings
-from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS
+from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS, VIEW
 from .v2 import routes as v2_routes
+from .view import PoolView
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
             web.get(wire.READYZ, readyz),
             web.get(wire.METRICS, metrics.handle_metrics),
             web.get(wire.PROMETHEUS_TARGETS, prometheus_targets),
+            web.get(wire.PAGE, page),
+            web.get(wire.PAGE_ASSET, page_asset),
+            web.get(wire.POOL, pool_view),
             *v2_routes(door),
             *registry.routes(),
         ]
@@ -72,6 +77,7 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     jar = aiohttp.DummyCookieJar()
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=jar) as session:
         app[FORWARDER] = Forwarder(app[POOL], session, settings.retries, timeout, app[METRICS])
+        app[VIEW] = PoolView(app[POOL], session)
         yield
 
 
@@ -139,6 +145,32 @@ async def prometheus_targets(request: web.Request) -> web.Response:
         for i in request.app[POOL].healthy()
     ]
     return web.json_response(targets)
+
+
+async def page(request: web.Request) -> web.Response:
+    return page_file(request, INDEX)
+
+
+async def page_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name == INDEX:
+        raise NotFound(f"No page file {name!r}.")
+    return page_file(request, name)
+
+
+def page_file(request: web.Request, name: str) -> web.Response:
+    """One of the page's files; its policy lets the page reach the registered workers (for p2p)."""
+    found = asset(name)
+    if found is None:
+        raise NotFound(f"No page file {name!r}.")
+    body, content_type = found
+    workers = (instance.url for instance in request.app[POOL].instances.values())
+    return web.Response(body=body, headers={"Content-Type": content_type, **page_headers(workers)})
+
+
+async def pool_view(request: web.Request) -> web.Response:
+    """The pool as the page shows it: every worker's state and last minute, and the models."""
+    return web.json_response(await request.app[VIEW].read())
 
 
 async def healthz(request: web.Request) -> web.Response:

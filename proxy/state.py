@@ -11,6 +11,7 @@ from .frontdoor import FrontDoor
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
+from .view import PoolView
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 POOL = web.AppKey("pool", Pool)
@@ -18,3 +19,4 @@ REGISTRY = web.AppKey("registry", Directory)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 DOOR = web.AppKey("front_door", FrontDoor)
+VIEW = web.AppKey("pool_view", PoolView)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from helpers import ServerProcess, encode, free_port
+from helpers import ServerProcess, encode, launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = Path(os.environ.get("VISIONPOOL_TEST_MODELS", ROOT.parent / "shared" / "models"))
@@ -75,24 +75,6 @@ def servers() -> Iterator[list[ServerProcess]]:
     for server in started:
         server.stop(signal.SIGKILL)
         server.log.close()
-
-
-def launcher(started: list[ServerProcess], command: str) -> Callable[..., ServerProcess]:
-    """A function starting ``visionpool <command>`` on a free port (or ``port``, or $PORT from ``env``)."""
-
-    def start(
-        *args: str, env: dict[str, str] | None = None, ready: bool = True, port: int | None = None
-    ) -> ServerProcess:  # noqa: E501
-        env = env or {}
-        port = port or (int(env["PORT"]) if "PORT" in env else free_port())
-        flags = [] if "PORT" in env else ["--port", str(port)]
-        server = ServerProcess(command, [*flags, *args], env, port)
-        started.append(server)
-        if ready:
-            server.wait_ready()
-        return server
-
-    return start
 
 
 @pytest.fixture

@@ -170,3 +170,21 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def sample(samples: dict, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return float(samples.get((name, tuple(sorted(labels.items()))), 0.0))
+
+
+def launcher(started: list[ServerProcess], command: str) -> Callable[..., ServerProcess]:
+    """A function starting ``visionpool <command>`` on a free port (or ``port``, or $PORT from ``env``)."""
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, ready: bool = True, port: int | None = None
+    ) -> ServerProcess:  # noqa: E501
+        env = env or {}
+        port = port or (int(env["PORT"]) if "PORT" in env else free_port())
+        flags = [] if "PORT" in env else ["--port", str(port)]
+        server = ServerProcess(command, [*flags, *args], env, port)
+        started.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    return start

@@ -13,13 +13,14 @@ from flask import Flask, Response, current_app, g, request
 
 from visionpool.client.wire import Header
 
-from . import models, v2_rest
+from . import models, page, v2_rest
 from .errors import register_error_handlers
 from .metrics import METRICS, WorkerMetrics
 from .routes import bp
 from .settings import WorkerSettings
 
 __all__ = ["WorkerSettings", "create_app"]
+PREDICT_ENDPOINTS = ("worker.predict_default", "worker.predict_named")
 
 
 def create_app(settings: WorkerSettings | None = None, *, background: bool = True) -> Flask:
@@ -33,6 +34,7 @@ def create_app(settings: WorkerSettings | None = None, *, background: bool = Tru
     register_error_handlers(app)
     app.register_blueprint(bp)
     app.register_blueprint(v2_rest.bp)
+    app.register_blueprint(page.bp)
     app.config["WORKER_ID"] = settings.worker_id or f"{settings.advertised_host()}:{settings.port}"
     app.before_request(_take_request_id)
     app.after_request(_tag_response)
@@ -47,7 +49,11 @@ def _take_request_id() -> None:
 
 
 def _tag_response(response: Response) -> Response:
-    """Echo (or make) the X-Request-ID and name this worker, so every answer can be traced."""
+    """Echo (or make) the X-Request-ID and name this worker, so every answer can be traced. Predictions
+    may be read by a page from another origin (the proxy's page, in p2p mode): nothing else may."""
     response.headers[Header.REQUEST_ID] = g.get("request_id") or uuid.uuid4().hex
     response.headers[Header.WORKER_ID] = current_app.config["WORKER_ID"]
+    if request.endpoint in PREDICT_ENDPOINTS:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = f"{Header.REQUEST_ID}, {Header.WORKER_ID}"
     return response

@@ -42,6 +42,19 @@ class ModelManager:
         self.models: dict[str, Pipeline] = {}
         self.ready = threading.Event()
         self.failure: Exception | None = None
+        self.draining = False  # set when the worker starts to stop
+
+    def state(self) -> str:
+        """loading, ready, draining or failed."""
+        if self.failure is not None:
+            return "failed"
+        if self.draining:
+            return "draining"
+        return "ready" if self.ready.is_set() else "loading"
+
+    def describe(self) -> list[dict[str, object]]:
+        """What GET /models says of each model; for one still loading, what its config says."""
+        return [self.models[c.name].describe() if c.name in self.models else c.describe() for c in self.configs]
 
     def load_all(self) -> None:
         """Load and warm up every model; records a failure instead of raising."""
@@ -52,6 +65,7 @@ class ModelManager:
             logger.exception("loading the models failed")
             self.failure = error
             return
+        self.metrics.recent.start_over()
         self.ready.set()
 
     def get(self, name: str | None) -> Pipeline:

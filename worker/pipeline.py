@@ -121,17 +121,12 @@ class Pipeline:
         ]
 
     def describe(self) -> dict[str, Any]:
-        """What GET /models says of this model."""
-        c = self.config
+        """What GET /models says of this model: its config's summary, and how its engine runs."""
         return {
-            "name": c.name,
-            "version": c.version,
-            "task": c.task,
-            "engine": c.engine,
+            **self.config.describe(),
             **self.engine.details(),
-            "input": {"width": c.input.width, "height": c.input.height},
-            "labels": len(c.labels),
             "max_batch_size": self.batcher.max_batch,
+            "queue_depth": self.batcher.depth(),
         }
 
     def label(self, class_id: int) -> str:

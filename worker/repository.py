@@ -92,6 +92,21 @@ class ModelConfig:
     engine_options: dict[str, Any]  # plain keys for ``engine``; [engine_options.<engine>] tables for any engine
     source: Path  # the config file, for error messages
 
+    def describe(self) -> dict[str, Any]:
+        """The model as GET /models and the page show it, from its config alone."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "engine": self.engine,
+            "input": {"width": self.input.width, "height": self.input.height},
+            "labels": len(self.labels),
+            "threshold": self.output.score_threshold,
+            "top_k": self.output.top_k,
+            "max_batch_size": self.batching.max_batch_size,
+            "max_queue_delay_ms": self.batching.max_queue_delay_ms,
+        }
+
     def options_for(self, engine: str) -> dict[str, Any]:
         """The options an engine gets: its own table, over the plain keys when it is the configured engine."""
         plain = {k: v for k, v in self.engine_options.items() if not isinstance(v, dict)}

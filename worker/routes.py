@@ -1,9 +1,10 @@
-"""The worker's HTTP API: predict, health, readiness and the model list."""
+"""The worker's HTTP API: predict, health, readiness, the model list and its own numbers."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,16 +40,35 @@ def healthz() -> Response:
 @bp.get(wire.READYZ)
 def readyz() -> Response:
     models = get_models()
-    if models.ready.is_set():
+    state = models.state()
+    if state == "ready":
         return jsonify(status="ready", models=[c.name for c in models.configs])
-    state = "failed" if models.failure else "loading"
-    return error_response(NotReady(f"Models are {state}."))
+    return error_response(NotReady("This worker is shutting down." if state == "draining" else f"Models are {state}."))
 
 
 @bp.get(wire.MODELS)
 def list_models() -> Response:
     models = get_models()
-    return jsonify(default=models.default, models=[m.describe() for m in models.models.values()])
+    return jsonify(default=models.default, models=models.describe())
+
+
+@bp.get(wire.STATS)
+def stats() -> Response:
+    """This worker now: state, requests in flight, and its last minute (what the page's pool view shows)."""
+    return jsonify(worker_stats())
+
+
+def worker_stats() -> dict[str, Any]:
+    models, metrics = get_models(), current_app.extensions[METRICS]
+    return {
+        "id": current_app.config["WORKER_ID"],
+        "state": models.state(),
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - metrics.started, 1),
+        "in_flight": metrics.in_flight_now(),
+        **metrics.recent.read(),
+        "models": models.describe(),
+    }
 
 
 def _predict(name: str | None) -> Response:

@@ -63,7 +63,7 @@ class WorkerServer:
             )
             logger.info("worker serving the Open Inference Protocol over gRPC on %s:%s", host, self.grpc_port)
         instance = self.instance(port)
-        self.app.config["WORKER_ID"] = instance.id
+        self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
         await self.door.start(wsgi_app(self.app, self.door, self.settings.threads), self.sock)
         logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
@@ -102,6 +102,7 @@ class WorkerServer:
 
     async def shutdown(self) -> None:
         started = time.monotonic()
+        self.models.draining = True
         if self.announcer:
             await asyncio.to_thread(self.announcer.stop)  # first: proxies stop sending before this worker stops taking
         logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)

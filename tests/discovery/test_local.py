@@ -74,7 +74,8 @@ def test_the_embedded_registry_api_checks_token_and_payload() -> None:
             put = await client.put("/registry/instances/w%201", json=payload(W1, 9999), headers=good)
             assert put.status == 200 and await put.json() == {"id": "w 1", "ttl": 3600.0}  # clamped to an hour
             listed = await (await client.get("/registry/instances", headers=good)).json()
-            assert listed == {"instances": [{"id": "w 1", "url": "http://127.0.0.1:9", "models": {"m": "1"}, "grpc": ""}]}
+            listed_w1 = {"id": "w 1", "url": "http://127.0.0.1:9", "models": {"m": "1"}, "grpc": ""}
+            assert listed == {"instances": [listed_w1]}
             assert (await client.get("/workers")).status == 200
             assert (await client.delete("/registry/instances/w%201", headers=good)).status == 200
             missing = await client.delete("/registry/instances/w%201", headers=good)

@@ -1,14 +1,26 @@
-"""A pool on loopback: a proxy with its embedded registry, and workers on a fast sleeping model."""
+"""A pool on loopback (a proxy with its embedded registry, workers on a fast sleeping model), and a real browser.
+
+The browser is Debian's headless Chromium, driven by selenium through chromium-driver; the tests
+install both with apt-get when they are missing (the test command installs what the tests need).
+A browser test that fails leaves a screenshot of the page in test-artifacts/.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 from helpers import ServerProcess, wait_until, write_sleepy_model
+
+ARTIFACTS = Path(os.environ.get("VISIONPOOL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
 TOKEN = "test-registry-token"
 TTL = "1.5"  # seconds: workers renew every 0.5 s, so a restarted proxy relearns them fast
@@ -63,3 +75,53 @@ def make_pool(start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
         return pool
 
     return make
+
+
+def chromium() -> tuple[str, str]:
+    """The paths of chromium and chromedriver, installed from Debian's packages first when missing."""
+    found = shutil.which("chromium"), shutil.which("chromedriver")
+    if found[0] and found[1]:
+        return found[0], found[1]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        packages = " ".join(BROWSER_PACKAGES)
+        pytest.fail(f"the browser tests need Debian's {packages}; as root: apt-get install {packages}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", *BROWSER_PACKAGES]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:  # stale package lists?
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.fail(f"apt-get could not install {' '.join(BROWSER_PACKAGES)}: {done.stderr[-2000:]}")
+    return chromium()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for the session's browser tests."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary  # the system's browser and driver: selenium downloads nothing
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    yield chrome
+    chrome.quit()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """When a browser test fails, save what the page looked like (and its console) next to the report."""
+    report = yield
+    chrome = getattr(item, "funcargs", {}).get("browser")
+    if chrome is not None and report.when == "call" and report.failed:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACTS / f"{item.name}.png"
+        with contextlib.suppress(Exception):
+            chrome.save_screenshot(str(screenshot))
+            console = "\n".join(f"{e['level']} {e['message']}" for e in chrome.get_log("browser"))
+            report.sections.append(("browser", f"screenshot: {screenshot}\nconsole:\n{console}"))
+    return report

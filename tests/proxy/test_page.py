@@ -1,0 +1,239 @@
+"""The pool's page in a real browser (headless Chromium) against a real pool: the workers live, photos in, boxes drawn.
+
+A failing test leaves a screenshot of the page in test-artifacts/ (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ServerProcess, launcher, wait_until
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from visionpool.client import Client
+from visionpool.client.draw import class_colour
+
+pytestmark = pytest.mark.slow  # every test here starts processes
+
+SSD, CLASSIFIER = "ssd-mobilenet-v2", "efficientnet-lite0"
+TOKEN = "page-tests"
+CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}
+
+
+@pytest.fixture(scope="module")
+def live_pool(model_repository: Path) -> Iterator[dict[str, ServerProcess]]:
+    """A proxy and two workers, w1 and w2, on the real SSD detector and EfficientNet classifier."""
+    started: list[ServerProcess] = []
+    try:
+        proxy = launcher(started, "proxy")("--registry-token", TOKEN)
+        pool = {"proxy": proxy}
+        for worker_id in ("w1", "w2"):
+            pool[worker_id] = launcher(started, "worker")(
+                "--model", SSD, CLASSIFIER, "--model-repository", str(model_repository), "--worker-id", worker_id,
+                "--registry", "local", "--registry-url", proxy.url, "--registry-token", TOKEN,
+            )  # fmt: skip
+        wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == 2)
+        yield pool
+    finally:
+        for server in started:
+            server.stop(signal.SIGKILL)
+            server.log.close()
+
+
+def wait(browser: WebDriver, condition, timeout: float = 20.0):  # noqa: ANN001
+    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda _: condition())
+
+
+def worker_rows(browser: WebDriver) -> dict[str, dict[str, str]]:
+    """The workers table as it reads now (read in one go: the page redraws it every refresh)."""
+    return {row["data"]["worker"]: row for row in table(browser, "workers")}
+
+
+def table(browser: WebDriver, name: str) -> list[dict]:
+    """A table's rows: each row's data attributes, and its cells' text by the cell's class (or position)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)].map((row) => ({"
+        "  data: {...row.dataset},"
+        "  cells: [...row.cells].map((td) => td.innerText),"
+        "  named: Object.fromEntries([...row.cells].filter((td) => td.className)"
+        "    .map((td) => [td.className.split(' ').pop(), td.innerText])),"
+        "}));",
+        name,
+    )
+
+
+def open_page(browser: WebDriver, url: str, workers: int) -> dict[str, dict]:
+    """Load the page and wait until it lists ``workers`` ready workers and the models to try."""
+    browser.get(url + "/")
+    wait(browser, lambda: [r["data"]["state"] for r in worker_rows(browser).values()] == ["ready"] * workers)
+    wait(browser, lambda: len(Select(browser.find_element(By.ID, "model")).options) == 2)
+    return worker_rows(browser)
+
+
+def pick(browser: WebDriver, *files: Path, model: str = SSD, route: str | None = None) -> list[WebElement]:
+    """Choose model and route, pick ``files`` in the file dialog; the result cards once every answer is in."""
+    Select(browser.find_element(By.ID, "model")).select_by_value(model)
+    if route:
+        browser.find_element(By.CSS_SELECTOR, f"input[name=route][value={route}]").click()
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
+    return finished(browser, len(files))
+
+
+def finished(browser: WebDriver, count: int) -> list[WebElement]:
+    answered = "#results .result.done, #results .result.failed"
+    wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, answered)) == count)
+    return browser.find_elements(By.CSS_SELECTOR, "#results .result")
+
+
+def answer_of(card: WebElement) -> dict:
+    return json.loads(card.find_element(By.CSS_SELECTOR, "pre.json").get_attribute("textContent"))
+
+
+def drawn(card: WebElement) -> list[dict[str, str]]:
+    """The boxes drawn on a result's picture: label, class id and outline colour of each."""
+    return [
+        {
+            "label": box.get_attribute("data-label"),
+            "class_id": box.get_attribute("data-class-id"),
+            "colour": box.find_element(By.TAG_NAME, "rect").get_attribute("stroke"),
+        }
+        for box in card.find_elements(By.CSS_SELECTOR, "svg.boxes g.box")
+    ]
+
+
+def console_errors(browser: WebDriver) -> list[str]:
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def test_the_pool_view_lists_every_worker_live(browser: WebDriver, live_pool, jpegs) -> None:
+    proxy = live_pool["proxy"]
+    rows = open_page(browser, proxy.url, 2)
+    assert set(rows) == {"w1", "w2"}
+    for worker_id, row in rows.items():
+        texts = row["cells"]
+        assert texts[1] == live_pool[worker_id].url
+        assert texts[2] == f"{SSD} v1, {CLASSIFIER} v1"
+        assert texts[3].startswith("openvino · cpu · ")  # engine, device, precision
+    models = {row["data"]["model"]: row["cells"] for row in table(browser, "models")}
+    assert models[SSD][2:4] == ["detection", "300×300"] and models[SSD][-1] == "2 of 2"
+    assert models[CLASSIFIER][2:4] == ["classification", "224×224"]
+
+    # traffic the page has not seen, round-robin over both workers: it shows up without a reload
+    with Client(proxy.url, model=SSD, mode="proxy") as client:
+        for _ in range(10):
+            client.predict(jpegs["chelsea"])
+
+    def busy() -> bool:  # both workers show their share: "–" (no request yet) until then
+        rows = worker_rows(browser).values()
+        return all(r["named"]["rate"] not in ("–", "0.0") and r["named"]["p50"] != "–" for r in rows)
+
+    wait(browser, busy)
+    p50, p99 = (float(worker_rows(browser)["w1"]["named"][name]) for name in ("p50", "p99"))
+    assert 0 < p50 <= p99 < 10_000
+    assert "over the last" in browser.find_element(By.ID, "window").text
+    assert console_errors(browser) == []  # no script error, nothing the Content-Security-Policy refused
+
+
+def test_a_photo_through_the_proxy_is_drawn_with_every_box(browser: WebDriver, live_pool, photo_files) -> None:
+    open_page(browser, live_pool["proxy"].url, 2)
+    [card] = pick(browser, photo_files["chelsea"], route="proxy")
+    answer = answer_of(card)
+    boxes = drawn(card)
+    assert [b["label"] for b in boxes] == [p["label"] for p in answer["predictions"]] and boxes[0]["label"] == "cat"
+    for box in boxes:  # the same colour per class as `visionpool predict --draw`
+        assert box["colour"] == "rgb({}, {}, {})".format(*class_colour(int(box["class_id"])))
+    assert len(card.find_elements(By.CSS_SELECTOR, "svg.boxes g.tag")) == len(boxes)  # a label per box
+    assert card.get_attribute("data-worker") in {"w1", "w2"} and "through the proxy" in card.text
+    assert "inference" in card.find_element(By.CSS_SELECTOR, "table.timings").text
+
+    # the cat's outline sits on the cat: its place on screen, scaled back to the photo's pixels
+    picture = card.find_element(By.CSS_SELECTOR, ".picture img").rect
+    outline = card.find_element(By.CSS_SELECTOR, "svg.boxes g.box rect").rect
+    scale = answer["image"]["width"] / picture["width"]
+    on_photo = [(outline["x"] - picture["x"]) * scale, (outline["y"] - picture["y"]) * scale, outline["width"] * scale]
+    assert on_photo == pytest.approx([CAT_BOX["x"], CAT_BOX["y"], CAT_BOX["width"]], abs=12)
+
+
+def test_photos_dropped_on_the_page_go_p2p_to_both_workers(browser: WebDriver, live_pool, photo_files) -> None:
+    open_page(browser, live_pool["proxy"].url, 2)
+    Select(browser.find_element(By.ID, "model")).select_by_value(SSD)
+    browser.find_element(By.CSS_SELECTOR, "input[name=route][value=p2p]").click()
+    names = ["chelsea", "coffee", "camera"]
+    drop(browser, [photo_files[name] for name in names])
+    cards = finished(browser, 3)
+    assert [answer_of(card)["predictions"][0]["label"] for card in cards] == ["cat", "cup", "person"]
+    assert {card.get_attribute("data-route") for card in cards} == {"p2p"}
+    assert {card.get_attribute("data-worker") for card in cards} == {"w1", "w2"}  # round robin, straight to each
+    assert [b["label"] for b in drawn(cards[0])][0] == "cat"
+    assert console_errors(browser) == []
+
+
+def drop(browser: WebDriver, files: list[Path]) -> None:
+    """Drag ``files`` onto the drop zone, as a person does from a file manager."""
+    source = browser.execute_script(
+        "const input = document.createElement('input'); input.type = 'file'; input.multiple = true;"
+        "input.hidden = true; document.body.append(input); return input;"
+    )
+    source.send_keys("\n".join(str(f) for f in files))
+    browser.execute_script(
+        "const files = arguments[0].files, zone = document.getElementById('drop'), data = new DataTransfer();"
+        "for (const file of files) data.items.add(file);"
+        "for (const type of ['dragenter', 'dragover', 'drop'])"
+        "  zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));"
+        "arguments[0].remove();",
+        source,
+    )
+
+
+def test_the_classifier_lists_its_top_classes_and_draws_no_box(browser: WebDriver, live_pool, photo_files) -> None:
+    open_page(browser, live_pool["proxy"].url, 2)
+    [card] = pick(browser, photo_files["coffee"], model=CLASSIFIER, route="proxy")
+    found = [li.get_attribute("data-label") for li in card.find_elements(By.CSS_SELECTOR, "ol.found li")]
+    assert found[0] == "espresso" and found == [p["label"] for p in answer_of(card)["predictions"]]
+    assert drawn(card) == []
+
+
+def test_a_bad_upload_shows_the_servers_own_message(browser: WebDriver, live_pool, photo_files, tmp_path) -> None:
+    proxy = live_pool["proxy"]
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo at all")
+    expected = requests.post(proxy.url + f"/models/{SSD}/predict", files={"image": notes.read_bytes()}, timeout=10)
+    message = expected.json()["error"]["message"]
+    open_page(browser, proxy.url, 2)
+    bad, good = pick(browser, notes, photo_files["chelsea"], route="proxy")
+    alert = bad.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert alert == f"400 invalid_image: {message}"
+    assert "done" in good.get_attribute("class")  # one bad file spoils nothing else
+
+
+def test_a_worker_serves_the_page_for_itself(browser: WebDriver, live_pool, photo_files) -> None:
+    worker = live_pool["w1"]
+    rows = open_page(browser, worker.url, 1)
+    assert list(rows) == ["w1"]
+    assert not browser.find_element(By.ID, "route").is_displayed()  # no proxy, no choice of route
+    [card] = pick(browser, photo_files["chelsea"])
+    assert drawn(card)[0]["label"] == "cat" and card.get_attribute("data-worker") == "w1"
+    policy = requests.get(worker.url + "/", timeout=5).headers["Content-Security-Policy"]
+    assert "connect-src 'self';" in policy
+
+
+def test_a_stopped_worker_is_seen_leaving(browser: WebDriver, make_pool) -> None:
+    pool = make_pool(2)
+    browser.get(pool.proxy.url + "/")
+    wait(browser, lambda: [r["data"]["state"] for r in worker_rows(browser).values()] == ["ready"] * 2)
+    leaving, staying = pool.workers
+    ids = {row["cells"][1]: worker_id for worker_id, row in worker_rows(browser).items()}
+    leaving.stop()  # SIGTERM: it deregisters, drains and exits
+    wait(browser, lambda: worker_rows(browser)[ids[leaving.url]]["data"]["state"] == "left")
+    rows = worker_rows(browser)
+    assert rows[ids[leaving.url]]["named"]["state"].startswith("left ")
+    assert rows[ids[staying.url]]["data"]["state"] == "ready"
+    assert list(rows)[-1] == ids[leaving.url]  # below the workers still registered

@@ -1,0 +1,51 @@
+"""The pool's web page, served by a worker for itself: the page, its files, and a pool of one (GET /pool).
+
+The page is the proxy's (proxy/page.py, proxy/static/); on a worker it lists this worker alone
+and sends photos straight to it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from visionpool.client import wire
+from visionpool.client.wire import NotFound
+from visionpool.discovery import Instance
+from visionpool.proxy.page import INDEX, asset, page_headers
+from visionpool.proxy.view import pool_document, worker_row
+
+from .models import get_models
+from .routes import worker_stats
+
+bp = Blueprint("page", __name__)
+
+
+@bp.get(wire.PAGE)
+def index() -> Response:
+    return _file(INDEX)
+
+
+@bp.get(wire.PAGE_ASSET.replace("{name}", "<name>"))
+def page_asset(name: str) -> Response:
+    if name == INDEX:
+        raise NotFound(f"No page file {name!r}.")
+    return _file(name)
+
+
+@bp.get(wire.POOL)
+def pool() -> Response:
+    """The pool as this worker knows it: itself."""
+    stats = worker_stats()
+    config = current_app.config
+    url = config.get("WORKER_URL") or request.host_url.rstrip("/")
+    models = {c.name: c.version for c in get_models().configs}
+    me = Instance(config["WORKER_ID"], url, models, config.get("WORKER_GRPC", ""))
+    return jsonify(pool_document("worker", [worker_row(me, stats["state"], stats)]))
+
+
+def _file(name: str) -> Response:
+    found = asset(name)
+    if found is None:
+        raise NotFound(f"No page file {name!r}.")
+    body, content_type = found
+    return Response(body, headers={"Content-Type": content_type, **page_headers()})
