@@ -226,7 +226,10 @@ class ConsulRegistry(Registry, Directory):
         await asyncio.sleep(max(0.0, state.started + MIN_QUERY_GAP - time.monotonic()))
         state.started = time.monotonic()
         try:
-            index, entries, filtered = await asyncio.wait_for(self._query(client, state.index), self._query_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
+            # query fails, and the watch then never stops (seen as a watcher outliving its proxy's shutdown)
+            async with asyncio.timeout(self._query_timeout):
+                index, entries, filtered = await self._query(client, state.index)
         except _WATCH_ERRORS as exc:
             await self._back_off(state, exc)
             return None

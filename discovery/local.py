@@ -171,8 +171,9 @@ class EmbeddedRegistry(Directory):
             self.expire()
             yield self.healthy()
             soonest = min((expires for _, expires in self.instances.values()), default=time.monotonic() + 1.0)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(soonest - time.monotonic(), 0.0) + 0.01)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(soonest - time.monotonic(), 0.0) + 0.01):  # see consul.py's _poll
+                    await self._changed.wait()
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -97,7 +97,8 @@ class WorkerServer:
                 logger.info("worker ready: every model is loaded and warmed up")
                 announced = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.should_exit.wait(), 0.1)
+                async with asyncio.timeout(0.1):  # not wait_for: on 3.11 it can swallow a cancellation
+                    await self.should_exit.wait()
         return 0
 
     async def shutdown(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -235,6 +236,34 @@ def test_watchers_see_only_what_their_token_may_read(
     wait_until(lambda: bool(warnings_about(caplog, "ACL not found")), timeout=5)
     assert warnings_about(caplog, "give the watcher service:read"), "an empty pool with no hint why"
     assert wrong.seen == []
+
+
+def test_a_watch_stops_when_cancelled_just_as_its_query_fails(
+    make_consul: Callable[..., ConsulDouble], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy shutting down at the moment the agent refuses a query: the watch still ends (on Python 3.11,
+    asyncio.wait_for turned that cancellation into the query's error, and the watch retried for ever)."""
+    registry = fast(make_consul(token="s3cret"), token="wrong")
+    refused = registry._query
+
+    async def refused_then_cancelled(*args: Any) -> Any:
+        try:
+            return await refused(*args)
+        finally:
+            watching.cancel()
+
+    monkeypatch.setattr(registry, "_query", refused_then_cancelled)
+
+    async def exercise() -> None:
+        nonlocal watching
+        updates = registry.watch()
+        watching = asyncio.ensure_future(anext(updates))
+        await asyncio.wait({watching}, timeout=5)
+        assert watching.cancelled(), "the watch went on after it was cancelled"
+        await updates.aclose()
+
+    watching: asyncio.Future[Any]
+    asyncio.run(exercise())
 
 
 def test_stopping_a_watch_closes_its_consul_session(consul: ConsulDouble, watch: Watch) -> None:
