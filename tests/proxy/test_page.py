@@ -6,6 +6,7 @@ A failing test leaves a screenshot of the page in test-artifacts/ (see conftest.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,17 @@ def test_photos_dropped_on_the_page_go_p2p_to_both_workers(browser: WebDriver, l
     assert {card.get_attribute("data-worker") for card in cards} == {"w1", "w2"}  # round robin, straight to each
     assert [b["label"] for b in drawn(cards[0])][0] == "cat"
     assert console_errors(browser) == []
+    keep_screenshot(browser)
+
+
+def keep_screenshot(browser: WebDriver) -> None:
+    """Save the page where VISIONPOOL_PAGE_SCREENSHOT says (the README's picture is made so), once both workers
+    show the photos they served."""
+    target = os.environ.get("VISIONPOOL_PAGE_SCREENSHOT")
+    if target:
+        wait(browser, lambda: all(row["named"]["p50"] != "–" for row in worker_rows(browser).values()))
+        browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
+        browser.save_screenshot(target)
 
 
 def drop(browser: WebDriver, files: list[Path]) -> None:
