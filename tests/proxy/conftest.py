@@ -20,7 +20,6 @@ import requests
 from helpers import ServerProcess, wait_until, write_sleepy_model
 
 ARTIFACTS = Path(os.environ.get("VISIONPOOL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
 TOKEN = "test-registry-token"
 TTL = "1.5"  # seconds: workers renew every 0.5 s, so a restarted proxy relearns them fast
@@ -79,20 +78,20 @@ def make_pool(start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
 
 def chromium() -> tuple[str, str]:
     """The paths of chromium and chromedriver, installed from Debian's packages first when missing."""
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if found[0] and found[1]:
-        return found[0], found[1]
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        packages = " ".join(BROWSER_PACKAGES)
-        pytest.fail(f"the browser tests need Debian's {packages}; as root: apt-get install {packages}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", *BROWSER_PACKAGES]
-    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:  # stale package lists?
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=True)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            pytest.fail(f"apt-get could not install {' '.join(BROWSER_PACKAGES)}: {done.stderr[-2000:]}")
-    return chromium()
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail("the browser tests need Debian's browser: apt-get install chromium chromium-driver")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:  # stale lists?
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=True)
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                pytest.fail(f"apt-get could not install chromium and chromium-driver: {done.stderr[-2000:]}")
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("apt-get installed chromium and chromium-driver, but they are not on PATH")
+    return binary, driver
 
 
 @pytest.fixture(scope="session")
