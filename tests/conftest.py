@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -38,6 +39,27 @@ def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: p
         raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@functools.cache
+def no_gpu() -> str | None:
+    """Why the ``gpu`` tests cannot run here, or None when they can."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime is not installed"
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return f"this onnxruntime ({onnxruntime.__version__}) has no CUDA provider: pip install -e '.[gpu]'"
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if not gpus.is_dir() or not any(gpus.iterdir()):
+        return "no NVIDIA GPU (or no driver) on this machine"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip the ``gpu`` tests, saying why, where there is no GPU for them."""
+    if item.get_closest_marker("gpu") is not None and (reason := no_gpu()):
+        pytest.skip(f"needs an NVIDIA GPU: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import secrets
@@ -26,14 +25,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 
 from visionpool.client import wire
@@ -50,7 +46,7 @@ from visionpool.client.loadgen import (
 )
 
 from .engines import host_cores
-from .pipeline import Pipeline
+from .limits import cpu_costs, engine_limit, inference_limit
 
 SOAK_CHECKPOINT = 1_000
 
@@ -64,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the model is (for the engine limit and the pool started here); default: the built-in repository",
     )
     parser.add_argument("--engine", default=None, help="serve the model with this engine (default: its config's)")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda:N, as the worker's --device")
     parser.add_argument(
         "--engines",
         default=None,
@@ -81,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--targets",
         default="engine,worker,proxy,p2p",
-        help="what to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient)",
+        help="what to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), "
+        "inference (the engine alone at each batch size: a GPU's own limit)",
     )
     parser.add_argument(
         "--soak",
@@ -98,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     images = sample_images(args.images)
     report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration}
-    limits = _engines(args, images) if "engine" in targets else {}
-    served = args.engine or (_configured_engine(args) if limits else None)
-    limit = max((m.rate for m in limits.get(served or "", ([], {}))[0]), default=0.0)
+    limits = _engines(args, images, targets) if targets & {"engine", "inference"} else {}
+    served = _served_engine(args) if limits else None
+    limit = max((m.rate for m in limits.get(served or "", ([], {}))[0] if m.target == "engine"), default=0.0)
     report["engine_limit_images_per_s"] = round(limit, 1)
     report["engines"] = {name: _ceiling(measured) for name, measured in limits.items()}
     rows = [{**m.row(limit), "engine": name} for name, (measured, _) in limits.items() for m in measured]
@@ -133,24 +131,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configured_engine(args: argparse.Namespace) -> str:
+def _served_engine(args: argparse.Namespace) -> str:
+    """The engine the pool serves the model with: --engine, else its config's on --device."""
     from .repository import BUILTIN_REPOSITORY, ModelRepository
+    from .settings import WorkerSettings
 
-    return ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model).engine
+    configured = ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model).engine
+    return WorkerSettings(engine=args.engine, device=args.device).engine_for(configured)
 
 
-def _engines(args: argparse.Namespace, images: list[bytes]) -> dict[str, tuple[list[Measurement], dict[str, float]]]:
+Limits = dict[str, tuple[list[Measurement], dict[str, float]]]
+
+
+def _engines(args: argparse.Namespace, images: list[bytes], targets: set[str]) -> Limits:
     """The engine limit with each engine asked for, the model loaded and warmed up exactly as a worker does it."""
-    names = (args.engines or args.engine or _configured_engine(args)).split(",")
-    return {name: _engine(args, images, name) for name in names}
+    names = (args.engines or _served_engine(args)).split(",")
+    return {name: _engine(args, images, name, "inference" in targets) for name in names}
 
 
-def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> tuple[list[Measurement], dict[str, float]]:
+def _engine(
+    args: argparse.Namespace, images: list[bytes], engine: str, inference: bool
+) -> tuple[list[Measurement], dict[str, float]]:
     from .metrics import WorkerMetrics
     from .models import ModelManager
     from .settings import WorkerSettings
 
-    settings = WorkerSettings(models=[args.model], max_image_pixels=10**9, engine=engine)
+    settings = WorkerSettings(models=[args.model], max_image_pixels=10**9, engine=engine, device=args.device)
     if args.model_repository:
         settings.model_repository = Path(args.model_repository)
     models = ModelManager(settings, WorkerMetrics(dict))
@@ -163,92 +169,26 @@ def _engine(args: argparse.Namespace, images: list[bytes], engine: str) -> tuple
         batch_sizes = sizes if pipeline.config.batching.max_batch_size > 1 else [1]
         measured = engine_limit(pipeline, images, batch_sizes, args.duration / 2)
         best = max(measured, key=lambda m: m.rate)
-        return measured, cpu_costs(pipeline, images, min(best.concurrency, pipeline.batcher.max_batch), 3.0)
+        costs = cpu_costs(pipeline, images, min(best.concurrency, pipeline.batcher.max_batch), 3.0)
+        if inference:
+            measured += inference_limit(pipeline, images, batch_sizes, args.duration / 2)
+        return measured, costs
     finally:
         models.close()
 
 
-def cpu_costs(pipeline: Pipeline, images: Sequence[bytes], batch: int, seconds: float) -> dict[str, float]:
-    """CPU-ms per image of each stage, measured apart: decode+preprocess in one thread, inference with every
-    stream kept busy (at ``batch``), postprocessing; and the CPU ceiling they give: the cores / their sum."""
-    started = time.process_time()
-    prepared = [pipeline.prepare(pipeline.decode(data)) for data in images for _ in range(8)]
-    decode_ms = (time.process_time() - started) * 1000 / len(prepared)
-    tensors = [tensor for tensor, _ in prepared]
-    batches = itertools.cycle([np.stack(tensors[i : i + batch]) for i in range(0, len(tensors) - batch + 1, batch)])
-    lock, done = threading.Lock(), [0]
-    outputs: list[dict[str, np.ndarray]] = []
-
-    def lane(stop_at: float) -> None:
-        while time.monotonic() < stop_at:
-            with lock:
-                inputs = next(batches)
-            result = pipeline.engine.run(inputs)
-            with lock:
-                done[0] += len(inputs)
-                outputs[:] = result
-
-    started, stop_at = time.process_time(), time.monotonic() + seconds
-    with ThreadPoolExecutor(pipeline.engine.parallel) as pool:
-        list(pool.map(lane, [stop_at] * pipeline.engine.parallel))
-    infer_ms = (time.process_time() - started) * 1000 / max(done[0], 1)
-    image, (_, frame) = pipeline.decode(images[0]), prepared[0]
-    started, threshold, top_k = (
-        time.process_time(),
-        pipeline.config.output.score_threshold,
-        pipeline.config.output.top_k,
-    )
-    for _ in range(50):
-        pipeline.postprocess(outputs[0], frame, image, threshold, top_k)
-    post_ms = (time.process_time() - started) * 1000 / 50
-    total = decode_ms + infer_ms + post_ms
-    return {
-        "decode_preprocess_cpu_ms": round(decode_ms, 2),
-        "inference_cpu_ms": round(infer_ms, 2),
-        "postprocess_cpu_ms": round(post_ms, 2),
-        "inference_batch": batch,
-        "cpu_ms_per_image": round(total, 2),
-        "cpu_ceiling_images_per_s": round(host_cores() * 1000 / total, 1),
-    }
-
-
 def _ceiling(measured: tuple[list[Measurement], dict[str, float]]) -> dict[str, Any]:
-    """The engine's best point, and its CPU ceiling."""
+    """The engine's best point, its CPU ceiling, and the engine alone at its best batch (when measured)."""
     rows, costs = measured
-    best = max(rows, key=lambda m: m.rate)
-    return {"limit_images_per_s": round(best.rate, 1), "best_batch": best.concurrency, **costs}
-
-
-def engine_limit(
-    pipeline: Pipeline, images: Sequence[bytes], batch_sizes: Sequence[int], seconds: float
-) -> list[Measurement]:
-    """The model alone in this process: its whole pipeline, a batch after another in each of as many threads
-    as the engine runs at once (its streams), at each batch size; with the CPU this process spent."""
-    results = []
-    lanes = pipeline.engine.parallel
-    source = itertools.cycle(images)
-    lock = threading.Lock()
-    for batch_size in batch_sizes:
-        pipeline.predict_batch([images[0]] * batch_size)  # warm-up at this shape
-        result = Measurement("engine", batch_size)
-
-        def lane(stop_at: float, batch_size: int = batch_size, result: Measurement = result) -> None:
-            while time.monotonic() < stop_at:
-                with lock:
-                    batch = [next(source) for _ in range(batch_size)]
-                t0 = time.monotonic()
-                pipeline.predict_batch(batch)
-                with lock:
-                    result.latencies.append(time.monotonic() - t0)
-                    result.images += batch_size
-
-        started, cpu = time.monotonic(), time.process_time()
-        with ThreadPoolExecutor(lanes) as pool:
-            list(pool.map(lane, [started + seconds] * lanes))
-        result.seconds = time.monotonic() - started
-        result.cpu = {"worker": time.process_time() - cpu}  # this process runs the model: the worker's part
-        results.append(result)
-    return results
+    best = max((m for m in rows if m.target == "engine"), key=lambda m: m.rate)
+    ceiling = {"limit_images_per_s": round(best.rate, 1), "best_batch": best.concurrency, **costs}
+    alone = [m for m in rows if m.target == "inference"]
+    if alone:
+        top = max(alone, key=lambda m: m.rate)
+        ceiling |= {"inference_limit_images_per_s": round(top.rate, 1), "inference_best_batch": top.concurrency}
+        gain = round(top.rate / alone[0].rate, 2) if alone[0].rate else None
+        ceiling |= {"batching_gain": gain, "batching_gain_over_batch": alone[0].concurrency}
+    return ceiling
 
 
 def _series(
@@ -400,6 +340,15 @@ def _findings(report: dict[str, Any]) -> str:
             f"{engine['inference_batch']}), postprocess {engine['postprocess_cpu_ms']}; CPU ceiling "
             f"{engine['cpu_ceiling_images_per_s']} img/s ({host_cores()} cores / {engine['cpu_ms_per_image']} ms)"
         )
+        if "inference_limit_images_per_s" in engine:
+            decode = host_cores() * 1000 / engine["decode_preprocess_cpu_ms"]
+            limited = "decoding" if decode < engine["inference_limit_images_per_s"] else "the engine"
+            lines.append(
+                f"{name} alone: {engine['inference_limit_images_per_s']} img/s at batch "
+                f"{engine['inference_best_batch']} ({engine['batching_gain']}x its rate at batch "
+                f"{engine['batching_gain_over_batch']}); decoding on {host_cores()} cores feeds {decode:.0f} img/s: "
+                f"{limited} is the limit"
+            )
     ceiling = report.get("engines", {}).get(report["served_engine"], {})
     for row in report["rows"]:
         if row["target"] == "worker" and ceiling.get("cpu_ceiling_images_per_s") and row.get("worker_cpu_ms"):
@@ -446,6 +395,7 @@ def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         worker_args += ["--model-repository", args.model_repository]
     if args.engine:
         worker_args += ["--engine", args.engine]
+    worker_args += ["--device", args.device]
     with tempfile.TemporaryFile() as log:
         processes = [_spawn("proxy", ["--port", str(ports[0])], env, log)]
         processes += [

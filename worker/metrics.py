@@ -22,7 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.samples import Sample
 from werkzeug.exceptions import HTTPException
@@ -110,6 +118,12 @@ class WorkerMetrics:
         self.warmup = Gauge(
             "visionpool_worker_model_warmup_seconds",
             "Time of a model's warm-up inference.",
+            ["model"],
+            registry=registry,
+        )
+        self.model = Info(
+            "visionpool_worker_model",
+            "Each served model: its version and where and how it runs (engine, device, precision).",
             ["model"],
             registry=registry,
         )

@@ -7,6 +7,7 @@ Usage (the app factory does this):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ class ModelManager:
         self.max_image_pixels = settings.max_image_pixels
         self.hints = settings.engine_hints()
         repository = ModelRepository(settings.model_repository)
-        self.configs = [repository.load(name, engine=settings.engine) for name in settings.models]
+        self.configs = [_on_device(repository.load(name), settings) for name in settings.models]
         self.decoders = {config.name: _validated_decoder(config) for config in self.configs}
         self.default = self.configs[0].name
         self.models: dict[str, Pipeline] = {}
@@ -105,6 +106,9 @@ class ModelManager:
         _warm_up(model)
         warmed = time.monotonic()
         self.metrics.load.labels(config.name).set(loaded - started)
+        runs = engines[0]
+        where = {"engine": config.engine, "device": runs.device, "precision": runs.precision}
+        self.metrics.model.labels(config.name).info({"version": config.version, **where})
         self.metrics.warmup.labels(config.name).set(warmed - loaded)
         logger.info(
             "model %s v%s ready on %s (%s): loaded in %.2f s, warmed up in %.2f s",
@@ -116,6 +120,16 @@ class ModelManager:
             warmed - loaded,
         )
         return model
+
+
+def _on_device(config: ModelConfig, settings: WorkerSettings) -> ModelConfig:
+    """The model's config with the engine it is served by on this worker's device."""
+    engine = settings.engine_for(config.engine)
+    if engine == config.engine:
+        return config
+    if not settings.engine:
+        logger.info("model %s: %s runs on no NVIDIA GPU; serving it with %s", config.name, config.engine, engine)
+    return dataclasses.replace(config, engine=engine)
 
 
 def _validated_decoder(config: ModelConfig) -> Decoder:

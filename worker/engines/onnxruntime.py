@@ -1,55 +1,132 @@
-"""ONNX Runtime: CPU here; the CUDA or TensorRT execution provider when present and asked for."""
+"""ONNX Runtime: on the CPU, or on an NVIDIA GPU (the worker's ``--device cuda:N``) with CUDA or TensorRT.
+
+Options (``[engine_options.onnxruntime]``):
+    providers = ["tensorrt", "cuda"]  # on a GPU, in order of preference (default ["cuda"]); the CPU
+                                      # provider runs whatever they cannot. Ignored on the CPU.
+    fp16 = false                      # TensorRT: build fp16 engines
+    max_batch = 32                    # TensorRT: the largest batch its engines are built for
+    io_binding = false                # bind input and outputs in host memory for each run (CUDA, TensorRT)
+    intra_op_threads = 2              # CPU threads (default: this worker's share of the cores)
+    inter_op_threads = 1
+    spinning = false                  # let idle CPU threads spin (they would take the cores decoding needs)
+
+On a GPU the worker refuses to start rather than run on the CPU unasked: when this onnxruntime
+has no CUDA provider (the CPU-only wheel; ``pip install 'visionpool[gpu]'``), or when none of the
+wanted GPU providers could start on the device. TensorRT keeps its engines in the worker's
+``--cache-dir`` (``tensorrt/<model file>-<its size and date>/``), so a restart loads them instead of
+building them again (minutes); its optimisation profile spans batches of 1 to ``max_batch``, so no
+batch the batcher forms makes it build at run time.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from .base import Engine, EngineHints, leading_dimension, split_batch
 
+try:
+    import onnxruntime as ort
+except ImportError as error:  # it is an extra: the CPU wheel and the GPU wheel cannot be installed together
+    raise ImportError(
+        "the onnxruntime engine needs ONNX Runtime: pip install 'visionpool[onnxruntime]' for CPUs, "
+        "or 'visionpool[gpu]' for NVIDIA GPUs"
+    ) from error
+
 logger = logging.getLogger(__name__)
 
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}
+CPU = "CPUExecutionProvider"
+TENSORRT_MAX_BATCH = 32
 
 
 class OnnxRuntimeEngine(Engine):
-    """One InferenceSession; options: providers, intra_op_threads, inter_op_threads, spinning, device_id."""
+    """One InferenceSession, on the CPU or on the worker's GPU."""
 
     def __init__(
         self, files: tuple[Path, ...], input_name: str | None, options: dict[str, Any], hints: EngineHints
     ) -> None:
         options = dict(options)
-        wanted = options.pop("providers", ["cuda", "cpu"])
-        device_id = int(options.pop("device_id", 0))
+        wanted = [str(p) for p in options.pop("providers", ["cuda"]) if p != "cpu"]  # the CPU always comes last
+        fp16 = bool(options.pop("fp16", False))
+        max_batch = int(options.pop("max_batch", TENSORRT_MAX_BATCH))
+        self.io_binding = bool(options.pop("io_binding", False))
         session_options = _session_options(options, hints.threads)
+        if "device_id" in options:
+            raise ValueError("device_id is no engine option: the worker's --device cuda:N chooses the GPU")
         if options:
             raise ValueError(f"unknown engine_options {', '.join(sorted(options))} for onnxruntime")
-        providers = _providers(wanted, device_id)
-        self.session = ort.InferenceSession(str(files[0]), session_options, providers=providers)
-        active = self.session.get_providers()[0]
-        self.device = (
-            "cpu"
-            if active == "CPUExecutionProvider"
-            else f"{active.removesuffix('ExecutionProvider').lower()}:{device_id}"
-        )
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        path, gpu = files[0], hints.gpu()
+        providers: list[Any] = [CPU]
+        if gpu is not None:
+            _load_gpu_libraries(wanted)
+            profile = _profile(path, input_name, max_batch) if "tensorrt" in wanted else None
+            cache = _tensorrt_cache(path, hints.cache_dir) if "tensorrt" in wanted else None
+            providers = [*gpu_providers(wanted, gpu, cache, fp16, profile), CPU]
+        self.session = ort.InferenceSession(str(path), session_options, providers=providers)
+        active = self.session.get_providers()
+        if gpu is not None:
+            self.provider = _active_gpu_provider(wanted, active, hints.device)
+            self.device = hints.device
+            self.precision = "fp16" if fp16 and self.provider == "tensorrt" else "f32"
+        else:
+            self.provider = "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = input_name or next(iter(inputs))
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(inputs)})")
         self.max_batch_size = leading_dimension(inputs[self.input_name].shape[0])
+        if self.provider == "tensorrt":
+            self.max_batch_size = min(self.max_batch_size, max_batch)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
-        values = self.session.run(None, {self.input_name: batch})
+        values = self._run_bound(batch) if self.io_binding else self.session.run(None, {self.input_name: batch})
         return split_batch(dict(zip(self.output_names, values, strict=True)), batch.shape[0])
+
+    def _run_bound(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One run through an IO binding: the input bound where it lies, the outputs allocated by the session."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
+
+    def details(self) -> dict[str, object]:
+        return {**super().details(), "provider": self.provider, "io_binding": self.io_binding}
+
+
+def gpu_providers(
+    wanted: list[str], gpu: int, cache: Path | None, fp16: bool, profile: dict[str, str] | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The GPU providers in order of preference, each with its options for device ``gpu``."""
+    unknown = [name for name in wanted if name not in PROVIDERS]
+    if unknown or not wanted:
+        raise ValueError(f"providers must name one or more of {', '.join(PROVIDERS)}, got {wanted}")
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    for name in wanted:
+        options: dict[str, Any] = {"device_id": gpu}
+        if name == "tensorrt":
+            assert cache is not None and profile is not None
+            options |= {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+                "trt_fp16_enable": fp16,
+                **profile,
+            }
+        chosen.append((PROVIDERS[name], options))
+    return chosen
 
 
 def _session_options(options: dict[str, Any], threads: int) -> ort.SessionOptions:
@@ -64,18 +141,60 @@ def _session_options(options: dict[str, Any], threads: int) -> ort.SessionOption
     return session_options
 
 
-def _providers(wanted: list[str], device_id: int) -> list[Any]:
-    unknown = [p for p in wanted if p not in PROVIDERS]
-    if unknown:
-        raise ValueError(f"unknown provider(s) {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}")
-    available = set(ort.get_available_providers())
-    chosen: list[Any] = []
-    for name in wanted:
-        provider = PROVIDERS[name]
-        if provider not in available:
-            logger.info("onnxruntime has no %s here; skipping it", provider)
-            continue
-        chosen.append(provider if name == "cpu" else (provider, {"device_id": device_id}))
-    if "CPUExecutionProvider" not in [c if isinstance(c, str) else c[0] for c in chosen]:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+def _load_gpu_libraries(wanted: list[str]) -> None:
+    """Make sure this onnxruntime can use a GPU, and load the CUDA libraries its pip wheels brought."""
+    available = ort.get_available_providers()
+    if PROVIDERS["cuda"] not in available:
+        raise RuntimeError(
+            f"this onnxruntime ({ort.__version__}) cannot use a GPU: it has only {', '.join(available)}. "
+            "Install the GPU build: pip uninstall -y onnxruntime && pip install 'visionpool[gpu]'"
+        )
+    if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21: CUDA and cuDNN from the nvidia-* wheels
+        ort.preload_dlls()
+    if "tensorrt" in wanted:
+        with contextlib.suppress(ImportError):  # tensorrt-cu13-libs (the tensorrt extra) loads libnvinfer on import
+            importlib.import_module("tensorrt_libs")
+
+
+def _active_gpu_provider(wanted: list[str], active: list[str], device: str) -> str:
+    """The GPU provider the session really runs on; RuntimeError when it fell back to the CPU."""
+    running = [name for name in wanted if PROVIDERS[name] in active]
+    if not running:
+        raise RuntimeError(
+            f"onnxruntime could start none of {', '.join(PROVIDERS[n] for n in wanted)} on {device} (running: "
+            f"{', '.join(active)}); its log above says why (no such GPU, no driver, a missing CUDA library)"
+        )
+    if running[0] != wanted[0]:
+        logger.warning("onnxruntime could not start %s on %s; running on %s", PROVIDERS[wanted[0]], device, running[0])
+    return running[0]
+
+
+def _profile(path: Path, input_name: str | None, max_batch: int) -> dict[str, str]:
+    """TensorRT's optimisation profile: the model input at batch 1, ``max_batch`` (tuned for) and ``max_batch``."""
+    reader = ort.InferenceSession(str(path), providers=[CPU])  # the input's name and shape; no GPU touched
+    inputs = {i.name: i.shape for i in reader.get_inputs()}
+    name = input_name or next(iter(inputs))
+    if name not in inputs:
+        raise ValueError(f"the model has no input {name!r} (it has {', '.join(inputs)})")
+    rest = inputs[name][1:]
+    if not all(isinstance(d, int) and d > 0 for d in rest):
+        raise ValueError(f"TensorRT needs the input's sizes past the batch, and {name!r} has {inputs[name]}")
+
+    def shape(batch: int) -> str:
+        return f"{name}:" + "x".join(str(d) for d in (batch, *rest))
+
+    return {
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(max_batch),
+        "trt_profile_max_shapes": shape(max_batch),
+    }
+
+
+def _tensorrt_cache(path: Path, cache_dir: Path | None) -> Path:
+    """The folder for one model file's TensorRT engines, named after the file, its size and date: onnxruntime
+    keys its engines by the graph, not the weights, so a retrained model must not find the old ones."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = (cache_dir or path.parent) / "tensorrt" / f"{path.stem}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

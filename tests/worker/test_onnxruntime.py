@@ -1,0 +1,125 @@
+"""The onnxruntime engine off the GPU: choosing the device, refusing a GPU it cannot use, IO binding, TensorRT's
+options and engine cache. What needs a GPU is in test_gpu.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionpool.worker.engines import EngineHints, create_engine
+from visionpool.worker.engines import onnxruntime as engine_module
+from visionpool.worker.metrics import WorkerMetrics
+from visionpool.worker.models import ModelManager
+from visionpool.worker.repository import ConfigError, ModelRepository
+from visionpool.worker.settings import WorkerSettings, parse_device
+
+SSD = "ssd-mobilenet-v2"
+
+
+@pytest.mark.parametrize(
+    ("given", "device"),
+    [
+        pytest.param("cpu", "cpu", id="cpu"),
+        pytest.param("CUDA", "cuda:0", id="cuda-alone-is-the-first"),
+        pytest.param("cuda:3", "cuda:3", id="cuda-n"),
+        pytest.param(" cuda:01 ", "cuda:1", id="spaces-and-zeros"),
+    ],
+)
+def test_devices_a_worker_takes(given: str, device: str) -> None:
+    assert parse_device(given) == device
+    assert WorkerSettings(device=given).engine_hints().device == device
+
+
+@pytest.mark.parametrize("given", ["gpu", "cuda:", "cuda:-1", "cuda:x", "tpu:0", ""])
+def test_other_devices_are_refused_naming_the_choices(given: str) -> None:
+    with pytest.raises(ValueError, match=r"device must be cpu or cuda:N"):
+        WorkerSettings(device=given)
+
+
+def test_on_a_gpu_openvino_models_go_to_onnxruntime_and_openvino_is_refused() -> None:
+    gpu = WorkerSettings(device="cuda:1")
+    assert (gpu.engine_for("openvino"), gpu.engine_for("python"), gpu.engine_for("onnxruntime")) == (
+        "onnxruntime",
+        "python",
+        "onnxruntime",
+    )
+    assert WorkerSettings().engine_for("openvino") == "openvino"
+    assert WorkerSettings(engine="onnxruntime").engine_for("openvino") == "onnxruntime"
+    with pytest.raises(ValueError, match="openvino runs on none: use --engine onnxruntime"):
+        WorkerSettings(device="cuda:0", engine="openvino")
+
+
+def test_a_gpu_worker_on_a_machine_without_cuda_refuses_to_start(model_repository: Path, tmp_path: Path) -> None:
+    """Serving on the CPU when a GPU was asked for would be slow without a word: the worker fails, saying why."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: test_gpu.py covers that")
+    settings = WorkerSettings(models=[SSD], model_repository=model_repository, device="cuda:0", cache_dir=tmp_path)
+    models = ModelManager(settings, WorkerMetrics(dict))
+    assert models.configs[0].engine == "onnxruntime"  # its config says openvino
+    models.load_all()
+    assert isinstance(models.failure, ConfigError) and models.state() == "failed"
+    message = str(models.failure)
+    assert "the onnxruntime engine could not load" in message and "cannot use a GPU" in message
+    assert "pip install 'visionpool[gpu]'" in message
+
+
+def test_io_binding_answers_what_a_plain_run_answers(model_repository: Path) -> None:
+    config = ModelRepository(model_repository).load(SSD)
+    plain, bound = (
+        create_engine("onnxruntime", config.files, config.input.name, {"io_binding": io}, EngineHints(threads=2))
+        for io in (False, True)
+    )
+    assert (plain.details()["io_binding"], bound.details()["io_binding"]) == (False, True)
+    batch = np.random.default_rng(7).uniform(-1, 1, (3, 300, 300, 3)).astype(np.float32)
+    for one, other in zip(plain.run(batch), bound.run(batch), strict=True):
+        assert one.keys() == other.keys()
+        for name in one:
+            np.testing.assert_allclose(one[name], other[name], rtol=1e-5, atol=1e-5)
+
+
+def test_engine_options_are_checked_by_name(model_repository: Path) -> None:
+    config = ModelRepository(model_repository).load(SSD)
+    for options, message in (
+        ({"device_id": 1}, "--device cuda:N chooses the GPU"),
+        ({"warp_speed": True}, "unknown engine_options warp_speed"),
+        ({"max_batch": 0}, "max_batch must be at least 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            create_engine("onnxruntime", config.files, config.input.name, options, EngineHints())
+
+
+def test_tensorrt_gets_its_cache_its_precision_and_a_profile_for_every_batch(model_repository: Path) -> None:
+    config = ModelRepository(model_repository).load(SSD)
+    profile = engine_module._profile(config.files[0], config.input.name, 16)
+    assert profile == {
+        "trt_profile_min_shapes": "Preprocessor/sub:0:1x300x300x3",
+        "trt_profile_opt_shapes": "Preprocessor/sub:0:16x300x300x3",
+        "trt_profile_max_shapes": "Preprocessor/sub:0:16x300x300x3",
+    }
+    cache = Path("/cache/tensorrt/model-0123")
+    [(trt, trt_options), (cuda, cuda_options)] = engine_module.gpu_providers(
+        ["tensorrt", "cuda"], 2, cache, True, profile
+    )
+    assert (trt, cuda) == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    assert trt_options["device_id"] == 2 and cuda_options == {"device_id": 2}
+    assert trt_options["trt_engine_cache_enable"] and trt_options["trt_engine_cache_path"] == str(cache)
+    assert trt_options["trt_fp16_enable"] is True
+    assert trt_options["trt_profile_max_shapes"] == profile["trt_profile_max_shapes"]
+    with pytest.raises(ValueError, match="providers must name one or more of tensorrt, cuda"):
+        engine_module.gpu_providers(["cudnn"], 0, None, False, None)
+
+
+def test_a_retrained_model_does_not_find_the_old_tensorrt_engines(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights, first training")
+    first = engine_module._tensorrt_cache(model, tmp_path / "cache")
+    assert first.is_dir() and first.parent == tmp_path / "cache" / "tensorrt"
+    assert engine_module._tensorrt_cache(model, tmp_path / "cache") == first  # a restart finds its engines
+    model.write_bytes(b"weights, second training!")
+    os.utime(model, ns=(1, 1))
+    assert engine_module._tensorrt_cache(model, tmp_path / "cache") != first
