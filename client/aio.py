@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from . import links
 from .core import (
     Flow,
     ImageInput,
@@ -49,7 +50,7 @@ class AsyncClient:
     ) -> None:
         self.route = Route(url, mode, protocol)
         self.model, self.retries = model, retries
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, links.CONNECT_SECONDS))
         self._session: aiohttp.ClientSession | None = None
 
     async def predict(
@@ -148,7 +149,8 @@ class AsyncClient:
 
     async def _send(self, request: Request) -> Outcome:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            connector = aiohttp.TCPConnector(socket_factory=links.socket_factory)  # dead links seen in seconds
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         try:
             async with self._session.request(
                 request.method, request.url, params=request.params, headers=request.headers, data=request.body

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ MODES = ("p2p", "proxy")
 PROTOCOLS = ("predict", "v2")  # our /predict JSON, or the Open Inference Protocol (KServe v2)
 BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
 RETRY_AFTER_MAX = 30.0  # a server's Retry-After is honoured up to this many seconds
+P2P_REFRESH_SECONDS = 10.0  # p2p: a slot asks the proxy for a worker again this often (a few hundred bytes)
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,12 @@ class Route:
     A slot is one stream of requests made one after another (a thread or task of
     ``predict_many``; plain ``predict`` calls share slot 0). Each slot keeps its own
     worker, so concurrent slots spread over the pool as the proxy's rotation hands
-    workers out, and each sticks to its worker while it answers.
+    workers out, and each sticks to its worker while it answers, for ``refresh``
+    seconds at most: then it asks again, so that a worker that joined (or came back)
+    gets its share of a long-running client's load, not only of new clients'.
     """
 
-    def __init__(self, url: str, mode: str, protocol: str = "predict") -> None:
+    def __init__(self, url: str, mode: str, protocol: str = "predict", refresh: float = P2P_REFRESH_SECONDS) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'p2p' or 'proxy', got {mode!r}")
         if protocol not in PROTOCOLS:
@@ -104,11 +108,20 @@ class Route:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must look like http://proxy-host:8080, got {url!r}")
         self.url, self.mode, self.protocol = url.rstrip("/"), mode, protocol
-        self.workers: dict[tuple[str | None, int], str] = {}  # p2p: (model, slot) -> worker URL in use
+        self.refresh = refresh
+        self.workers: dict[tuple[str | None, int], tuple[str, float]] = {}  # p2p: (model, slot) -> (URL, until)
 
     def base(self, model: str | None, slot: int) -> str | None:
-        """Where to post now; None when p2p has no worker for this slot yet."""
-        return self.url if self.mode == "proxy" else self.workers.get((model, slot))
+        """Where to post now; None when p2p has no worker for this slot (yet, or any longer)."""
+        if self.mode == "proxy":
+            return self.url
+        kept = self.workers.get((model, slot))
+        return kept[0] if kept and time.monotonic() < kept[1] else None
+
+    def keep(self, model: str | None, slot: int, url: str) -> str:
+        """The worker the proxy handed this slot: used until it fails or ``refresh`` seconds pass."""
+        self.workers[model, slot] = (url, time.monotonic() + self.refresh)
+        return url
 
     def forget(self, model: str | None, slot: int) -> None:
         """The worker failed: this slot looks up another next time."""
@@ -143,7 +156,7 @@ def predict_flow(
         try:
             base = route.base(model, slot)
             if base is None:
-                base = route.workers[model, slot] = (yield from lookup_flow(route, model))["url"]
+                base = route.keep(model, slot, (yield from lookup_flow(route, model))["url"])
             outcome = yield Request("POST", base + path, params, headers, body)
             return v2.result_of(*_decode(outcome)) if route.protocol == "v2" else Result.from_json(*_decode(outcome))
         except ClientError as failure:

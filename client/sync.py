@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from . import links
 from .core import (
     Flow,
     ImageInput,
@@ -135,7 +136,7 @@ class Client:
                 params=request.params,
                 headers=request.headers,
                 data=request.body,
-                timeout=self.timeout,
+                timeout=(min(self.timeout, links.CONNECT_SECONDS), self.timeout),
             )
         except requests.Timeout as error:
             return TimeoutError(str(error))
@@ -146,8 +147,10 @@ class Client:
         return Response(answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.content)
 
     def _new_session(self) -> requests.Session:
-        self._local.session = requests.Session()
-        return self._local.session
+        session = self._local.session = requests.Session()
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, links.LinkAdapter())  # dead links seen in seconds
+        return session
 
 
 def _completed(pending: dict[Future[Result], T]) -> Iterator[tuple[T, Result | Exception]]:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from visionpool.client import wire
+from visionpool.client import links, wire
 from visionpool.client.wire import Header, NotFound
 from visionpool.discovery import Directory
 
@@ -72,7 +72,8 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled ClientSession for every upstream call, closed at shutdown."""
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE)
+    # socket_factory: a worker whose link died is seen in seconds, and its requests go to another (links.py)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE, socket_factory=links.socket_factory)
     # A proxy keeps no cookies: what one client's worker answer set must never reach the next client.
     jar = aiohttp.DummyCookieJar()
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=jar) as session:

@@ -67,6 +67,19 @@ def test_p2p_looks_up_once_then_posts_straight_to_its_worker() -> None:
     assert [s.url for s in again] == ["http://w1:5000/predict"]  # the worker is kept
 
 
+def test_p2p_asks_for_a_worker_again_after_a_while_so_joining_workers_get_load(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("visionpool.client.core.time.monotonic", lambda: now[0])
+    route = Route(PROXY, "p2p", refresh=10.0)
+    drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
+    now[0] += 9.0
+    _, kept = drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
+    assert [s.url for s in kept] == ["http://w1:5000/predict"]
+    now[0] += 2.0  # past the refresh: the proxy's rotation decides again
+    _, asked = drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
+    assert [s.url for s in asked] == [PROXY + "/lookup", "http://w1:5000/predict"]
+
+
 def test_p2p_fails_over_to_another_worker_after_retry_after() -> None:
     route = Route(PROXY, "p2p")
     pool = p2p_pool(error(503, "overloaded", **{"Retry-After": "2"}), ok())

@@ -147,7 +147,7 @@ def text(status: int, message: str) -> web.Response:
 
 
 class ConsulDouble:
-    """A Consul agent on 127.0.0.1 speaking the service, health and ACL parts of its HTTP API."""
+    """A Consul agent (on 127.0.0.1 unless told) speaking the service, health and ACL parts of its HTTP API."""
 
     def __init__(
         self,
@@ -158,6 +158,8 @@ class ConsulDouble:
         run_checks: bool = False,
         reap_interval: float = 30.0,
         deregister_floor: float = 60.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.token = token  # the one valid ACL token (a management token); None = ACLs disabled
         self.run_checks = run_checks  # run HTTP checks like Consul's agent (they start critical)
@@ -167,7 +169,8 @@ class ConsulDouble:
         self._critical_since: dict[str, float] = {}  # check ID -> time.monotonic() it became critical
         self._reaper: asyncio.Task[None] | None = None
         self.node, self.node_address = node, node_address
-        self.port = 0  # fixed by the first start(); later starts reuse it
+        self.host = host  # where it listens (a test host's address, for the multi-host test)
+        self.port = port  # 0: a free one, fixed by the first start(); later starts reuse it
         self._requests: list[Recorded] = []
         self._services: dict[str, dict[str, Any]] = {}  # service ID -> Service as /health shows it
         self._checks: dict[str, dict[str, Any]] = {}  # check ID -> check as /health shows it
@@ -182,7 +185,7 @@ class ConsulDouble:
     @property
     def url(self) -> str:
         """Where the agent listens, e.g. http://127.0.0.1:53211."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def requests(self) -> list[Recorded]:
@@ -255,7 +258,7 @@ class ConsulDouble:
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
@@ -685,3 +688,22 @@ class Watcher:
         """Collect every set the registry yields."""
         async for instances in registry.watch():
             self.seen.append(instances)
+
+
+def main() -> None:
+    """Usage: python consul_double.py HOST PORT  (an agent that runs its checks, until SIGTERM; for the
+    multi-host test, where it stands on one of the network namespaces). Prints its URL once it listens."""
+    import signal
+    import sys
+
+    double = ConsulDouble(run_checks=True, host=sys.argv[1], port=int(sys.argv[2]), reap_interval=1.0)
+    double.start()
+    print(double.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    double.close()
+
+
+if __name__ == "__main__":
+    main()
