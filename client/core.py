@@ -118,6 +118,11 @@ class Route:
         kept = self.workers.get((model, slot))
         return kept[0] if kept and time.monotonic() < kept[1] else None
 
+    def stale(self, model: str | None, slot: int) -> str | None:
+        """The worker this slot used until its refresh came due (None if it failed or there was none)."""
+        kept = self.workers.get((model, slot))
+        return kept[0] if kept else None
+
     def keep(self, model: str | None, slot: int, url: str) -> str:
         """The worker the proxy handed this slot: used until it fails or ``refresh`` seconds pass."""
         self.workers[model, slot] = (url, time.monotonic() + self.refresh)
@@ -156,7 +161,7 @@ def predict_flow(
         try:
             base = route.base(model, slot)
             if base is None:
-                base = route.keep(model, slot, (yield from lookup_flow(route, model))["url"])
+                base = route.keep(model, slot, (yield from refreshed_worker(route, model, slot)))
             outcome = yield Request("POST", base + path, params, headers, body)
             return v2.result_of(*_decode(outcome)) if route.protocol == "v2" else Result.from_json(*_decode(outcome))
         except ClientError as failure:
@@ -165,6 +170,18 @@ def predict_flow(
             error = failure
             route.forget(model, slot)
     raise error
+
+
+def refreshed_worker(route: Route, model: str | None, slot: int) -> Flow:
+    """A worker from the proxy's rotation; when the proxy cannot answer, the one the slot had while it was
+    working (p2p keeps going through a proxy outage)."""
+    try:
+        return (yield from lookup_flow(route, model))["url"]
+    except ClientError as failure:
+        stale = route.stale(model, slot)
+        if stale is None or not failure.retryable:
+            raise
+        return stale
 
 
 def lookup_flow(route: Route, model: str | None) -> Flow:

@@ -15,6 +15,7 @@ CONNECT_SECONDS to be accepted.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -42,12 +43,18 @@ def socket_options() -> list[tuple[int, int, int]]:
 
 
 def socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
-    """aiohttp's socket_factory: a non-blocking TCP socket with socket_options() set."""
+    """aiohttp's socket_factory: a non-blocking TCP socket with socket_options() set (those the kernel takes:
+    a sandbox that refuses one still gets a working connection)."""
     family, kind, protocol = addr_info[:3]
     sock = socket.socket(family, kind, protocol)
-    sock.setblocking(False)
-    for level, option, value in socket_options():
-        sock.setsockopt(level, option, value)
+    try:
+        sock.setblocking(False)
+        for level, option, value in socket_options():
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

@@ -40,6 +40,7 @@ CONF = Path("/etc/containers/containers.conf")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PROXY_PORT = 18080  # on 127.0.0.1: the one address this script sends to
 TOKEN = "verify-container"
+JPEG = {"Content-Type": "image/jpeg"}
 CAT_BOX = (9, 0, 395, 298)  # x, y, width, height of the chelsea cat (the demo's answer)
 started = time.monotonic()
 
@@ -148,8 +149,11 @@ def check_drain(proxy: str) -> None:
     def client() -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                sent = session.post(proxy + "/predict", data=image, headers={"Content-Type": "image/jpeg"}, timeout=60)
-                statuses.append((sent.status_code, sent.json().get("error", {}).get("code")))
+                try:
+                    sent = session.post(proxy + "/predict", data=image, headers=JPEG, timeout=60)
+                    statuses.append((sent.status_code, sent.json().get("error", {}).get("code")))
+                except (requests.RequestException, ValueError) as error:  # broken, or not our JSON: counted
+                    statuses.append((0, f"{type(error).__name__}: {error}"))
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:

@@ -7,7 +7,6 @@ Usage (the app factory does this):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -129,7 +128,7 @@ def _on_device(config: ModelConfig, settings: WorkerSettings) -> ModelConfig:
         return config
     if not settings.engine:
         logger.info("model %s: %s runs on no NVIDIA GPU; serving it with %s", config.name, config.engine, engine)
-    return dataclasses.replace(config, engine=engine)
+    return config.served_by(engine)
 
 
 def _validated_decoder(config: ModelConfig) -> Decoder:

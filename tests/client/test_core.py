@@ -80,6 +80,23 @@ def test_p2p_asks_for_a_worker_again_after_a_while_so_joining_workers_get_load(m
     assert [s.url for s in asked] == [PROXY + "/lookup", "http://w1:5000/predict"]
 
 
+def test_p2p_keeps_its_worker_when_the_proxy_is_down_at_refresh_time(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("visionpool.client.core.time.monotonic", lambda: now[0])
+    route = Route(PROXY, "p2p", refresh=10.0)
+    drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
+    now[0] += 11.0
+
+    def proxy_down(step):  # noqa: ANN001, ANN202
+        return ConnectionRefusedError("proxy down") if step.url.startswith(PROXY) else ok()
+
+    result, steps = drive(predict_flow(route, b"img", None, None, None, 3), proxy_down)
+    assert isinstance(result, Result)
+    assert [s.url for s in steps] == [PROXY + "/lookup", "http://w1:5000/predict"]  # answered by the worker it had
+    _, after = drive(predict_flow(route, b"img", None, None, None, 3), proxy_down)
+    assert [s.url for s in after] == ["http://w1:5000/predict"]  # and not asking the dead proxy every time
+
+
 def test_p2p_fails_over_to_another_worker_after_retry_after() -> None:
     route = Route(PROXY, "p2p")
     pool = p2p_pool(error(503, "overloaded", **{"Retry-After": "2"}), ok())

@@ -62,8 +62,8 @@ class Hosts:
 
     def run(self, role: str, *command: str, name: str) -> subprocess.Popen[bytes]:
         """Start a command on a host, its output in logs/<name>.log; stopped at the end of the test."""
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(["ip", "netns", "exec", self.namespace(role), *command], stdout=log, stderr=log)
+        with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(["ip", "netns", "exec", self.namespace(role), *command], stdout=log, stderr=log)
         self.processes.append(process)
         return process
 

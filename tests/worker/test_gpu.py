@@ -49,7 +49,11 @@ def load(tmp_path: Path) -> Iterator:
 
     def make(repository: Path, device: str, *models: str, cache: Path | None = None) -> ModelManager:
         settings = WorkerSettings(
-            models=list(models), model_repository=repository, device=device, cache_dir=cache or tmp_path / "cache"
+            models=list(models),
+            model_repository=repository,
+            device=device,
+            engine="onnxruntime",  # on the CPU too: the reference is f32 (openvino would run bf16 on AMX)
+            cache_dir=cache or tmp_path / "cache",
         )
         manager = ModelManager(settings, WorkerMetrics(dict))
         managers.append(manager)
@@ -96,7 +100,8 @@ def test_every_batch_size_gives_each_image_its_own_answer(gpu_repository: Path, 
     for size in (2, 8, 32, 64):
         together = engine.run(images[:size])
         for one, other in zip(alone[:size], together, strict=True):
-            np.testing.assert_allclose(one["concat_1:0"], other["concat_1:0"], rtol=1e-3, atol=1e-3)
+            # cuDNN may pick other kernels per batch size (and TF32 where it likes): close, not equal
+            np.testing.assert_allclose(one["concat_1:0"], other["concat_1:0"], rtol=1e-2, atol=2e-2)
 
 
 def test_io_binding_on_the_gpu_answers_what_a_plain_run_answers(gpu_repository: Path, load, jpegs) -> None:
@@ -107,20 +112,29 @@ def test_io_binding_on_the_gpu_answers_what_a_plain_run_answers(gpu_repository: 
     assert_same_findings(found(bound_model, jpegs), plain, 0.001)
 
 
+def engines_in(cache: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in sorted((cache / "tensorrt").rglob("*.engine"))}
+
+
 def test_tensorrt_engines_are_built_once_then_loaded_from_the_cache(gpu_repository: Path, load, tmp_path) -> None:
-    onnxruntime_options(gpu_repository, SSD, 'providers = ["tensorrt", "cuda"]\nmax_batch = 8')
+    pytest.importorskip("tensorrt_libs", reason="TensorRT's libraries: pip install -e '.[tensorrt]'")
+    onnxruntime_options(gpu_repository, SSD, 'providers = ["tensorrt", "cuda"]\nmax_batch = 4')
     cache = tmp_path / "trt-cache"
     first = load(gpu_repository, "cuda:0", SSD, cache=cache).get(SSD)
-    assert first.describe()["provider"] == "tensorrt" and first.batcher.max_batch == 8
-    engines = sorted((cache / "tensorrt").rglob("*.engine"))
-    assert engines, f"no TensorRT engine under {cache}"
-    built = {path: path.stat().st_mtime_ns for path in engines}
+    assert first.describe()["provider"] == "tensorrt" and first.batcher.max_batch == 4  # the config says 8
+    batches = np.zeros((4, 300, 300, 3), np.float32)
+    for size in (1, 3, 4):  # every batch the batcher can form: built for at load, none builds now
+        first.engine.run(batches[:size])
+    built = engines_in(cache)
+    assert built, f"no TensorRT engine under {cache}"
     again = load(gpu_repository, "cuda:0", SSD, cache=cache).get(SSD)  # a restart
     assert again.describe()["provider"] == "tensorrt"
-    assert {path: path.stat().st_mtime_ns for path in sorted((cache / "tensorrt").rglob("*.engine"))} == built
+    again.engine.run(batches)
+    assert engines_in(cache) == built
 
 
 def test_tensorrt_fp16_finds_what_f32_finds(gpu_repository: Path, load, jpegs, tmp_path) -> None:
+    pytest.importorskip("tensorrt_libs", reason="TensorRT's libraries: pip install -e '.[tensorrt]'")
     onnxruntime_options(gpu_repository, SSD, 'providers = ["tensorrt", "cuda"]\nmax_batch = 4')
     exact = found(load(gpu_repository, "cuda:0", SSD, cache=tmp_path / "f32").get(SSD), jpegs)
     onnxruntime_options(gpu_repository, SSD, 'providers = ["tensorrt", "cuda"]\nmax_batch = 4\nfp16 = true')

@@ -93,25 +93,38 @@ def test_engine_options_are_checked_by_name(model_repository: Path) -> None:
             create_engine("onnxruntime", config.files, config.input.name, options, EngineHints())
 
 
-def test_tensorrt_gets_its_cache_its_precision_and_a_profile_for_every_batch(model_repository: Path) -> None:
-    config = ModelRepository(model_repository).load(SSD)
-    profile = engine_module._profile(config.files[0], config.input.name, 16)
-    assert profile == {
-        "trt_profile_min_shapes": "Preprocessor/sub:0:1x300x300x3",
-        "trt_profile_opt_shapes": "Preprocessor/sub:0:16x300x300x3",
-        "trt_profile_max_shapes": "Preprocessor/sub:0:16x300x300x3",
+def test_tensorrt_gets_its_cache_its_precision_and_every_batch_the_batcher_forms(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    ssd, classifier = (ModelRepository(model_repository).load(m) for m in (SSD, "efficientnet-lite0"))
+    plan = engine_module.TensorrtPlan.of(classifier.files[0], None, 16, tmp_path, True)
+    assert plan.profile == {
+        "trt_profile_min_shapes": "input:1x3x224x224",
+        "trt_profile_opt_shapes": "input:16x3x224x224",
+        "trt_profile_max_shapes": "input:16x3x224x224",
     }
-    cache = Path("/cache/tensorrt/model-0123")
-    [(trt, trt_options), (cuda, cuda_options)] = engine_module.gpu_providers(
-        ["tensorrt", "cuda"], 2, cache, True, profile
-    )
+    assert plan.build_at == ()
+    # onnxruntime's profile syntax splits at ':': the SSD's "Preprocessor/sub:0" is built for at load instead
+    colon = engine_module.TensorrtPlan.of(ssd.files[0], ssd.input.name, 8, tmp_path, False)
+    assert (colon.name, colon.rest, colon.profile, colon.build_at) == ("Preprocessor/sub:0", (300, 300, 3), {}, (1, 8))
+    [(trt, trt_options), (cuda, cuda_options)] = engine_module.gpu_providers(["tensorrt", "cuda"], 2, plan)
     assert (trt, cuda) == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert trt_options["device_id"] == 2 and cuda_options == {"device_id": 2}
-    assert trt_options["trt_engine_cache_enable"] and trt_options["trt_engine_cache_path"] == str(cache)
+    assert trt_options["trt_engine_cache_enable"] and trt_options["trt_engine_cache_path"] == str(plan.cache)
+    assert plan.cache.parent == tmp_path / "tensorrt"
     assert trt_options["trt_fp16_enable"] is True
-    assert trt_options["trt_profile_max_shapes"] == profile["trt_profile_max_shapes"]
+    assert trt_options["trt_profile_max_shapes"] == "input:16x3x224x224"
     with pytest.raises(ValueError, match="providers must name one or more of tensorrt, cuda"):
-        engine_module.gpu_providers(["cudnn"], 0, None, False, None)
+        engine_module.gpu_providers(["cudnn"], 0, None)
+
+
+def test_a_fixed_batch_is_the_only_one_tensorrt_builds_for(tmp_path: Path) -> None:
+    fixed = engine_module.TensorrtPlan.for_input("pixels", [1, 3, 8, 8], 32, tmp_path, False)
+    assert fixed.batches == (1, 1, 1) and fixed.profile["trt_profile_max_shapes"] == "pixels:1x3x8x8"
+    dynamic = engine_module.TensorrtPlan.for_input("pixels", ["N", 3, 8, 8], 32, tmp_path, False)
+    assert dynamic.batches == (1, 32, 32)
+    with pytest.raises(ValueError, match="TensorRT needs the input's sizes past the batch"):
+        engine_module.TensorrtPlan.for_input("pixels", ["N", 3, "H", "W"], 32, tmp_path, False)
 
 
 def test_a_retrained_model_does_not_find_the_old_tensorrt_engines(tmp_path: Path) -> None:
@@ -123,3 +136,27 @@ def test_a_retrained_model_does_not_find_the_old_tensorrt_engines(tmp_path: Path
     model.write_bytes(b"weights, second training!")
     os.utime(model, ns=(1, 1))
     assert engine_module._tensorrt_cache(model, tmp_path / "cache") != first
+
+
+def test_a_model_served_by_another_engine_leaves_its_configured_engines_options_behind(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """Plain [engine_options] keys belong to the configured engine (openvino here): onnxruntime, serving the
+    model on a GPU or by --engine, must not be handed them."""
+    import shutil
+
+    repository = tmp_path / "models"
+    shutil.copytree(model_repository, repository, symlinks=True)
+    config = repository / SSD / "config.toml"
+    text = config.read_text().replace(
+        "[engine_options.onnxruntime]", '[engine_options]\nprecision = "f32"\n\n[engine_options.onnxruntime]'
+    )
+    config.write_text(text)
+    settings = WorkerSettings(models=[SSD], model_repository=repository, engine="onnxruntime", cache_dir=tmp_path)
+    models = ModelManager(settings, WorkerMetrics(dict))
+    models.load_all()
+    try:
+        assert models.failure is None, models.failure
+        assert models.get(SSD).describe()["engine"] == "onnxruntime"
+    finally:
+        models.close()

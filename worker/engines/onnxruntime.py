@@ -14,8 +14,10 @@ On a GPU the worker refuses to start rather than run on the CPU unasked: when th
 has no CUDA provider (the CPU-only wheel; ``pip install 'visionpool[gpu]'``), or when none of the
 wanted GPU providers could start on the device. TensorRT keeps its engines in the worker's
 ``--cache-dir`` (``tensorrt/<model file>-<its size and date>/``), so a restart loads them instead of
-building them again (minutes); its optimisation profile spans batches of 1 to ``max_batch``, so no
-batch the batcher forms makes it build at run time.
+building them again (minutes). Its engines cover batches of 1 to ``max_batch`` (a fixed batch: that
+one), so no batch the batcher forms makes it build under load: through an optimisation profile, or,
+for an input name onnxruntime's profile syntax cannot hold (a ':' in it, as TensorFlow exports have),
+by running the smallest and the largest batch once at load. onnxruntime's own fallback is off.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import hashlib
 import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,28 +68,26 @@ class OnnxRuntimeEngine(Engine):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         path, gpu = files[0], hints.gpu()
-        providers: list[Any] = [CPU]
-        if gpu is not None:
+        tensorrt = None
+        if gpu is not None and "tensorrt" in wanted:
+            tensorrt = TensorrtPlan.of(path, input_name, max_batch, hints.cache_dir, fp16)
+        if gpu is None:
+            self.session, self.provider = ort.InferenceSession(str(path), session_options, providers=[CPU]), "cpu"
+        else:
             _load_gpu_libraries(wanted)
-            profile = _profile(path, input_name, max_batch) if "tensorrt" in wanted else None
-            cache = _tensorrt_cache(path, hints.cache_dir) if "tensorrt" in wanted else None
-            providers = [*gpu_providers(wanted, gpu, cache, fp16, profile), CPU]
-        self.session = ort.InferenceSession(str(path), session_options, providers=providers)
-        active = self.session.get_providers()
-        if gpu is not None:
-            self.provider = _active_gpu_provider(wanted, active, hints.device)
+            self.session, self.provider = _gpu_session(path, session_options, wanted, gpu, tensorrt)
             self.device = hints.device
             self.precision = "fp16" if fp16 and self.provider == "tensorrt" else "f32"
-        else:
-            self.provider = "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = input_name or next(iter(inputs))
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(inputs)})")
         self.max_batch_size = leading_dimension(inputs[self.input_name].shape[0])
-        if self.provider == "tensorrt":
-            self.max_batch_size = min(self.max_batch_size, max_batch)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.provider == "tensorrt" and tensorrt is not None:
+            self.max_batch_size = min(self.max_batch_size, tensorrt.batches[-1])
+            for batch in tensorrt.build_at:  # no profile could be given: build for the range now, not under load
+                self.session.run(None, {tensorrt.name: np.zeros((batch, *tensorrt.rest), np.float32)})
 
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         values = self._run_bound(batch) if self.io_binding else self.session.run(None, {self.input_name: batch})
@@ -105,9 +106,64 @@ class OnnxRuntimeEngine(Engine):
         return {**super().details(), "provider": self.provider, "io_binding": self.io_binding}
 
 
-def gpu_providers(
-    wanted: list[str], gpu: int, cache: Path | None, fp16: bool, profile: dict[str, str] | None
-) -> list[tuple[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class TensorrtPlan:
+    """How TensorRT builds its engines for one model: the input, the batches covered, where engines are kept."""
+
+    name: str  # the model input
+    rest: tuple[int, ...]  # its sizes past the batch
+    batches: tuple[int, int, int]  # min, opt, max of the batch axis (all three alike for a fixed batch)
+    cache: Path
+    fp16: bool
+
+    @classmethod
+    def of(cls, path: Path, input_name: str | None, max_batch: int, cache_dir: Path | None, fp16: bool) -> TensorrtPlan:
+        """The plan for a model file (its input read on the CPU: no GPU touched)."""
+        reader = ort.InferenceSession(str(path), providers=[CPU])
+        inputs = {i.name: i.shape for i in reader.get_inputs()}
+        name = input_name or next(iter(inputs))
+        if name not in inputs:
+            raise ValueError(f"the model has no input {name!r} (it has {', '.join(inputs)})")
+        return cls.for_input(name, inputs[name], max_batch, _tensorrt_cache(path, cache_dir), fp16)
+
+    @classmethod
+    def for_input(cls, name: str, shape: list[Any], max_batch: int, cache: Path, fp16: bool) -> TensorrtPlan:
+        """The plan for an input of ``shape`` (a dynamic batch axis is a name or None, as onnxruntime shows it)."""
+        batch, *rest = shape
+        if not all(isinstance(d, int) and d > 0 for d in rest):
+            raise ValueError(f"TensorRT needs the input's sizes past the batch, and {name!r} has {shape}")
+        fixed = batch if isinstance(batch, int) and batch > 0 else None
+        batches = (fixed, fixed, fixed) if fixed else (1, max_batch, max_batch)
+        return cls(name, tuple(rest), batches, cache, fp16)
+
+    @property
+    def profile(self) -> dict[str, str]:
+        """The optimisation profile, in onnxruntime's "name:NxHxWxC" form; none for a name that form cannot
+        hold (onnxruntime splits at ':' and ',': an input like "Preprocessor/sub:0")."""
+        if ":" in self.name or "," in self.name:
+            return {}
+        shapes = ["x".join(str(d) for d in (batch, *self.rest)) for batch in self.batches]
+        keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+        return {key: f"{self.name}:{shape}" for key, shape in zip(keys, shapes, strict=True)}
+
+    @property
+    def build_at(self) -> tuple[int, ...]:
+        """Batches to run once at load when no profile can be given: TensorRT then widens its engine to the
+        batch range it has seen, so the first and the largest batch make it cover them all."""
+        return () if self.profile else tuple(sorted({self.batches[0], self.batches[2]}))
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(self.cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(self.cache),
+            "trt_fp16_enable": self.fp16,
+            **self.profile,
+        }
+
+
+def gpu_providers(wanted: list[str], gpu: int, tensorrt: TensorrtPlan | None) -> list[tuple[str, dict[str, Any]]]:
     """The GPU providers in order of preference, each with its options for device ``gpu``."""
     unknown = [name for name in wanted if name not in PROVIDERS]
     if unknown or not wanted:
@@ -116,17 +172,40 @@ def gpu_providers(
     for name in wanted:
         options: dict[str, Any] = {"device_id": gpu}
         if name == "tensorrt":
-            assert cache is not None and profile is not None
-            options |= {
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
-                "trt_fp16_enable": fp16,
-                **profile,
-            }
+            assert tensorrt is not None
+            options |= tensorrt.options()
         chosen.append((PROVIDERS[name], options))
     return chosen
+
+
+def _gpu_session(
+    path: Path, session_options: ort.SessionOptions, wanted: list[str], gpu: int, tensorrt: TensorrtPlan | None
+) -> tuple[ort.InferenceSession, str]:
+    """A session on GPU ``gpu`` with the first wanted provider that starts there, and that provider's name.
+
+    onnxruntime's own fallback is off: it would retry on its default providers without our options, so
+    on device 0, and fall back to the CPU at run time. A provider that cannot start is logged, and the
+    next one is tried; RuntimeError when none runs on the GPU."""
+    failures = []
+    for i, name in enumerate(wanted):
+        providers = [*gpu_providers(wanted[i:], gpu, tensorrt), CPU]
+        try:
+            session = ort.InferenceSession(str(path), session_options, providers=providers, enable_fallback=0)
+        except (RuntimeError, ValueError) as error:  # onnxruntime's Fail / EPFail
+            failures.append(f"{PROVIDERS[name]}: {error}")
+            logger.warning("onnxruntime could not start %s on cuda:%d: %s", PROVIDERS[name], gpu, error)
+            continue
+        running = [n for n in wanted[i:] if PROVIDERS[n] in session.get_providers()]
+        on = session.get_provider_options().get(PROVIDERS[running[0]], {}) if running else {}
+        if running and str(on.get("device_id", gpu)) == str(gpu):
+            if running[0] != wanted[0]:
+                logger.warning("running on %s instead of %s", PROVIDERS[running[0]], PROVIDERS[wanted[0]])
+            return session, running[0]
+        failures.append(f"{PROVIDERS[name]}: not running on cuda:{gpu} (running: {', '.join(session.get_providers())})")
+    raise RuntimeError(
+        f"onnxruntime could start none of {', '.join(PROVIDERS[n] for n in wanted)} on cuda:{gpu}; its log above "
+        f"says why (no such GPU, no driver, a missing CUDA library): {'; '.join(failures)}"
+    )
 
 
 def _session_options(options: dict[str, Any], threads: int) -> ort.SessionOptions:
@@ -154,40 +233,6 @@ def _load_gpu_libraries(wanted: list[str]) -> None:
     if "tensorrt" in wanted:
         with contextlib.suppress(ImportError):  # tensorrt-cu13-libs (the tensorrt extra) loads libnvinfer on import
             importlib.import_module("tensorrt_libs")
-
-
-def _active_gpu_provider(wanted: list[str], active: list[str], device: str) -> str:
-    """The GPU provider the session really runs on; RuntimeError when it fell back to the CPU."""
-    running = [name for name in wanted if PROVIDERS[name] in active]
-    if not running:
-        raise RuntimeError(
-            f"onnxruntime could start none of {', '.join(PROVIDERS[n] for n in wanted)} on {device} (running: "
-            f"{', '.join(active)}); its log above says why (no such GPU, no driver, a missing CUDA library)"
-        )
-    if running[0] != wanted[0]:
-        logger.warning("onnxruntime could not start %s on %s; running on %s", PROVIDERS[wanted[0]], device, running[0])
-    return running[0]
-
-
-def _profile(path: Path, input_name: str | None, max_batch: int) -> dict[str, str]:
-    """TensorRT's optimisation profile: the model input at batch 1, ``max_batch`` (tuned for) and ``max_batch``."""
-    reader = ort.InferenceSession(str(path), providers=[CPU])  # the input's name and shape; no GPU touched
-    inputs = {i.name: i.shape for i in reader.get_inputs()}
-    name = input_name or next(iter(inputs))
-    if name not in inputs:
-        raise ValueError(f"the model has no input {name!r} (it has {', '.join(inputs)})")
-    rest = inputs[name][1:]
-    if not all(isinstance(d, int) and d > 0 for d in rest):
-        raise ValueError(f"TensorRT needs the input's sizes past the batch, and {name!r} has {inputs[name]}")
-
-    def shape(batch: int) -> str:
-        return f"{name}:" + "x".join(str(d) for d in (batch, *rest))
-
-    return {
-        "trt_profile_min_shapes": shape(1),
-        "trt_profile_opt_shapes": shape(max_batch),
-        "trt_profile_max_shapes": shape(max_batch),
-    }
 
 
 def _tensorrt_cache(path: Path, cache_dir: Path | None) -> Path:
