@@ -67,25 +67,34 @@ def test_p2p_looks_up_once_then_posts_straight_to_its_worker() -> None:
     assert [s.url for s in again] == ["http://w1:5000/predict"]  # the worker is kept
 
 
-def test_p2p_asks_for_a_worker_again_after_a_while_so_joining_workers_get_load(monkeypatch) -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The client core's monotonic clock, set by the test: a p2p slot with a worker kept since 1000.0."""
     now = [1000.0]
     monkeypatch.setattr("visionpool.client.core.time.monotonic", lambda: now[0])
+    return now
+
+
+def p2p_slot_with_a_worker() -> Route:
+    """A p2p route (refresh every 10 s) whose slot 0 has just been handed w1."""
     route = Route(PROXY, "p2p", refresh=10.0)
     drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
-    now[0] += 9.0
+    return route
+
+
+def test_p2p_asks_for_a_worker_again_after_a_while_so_joining_workers_get_load(clock: list[float]) -> None:
+    route = p2p_slot_with_a_worker()
+    clock[0] += 9.0
     _, kept = drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
     assert [s.url for s in kept] == ["http://w1:5000/predict"]
-    now[0] += 2.0  # past the refresh: the proxy's rotation decides again
+    clock[0] += 2.0  # past the refresh: the proxy's rotation decides again
     _, asked = drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
     assert [s.url for s in asked] == [PROXY + "/lookup", "http://w1:5000/predict"]
 
 
-def test_p2p_keeps_its_worker_when_the_proxy_is_down_at_refresh_time(monkeypatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr("visionpool.client.core.time.monotonic", lambda: now[0])
-    route = Route(PROXY, "p2p", refresh=10.0)
-    drive(predict_flow(route, b"img", None, None, None, 3), p2p_pool(ok()))
-    now[0] += 11.0
+def test_p2p_keeps_its_worker_when_the_proxy_is_down_at_refresh_time(clock: list[float]) -> None:
+    route = p2p_slot_with_a_worker()
+    clock[0] += 11.0
 
     def proxy_down(step):  # noqa: ANN001, ANN202
         return ConnectionRefusedError("proxy down") if step.url.startswith(PROXY) else ok()
