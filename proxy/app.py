@@ -18,14 +18,14 @@ import aiohttp
 from aiohttp import web
 
 from visionpool.client import links, wire
-from visionpool.client.wire import Header, NotFound
+from visionpool.client.wire import Header
 from visionpool.discovery import Directory
 
 from .errors import NoWorker, no_worker
 from .forward import Forwarder
 from .frontdoor import FrontDoor, Limits, error_middleware
 from .metrics import ProxyMetrics
-from .page import INDEX, asset, page_headers
+from .page import page_file
 from .pool import Pool
 from .settings import ProxySettings
 from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS, VIEW
@@ -59,7 +59,7 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
             web.get(wire.METRICS, metrics.handle_metrics),
             web.get(wire.PROMETHEUS_TARGETS, prometheus_targets),
             web.get(wire.PAGE, page),
-            web.get(wire.PAGE_ASSET, page_asset),
+            web.get(wire.PAGE_ASSET, page),
             web.get(wire.POOL, pool_view),
             *v2_routes(door),
             *registry.routes(),
@@ -149,24 +149,10 @@ async def prometheus_targets(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.Response:
-    return page_file(request, INDEX)
-
-
-async def page_asset(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    if name == INDEX:
-        raise NotFound(f"No page file {name!r}.")
-    return page_file(request, name)
-
-
-def page_file(request: web.Request, name: str) -> web.Response:
-    """One of the page's files; its policy lets the page reach the registered workers (for p2p)."""
-    found = asset(name)
-    if found is None:
-        raise NotFound(f"No page file {name!r}.")
-    body, content_type = found
+    """The page (at /) or one of its files (/ui/NAME); its policy lets it reach the registered workers (p2p)."""
     workers = (instance.url for instance in request.app[POOL].instances.values())
-    return web.Response(body=body, headers={"Content-Type": content_type, **page_headers(workers)})
+    body, headers = page_file(request.match_info.get("name"), workers)
+    return web.Response(body=body, headers=headers)
 
 
 async def pool_view(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """The pool's web page: plain files shipped in this package (static/), and the headers they go out with.
 
 Usage:
-    body, content_type = asset("app.js")          # None for a name that is not one of the page's files
-    headers = page_headers(["http://10.0.0.7:8001"])  # CSP letting the page reach these workers (p2p)
+    body, headers = page_file(None)                                  # the page itself (served at /)
+    body, headers = page_file("app.js", ["http://10.0.0.7:8001"])    # a file under /ui/; its CSP lets the
+                                                                     # page reach these workers (p2p)
 
 The proxy serves the page at / for the pool, and every worker serves it for itself.
 """
@@ -14,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from visionpool.client.wire import NotFound
+
 STATIC = Path(__file__).parent / "static"
 INDEX = "index.html"
 TYPES = {
@@ -23,12 +26,18 @@ TYPES = {
 }
 
 
+def page_file(name: str | None, reachable: Iterable[str] = ()) -> tuple[bytes, dict[str, str]]:
+    """The page (``name`` None) or one of its other files, with the headers to send it with; NotFound for
+    any other name (index.html is the page, served at / alone)."""
+    if name is not None and (name == INDEX or name not in TYPES):
+        raise NotFound(f"No page file {name!r}.")
+    name = name or INDEX
+    return _read(name), {"Content-Type": TYPES[name], **page_headers(reachable)}
+
+
 @functools.cache
-def asset(name: str) -> tuple[bytes, str] | None:
-    """One of the page's files and its content type; None for any other name."""
-    if name not in TYPES:
-        return None
-    return (STATIC / name).read_bytes(), TYPES[name]
+def _read(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
 
 
 def page_headers(reachable: Iterable[str] = ()) -> dict[str, str]:

@@ -61,24 +61,9 @@ def cpu_costs(pipeline: Pipeline, images: Sequence[bytes], batch: int, seconds: 
     started = time.process_time()
     prepared = [pipeline.prepare(pipeline.decode(data)) for data in images for _ in range(8)]
     decode_ms = (time.process_time() - started) * 1000 / len(prepared)
-    tensors = [tensor for tensor, _ in prepared]
-    batches = itertools.cycle([np.stack(tensors[i : i + batch]) for i in range(0, len(tensors) - batch + 1, batch)])
-    lock, done = threading.Lock(), [0]
-    outputs: list[dict[str, np.ndarray]] = []
-
-    def lane(stop_at: float) -> None:
-        while time.monotonic() < stop_at:
-            with lock:
-                inputs = next(batches)
-            result = pipeline.engine.run(inputs)
-            with lock:
-                done[0] += len(inputs)
-                outputs[:] = result
-
-    started, stop_at = time.process_time(), time.monotonic() + seconds
-    with ThreadPoolExecutor(pipeline.engine.parallel) as pool:
-        list(pool.map(lane, [stop_at] * pipeline.engine.parallel))
-    infer_ms = (time.process_time() - started) * 1000 / max(done[0], 1)
+    [inference] = inference_limit(pipeline, images, [batch], seconds)
+    infer_ms = inference.cpu["worker"] * 1000 / max(inference.images, 1)
+    outputs = pipeline.engine.run(prepared[0][0][None])
     image, (_, frame) = pipeline.decode(images[0]), prepared[0]
     started, threshold, top_k = (
         time.process_time(),

@@ -9,9 +9,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from visionpool.client import wire
-from visionpool.client.wire import NotFound
 from visionpool.discovery import Instance
-from visionpool.proxy.page import INDEX, asset, page_headers
+from visionpool.proxy.page import page_file
 from visionpool.proxy.view import pool_document, worker_row
 
 from .models import get_models
@@ -21,15 +20,10 @@ bp = Blueprint("page", __name__)
 
 
 @bp.get(wire.PAGE)
-def index() -> Response:
-    return _file(INDEX)
-
-
 @bp.get(wire.PAGE_ASSET.replace("{name}", "<name>"))
-def page_asset(name: str) -> Response:
-    if name == INDEX:
-        raise NotFound(f"No page file {name!r}.")
-    return _file(name)
+def page(name: str | None = None) -> Response:
+    body, headers = page_file(name)
+    return Response(body, headers=headers)
 
 
 @bp.get(wire.POOL)
@@ -41,11 +35,3 @@ def pool() -> Response:
     models = {c.name: c.version for c in get_models().configs}
     me = Instance(config["WORKER_ID"], url, models, config.get("WORKER_GRPC", ""))
     return jsonify(pool_document("worker", [worker_row(me, stats["state"], stats)]))
-
-
-def _file(name: str) -> Response:
-    found = asset(name)
-    if found is None:
-        raise NotFound(f"No page file {name!r}.")
-    body, content_type = found
-    return Response(body, headers={"Content-Type": content_type, **page_headers()})

@@ -79,9 +79,7 @@ class OnnxRuntimeEngine(Engine):
             self.device = hints.device
             self.precision = "fp16" if fp16 and self.provider == "tensorrt" else "f32"
         inputs = {i.name: i for i in self.session.get_inputs()}
-        self.input_name = input_name or next(iter(inputs))
-        if self.input_name not in inputs:
-            raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(inputs)})")
+        self.input_name = _input_named(input_name, inputs)
         self.max_batch_size = leading_dimension(inputs[self.input_name].shape[0])
         self.output_names = [o.name for o in self.session.get_outputs()]
         if self.provider == "tensorrt" and tensorrt is not None:
@@ -121,9 +119,7 @@ class TensorrtPlan:
         """The plan for a model file (its input read on the CPU: no GPU touched)."""
         reader = ort.InferenceSession(str(path), providers=[CPU])
         inputs = {i.name: i.shape for i in reader.get_inputs()}
-        name = input_name or next(iter(inputs))
-        if name not in inputs:
-            raise ValueError(f"the model has no input {name!r} (it has {', '.join(inputs)})")
+        name = _input_named(input_name, inputs)
         return cls.for_input(name, inputs[name], max_batch, _tensorrt_cache(path, cache_dir), fp16)
 
     @classmethod
@@ -233,6 +229,14 @@ def _load_gpu_libraries(wanted: list[str]) -> None:
     if "tensorrt" in wanted:
         with contextlib.suppress(ImportError):  # tensorrt-cu13-libs (the tensorrt extra) loads libnvinfer on import
             importlib.import_module("tensorrt_libs")
+
+
+def _input_named(name: str | None, inputs: dict[str, Any]) -> str:
+    """The model input the config names (its first when it names none); ValueError naming the inputs."""
+    chosen = name or next(iter(inputs))
+    if chosen not in inputs:
+        raise ValueError(f"the model has no input {chosen!r} (it has {', '.join(inputs)})")
+    return chosen
 
 
 def _tensorrt_cache(path: Path, cache_dir: Path | None) -> Path:
