@@ -16,7 +16,7 @@ import simplejpeg
 from flask import Flask, current_app
 
 from .batching import Batcher
-from .decoders import Decoder, create_decoder
+from .decoders import TASK_OF, Decoder, create_decoder
 from .engines import ENGINES, Engine, create_engine
 from .errors import ModelNotFound, NotReady
 from .metrics import WorkerMetrics
@@ -61,6 +61,10 @@ class ModelManager:
         try:
             for config in self.configs:
                 self.models[config.name] = self._load(config)
+        except ConfigError as error:  # the model and its config disagree: the message says all, no traceback
+            logger.error("%s", error)
+            self.failure = error
+            return
         except Exception as error:
             logger.exception("loading the models failed")
             self.failure = error
@@ -98,6 +102,7 @@ class ModelManager:
                 raise ConfigError(
                     f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
                 ) from error
+        _check_outputs(config, engines[0], self.decoders[config.name])
         on_batch = self.metrics.batch.labels(config.name).observe
         batcher = Batcher(config.name, engines, config.batching, on_batch=on_batch)
         model = Pipeline(config, self.decoders[config.name], batcher, engines[0], self.max_image_pixels)
@@ -138,9 +143,32 @@ def _validated_decoder(config: ModelConfig) -> Decoder:
             f"{config.source}: field 'engine': must be one of {', '.join(ENGINES)}, got {config.engine!r}"
         )
     try:
-        return create_decoder(config.output.decoder, config.output.options)
+        decoder = create_decoder(
+            config.output.decoder, config.output.options, (config.input.width, config.input.height)
+        )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{config.source}: field 'output': {error}") from None
+    if TASK_OF[config.output.decoder] != config.task:
+        raise ConfigError(
+            f"{config.source}: field 'task': the {config.output.decoder!r} decoder answers task = "
+            f"{TASK_OF[config.output.decoder]!r}, but the config says {config.task!r}"
+        )
+    return decoder
+
+
+def _check_outputs(config: ModelConfig, engine: Engine, decoder: Decoder) -> None:
+    """Run one blank input and let the decoder refuse outputs it cannot read: ConfigError naming the model,
+    the output, the shape found and the shape expected (instead of wrong answers or a traceback per request)."""
+    spec = config.input
+    shape = (1, 3, spec.height, spec.width) if spec.layout == "NCHW" else (1, spec.height, spec.width, 3)
+    outputs = engine.run(np.zeros(shape, np.uint8 if spec.dtype == "uint8" else np.float32))[0]
+    try:
+        decoder.check({name: tuple(value.shape) for name, value in outputs.items()}, len(config.labels))
+    except (ValueError, KeyError) as error:
+        message = error.args[0] if error.args else str(error)
+        raise ConfigError(
+            f"{config.source}: model {config.name!r} does not fit decoder {config.output.decoder!r}: {message}"
+        ) from None
 
 
 def _warm_up(model: Pipeline) -> None:

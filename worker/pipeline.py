@@ -25,8 +25,11 @@ from .batching import Batcher, Job
 from .decoders import Decoder, Prediction
 from .engines import Engine
 from .imaging import DecodedImage, decode_image
+from .masks import png, polygons
 from .preprocess import Frame, preprocess
 from .repository import ModelConfig
+
+MASK_FORMATS = ("polygons", "png")  # how an answer gives instance masks: /predict's ?masks=
 
 
 @dataclass
@@ -35,9 +38,10 @@ class Answer:
 
     width: int  # the picture as displayed
     height: int
-    predictions: list[dict[str, Any]]  # best first: label, class_id, score, and a pixel box for detectors
+    predictions: list[dict[str, Any]]  # best first: label, class_id, score; box, mask, keypoints as the task has
     batch_size: int  # images that shared the engine call
     stages: dict[str, float] = field(default_factory=dict)  # seconds: decode, preprocess, queue, inference, postprocess
+    embedding: np.ndarray | None = None  # encoders: the image's feature vector (float32)
 
 
 @dataclass
@@ -60,19 +64,37 @@ class Pipeline:
         return preprocess(image.pixels, self.config.input)
 
     def postprocess(
-        self, outputs: dict[str, np.ndarray], frame: Frame, image: DecodedImage, threshold: float, top_k: int
+        self,
+        outputs: dict[str, np.ndarray],
+        frame: Frame,
+        image: DecodedImage,
+        threshold: float,
+        top_k: int,
+        masks: str = "polygons",
     ) -> list[dict[str, Any]]:
-        """The decoder's predictions, labelled, with boxes in the picture's pixels."""
-        return [self._found(p, frame, image) for p in self.decoder.decode(outputs, threshold, top_k)]
+        """The decoder's predictions, labelled, with boxes, masks and keypoints in the picture's pixels."""
+        return [self._found(p, frame, image, masks) for p in self.decoder.decode(outputs, threshold, top_k)]
 
     def predict(
-        self, data: bytes, *, deadline: float, threshold: float | None = None, top_k: int | None = None
+        self,
+        data: bytes,
+        *,
+        deadline: float,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        masks: str = "polygons",
     ) -> Answer:
         """One image through every stage, batched with whatever else is in flight."""
-        return self.predict_many([data], deadline=deadline, threshold=threshold, top_k=top_k)[0]
+        return self.predict_many([data], deadline=deadline, threshold=threshold, top_k=top_k, masks=masks)[0]
 
     def predict_many(
-        self, bodies: Sequence[bytes], *, deadline: float, threshold: float | None = None, top_k: int | None = None
+        self,
+        bodies: Sequence[bytes],
+        *,
+        deadline: float,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        masks: str = "polygons",
     ) -> list[Answer]:
         """Several images of one request: all announced and submitted before any is awaited, so they batch."""
         threshold, top_k = self._limits(threshold, top_k)
@@ -87,7 +109,9 @@ class Pipeline:
                 prepared = time.monotonic()
                 job = self.batcher.submit(tensor, deadline, arrival)
                 submitted.append((job, image, frame, {"decode": decoded - started, "preprocess": prepared - decoded}))
-        return [self._finish(job, image, frame, stages, threshold, top_k) for job, image, frame, stages in submitted]
+        return [
+            self._finish(job, image, frame, stages, threshold, top_k, masks) for job, image, frame, stages in submitted
+        ]
 
     def predict_tensors(
         self, tensors: np.ndarray, deadline: float, threshold: float | None = None, top_k: int | None = None
@@ -99,13 +123,21 @@ class Pipeline:
         return [self._finish(job, size, Frame(), {}, threshold, top_k) for job in jobs]
 
     def _finish(
-        self, job: Job, image: DecodedImage, frame: Frame, stages: dict[str, float], threshold: float, top_k: int
+        self,
+        job: Job,
+        image: DecodedImage,
+        frame: Frame,
+        stages: dict[str, float],
+        threshold: float,
+        top_k: int,
+        masks: str = "polygons",
     ) -> Answer:
         outputs = job.wait()
         ran = time.monotonic()
-        predictions = self.postprocess(outputs, frame, image, threshold, top_k)
+        predictions = self.postprocess(outputs, frame, image, threshold, top_k, masks)
+        embedding = self.decoder.embed(outputs)
         stages = {**stages, "queue": job.queue_s, "inference": job.inference_s, "postprocess": time.monotonic() - ran}
-        return Answer(image.width, image.height, predictions, job.batch_size, stages)
+        return Answer(image.width, image.height, predictions, job.batch_size, stages, embedding)
 
     def predict_batch(
         self, bodies: Sequence[bytes], threshold: float | None = None, top_k: int | None = None
@@ -116,7 +148,13 @@ class Pipeline:
         prepared = [self.prepare(image) for image in images]
         outputs = self.engine.run(np.stack([tensor for tensor, _ in prepared]))
         return [
-            Answer(image.width, image.height, self.postprocess(out, frame, image, threshold, top_k), len(bodies))
+            Answer(
+                image.width,
+                image.height,
+                self.postprocess(out, frame, image, threshold, top_k),
+                len(bodies),
+                embedding=self.decoder.embed(out),
+            )
             for image, (_, frame), out in zip(images, prepared, outputs, strict=True)
         ]
 
@@ -125,6 +163,7 @@ class Pipeline:
         return {
             **self.config.describe(),
             **self.engine.details(),
+            **self.decoder.describe(),
             "max_batch_size": self.batcher.max_batch,
             "queue_depth": self.batcher.depth(),
         }
@@ -140,8 +179,19 @@ class Pipeline:
         output = self.config.output
         return (output.score_threshold if threshold is None else threshold), (output.top_k if top_k is None else top_k)
 
-    def _found(self, p: Prediction, frame: Frame, image: DecodedImage) -> dict[str, Any]:
+    def _found(self, p: Prediction, frame: Frame, image: DecodedImage, masks: str) -> dict[str, Any]:
         found: dict[str, Any] = {"label": self.label(p.class_id), "class_id": p.class_id, "score": round(p.score, 4)}
         if p.box is not None:
             found["box"] = frame.to_pixels(p.box, image.width, image.height)
+        if p.mask is not None:
+            size = (self.config.input.width, self.config.input.height)
+            if masks == "png":
+                found["mask"] = {"png": png(p.mask, frame, size, found["box"], image.width, image.height)}
+            else:
+                found["mask"] = {"polygons": polygons(p.mask, frame, size, image.width, image.height)}
+        if p.keypoints is not None:
+            points = p.keypoints.astype(np.float64)  # rounded in float64: float32 would print 0.8999999761
+            xy = np.round(frame.points_to_pixels(points[:, :2], image.width, image.height), 1)
+            scores = np.round(points[:, 2], 3)
+            found["keypoints"] = [[x, y, s] for (x, y), s in zip(xy.tolist(), scores.tolist(), strict=True)]
         return found

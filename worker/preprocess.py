@@ -42,6 +42,16 @@ class Frame:
         top, bottom = round(float(ys[0])), round(float(ys[1]))
         return {"x": left, "y": top, "width": max(right - left, 0), "height": max(bottom - top, 0)}
 
+    def points_to_pixels(self, points: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Normalised (x, y) points in model space, shape (n, 2), as pixels of the picture, clipped to it."""
+        xs = np.clip((points[:, 0] - self.left) / self.width, 0.0, 1.0) * width
+        ys = np.clip((points[:, 1] - self.top) / self.height, 0.0, 1.0) * height
+        return np.stack([xs, ys], axis=1)
+
+    def pixels_to_model(self, xs: np.ndarray, ys: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Picture pixel coordinates as normalised model-space coordinates (the inverse of points_to_pixels)."""
+        return xs / width * self.width + self.left, ys / height * self.height + self.top
+
 
 def preprocess(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:
     """Resize, reorder and scale one image into the model's input layout (no batch axis)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 BUILTIN_REPOSITORY = Path(__file__).parent / "model_repository"
 
-TASKS = ("detection", "classification")
+TASKS = ("detection", "classification", "segmentation", "pose", "embedding")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR")
 DTYPES = ("float32", "uint8")

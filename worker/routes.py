@@ -15,7 +15,7 @@ from .errors import EmptyBody, InvalidParameter, NotReady, UnsupportedMediaType,
 from .imaging import CONTENT_TYPES
 from .metrics import METRICS, Tracked
 from .models import get_models
-from .pipeline import Pipeline
+from .pipeline import MASK_FORMATS, Pipeline
 from .settings import WorkerSettings
 
 bp = Blueprint("worker", __name__)
@@ -83,19 +83,21 @@ def _answer(model: Pipeline, tracked: Tracked) -> Response:
     started = time.monotonic()
     settings: WorkerSettings = current_app.config["VISIONPOOL"]
     threshold, top_k = _query(model)
+    masks = _masks_format()
     answer = model.predict(
-        _image_bytes(), deadline=started + settings.request_timeout, threshold=threshold, top_k=top_k
+        _image_bytes(), deadline=started + settings.request_timeout, threshold=threshold, top_k=top_k, masks=masks
     )
     tracked.batch_size, tracked.stages = answer.batch_size, answer.stages
-    return jsonify(
-        {
-            "model": {"name": model.config.name, "version": model.config.version},
-            "image": {"width": answer.width, "height": answer.height},
-            "predictions": answer.predictions,
-            "batch_size": answer.batch_size,
-            "timing_ms": _ms(**answer.stages, total=time.monotonic() - started),
-        }
-    )
+    body: dict[str, Any] = {
+        "model": {"name": model.config.name, "version": model.config.version},
+        "image": {"width": answer.width, "height": answer.height},
+        "predictions": answer.predictions,
+    }
+    if answer.embedding is not None:
+        body["embedding"] = answer.embedding.tolist()
+    body["batch_size"] = answer.batch_size
+    body["timing_ms"] = _ms(**answer.stages, total=time.monotonic() - started)
+    return jsonify(body)
 
 
 @bp.get(wire.METRICS)
@@ -112,6 +114,13 @@ def _query(model: Pipeline) -> tuple[float, int]:
     threshold = _number("threshold", float, model.config.output.score_threshold, 0.0, 1.0)
     top_k = _number("top_k", int, model.config.output.top_k, 1, 10_000)
     return float(threshold), int(top_k)
+
+
+def _masks_format() -> str:
+    raw = request.args.get("masks", MASK_FORMATS[0])
+    if raw not in MASK_FORMATS:
+        raise InvalidParameter(f"Query parameter masks must be one of {', '.join(MASK_FORMATS)}, got {raw!r}.")
+    return raw
 
 
 def _number(key: str, kind: type, default: float, low: float, high: float) -> float:

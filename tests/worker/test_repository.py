@@ -62,7 +62,7 @@ BROKEN = [
     pytest.param(
         GOOD.replace('files = ["model.onnx"]', 'files = ["missing.onnx"]'), "files", "does not exist", id="missing-file"
     ),
-    pytest.param(GOOD.replace('task = "classification"', 'task = "segmentation"'), "task", "one of", id="bad-task"),
+    pytest.param(GOOD.replace('task = "classification"', 'task = "tracking"'), "task", "one of", id="bad-task"),
     pytest.param(GOOD.replace("width = 224", 'width = "224"'), "input.width", "must be int", id="wrong-type"),
     pytest.param(GOOD.replace("width = 224\n", ""), "input.width", "required", id="required"),
     pytest.param(GOOD + "max_batch = 4\n", "output.max_batch", "not a known setting", id="typo"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the boxes (x1, y1, x2, y2) kept, best score first."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int | None = None) -> np.ndarray:
+    """Indices of the boxes (x1, y1, x2, y2) kept, best score first; at most ``limit`` of them."""
     order = np.argsort(-scores, kind="stable")
     areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     keep: list[int] = []
-    while order.size:
+    limit = len(order) if limit is None else limit
+    while order.size and len(keep) < limit:
         best, rest = order[0], order[1:]
         keep.append(int(best))
         xx1 = np.maximum(boxes[best, 0], boxes[rest, 0])
@@ -23,9 +24,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
+def batched_nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float, limit: int | None = None
+) -> np.ndarray:
     """Per-class NMS in one pass: boxes of different classes are shifted apart so they never overlap."""
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
     offsets = classes.astype(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1.0)
-    return nms(boxes + offsets, scores, iou_threshold)
+    return nms(boxes + offsets, scores, iou_threshold, limit)

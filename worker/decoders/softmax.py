@@ -6,17 +6,23 @@ from typing import Any
 
 import numpy as np
 
-from .base import Decoder, Prediction, pick_output
+from .base import Decoder, Prediction, Shapes, output_name, pick_output, shape_error
 
 
 class SoftmaxDecoder(Decoder):
     """Softmax over the class axis (unless the model already did), then the best ``top_k``."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], input_size: tuple[int, int] = (1, 1)) -> None:
+        super().__init__(options, input_size)
         self.output = self.option("output", None)
         self.apply_softmax = bool(self.option("apply_softmax", True))
         self.check_options()
+
+    def check(self, shapes: Shapes, classes: int) -> None:
+        name = output_name(shapes, self.output, 0)
+        size = int(np.prod(shapes[name]))
+        if classes and size != classes:
+            raise shape_error(name, shapes[name], f"[{classes}] (one score per line of the labels file)")
 
     def decode(self, outputs: dict[str, np.ndarray], threshold: float, top_k: int) -> list[Prediction]:
         scores = pick_output(outputs, self.output, 0).reshape(-1).astype(np.float64)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Decoder, Prediction, pick_output
+from .base import Decoder, Prediction, Shapes, output_name, pick_output, shape_error
 from .nms import batched_nms
 
 
@@ -44,8 +44,8 @@ def ssd_anchors(
 class SSDDecoder(Decoder):
     """Decodes box encodings against generated anchors, then per-class NMS."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], input_size: tuple[int, int] = (1, 1)) -> None:
+        super().__init__(options, input_size)
         self.boxes_output = self.option("boxes_output", None)
         self.scores_output = self.option("scores_output", None)
         self.iou = float(self.option("nms_iou", 0.6))
@@ -59,6 +59,19 @@ class SSDDecoder(Decoder):
             bool(self.option("reduce_boxes_in_lowest_layer", True)),
         )
         self.check_options()
+
+    def check(self, shapes: Shapes, classes: int) -> None:
+        boxes, scores = output_name(shapes, self.boxes_output, 0), output_name(shapes, self.scores_output, 1)
+        anchors = self.anchors.shape[0]
+        if int(np.prod(shapes[boxes])) != anchors * 4 or shapes[boxes][-1] != 4:
+            raise shape_error(boxes, shapes[boxes], f"[{anchors}, 1, 4] (box encodings for the {anchors} anchors)")
+        width = int(np.prod(shapes[scores])) // anchors
+        if shapes[scores][0] != anchors or width * anchors != int(np.prod(shapes[scores])):
+            raise shape_error(scores, shapes[scores], f"[{anchors}, C] (class logits per anchor)")
+        if classes and width != classes:
+            raise shape_error(
+                scores, shapes[scores], f"[{anchors}, {classes}] for the {classes} lines of the labels file"
+            )
 
     def decode(self, outputs: dict[str, np.ndarray], threshold: float, top_k: int) -> list[Prediction]:
         encodings = pick_output(outputs, self.boxes_output, 0).reshape(-1, 4)
