@@ -23,13 +23,14 @@ from .errors import (
     UnsupportedImage,
 )
 from .sync import Client
-from .types import Box, Prediction, Result
+from .types import Box, Mask, Prediction, Result
 
 __all__ = [
     "AsyncClient",
     "BadImage",
     "BadRequest",
     "Box",
+    "Mask",
     "Client",
     "ClientError",
     "ConnectionFailed",

@@ -15,7 +15,7 @@ import struct
 from typing import Any
 from urllib.parse import quote
 
-from .types import Box, Prediction, Result
+from .types import Box, Mask, Prediction, Result
 from .wire import V2, V2_HEADER_LENGTH, Header
 
 
@@ -35,19 +35,24 @@ def request(model: str, image: bytes, threshold: float | None, top_k: int | None
 def result_of(body: dict[str, Any], headers: dict[str, str]) -> Result:
     """The answer for the request's one image."""
     outputs = {o["name"]: o.get("data", []) for o in body.get("outputs", [])}
-    count = int(outputs["COUNT"][0])
+    shapes = {o["name"]: o.get("shape", []) for o in body.get("outputs", [])}
+    count = int(outputs.get("COUNT", [0])[0])
     width, height = (int(v) for v in outputs["SIZE"][:2])
     scores = outputs.get("SCORES") or outputs.get("PROBABILITIES") or []
-    boxes = outputs.get("BOXES")
+    boxes, masks, keypoints = outputs.get("BOXES"), outputs.get("MASKS"), outputs.get("KEYPOINTS")
+    points = shapes["KEYPOINTS"][2] if keypoints else 0
     predictions = [
         Prediction(
             outputs["LABELS"][i],
             int(outputs["CLASS_IDS"][i]),
             round(float(scores[i]), 4),
             Box(*(round(v) for v in boxes[4 * i : 4 * i + 4])) if boxes else None,
+            Mask.from_json({"png": masks[i]}) if masks else None,
+            _triples(keypoints[3 * points * i : 3 * points * (i + 1)]) if keypoints else None,
         )
         for i in range(count)
     ]
+    embedding = outputs.get("EMBEDDING")
     return Result(
         model=str(body.get("model_name")),
         version=str(body.get("model_version")),
@@ -56,4 +61,9 @@ def result_of(body: dict[str, Any], headers: dict[str, str]) -> Result:
         predictions=predictions,
         worker_id=headers.get(Header.WORKER_ID.lower()),
         request_id=headers.get(Header.REQUEST_ID.lower()),
+        embedding=[float(v) for v in embedding] if embedding is not None else None,
     )
+
+
+def _triples(flat: list[float]) -> list[tuple[float, float, float]]:
+    return [(float(flat[j]), float(flat[j + 1]), float(flat[j + 2])) for j in range(0, len(flat), 3)]

@@ -170,3 +170,16 @@ class ServiceUnavailable(ServiceError):
 
     def __init__(self, message: str, *, retry_after: int = 1, headers: dict[str, str] | None = None) -> None:
         super().__init__(message, headers={Header.RETRY_AFTER: str(retry_after), **(headers or {})})
+
+
+# Pose models' keypoints in COCO's order, and the bones between them (index pairs): what a yolo-pose model
+# with 17 keypoints answers, and what the page and --draw join with lines.
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)  # fmt: skip
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
+    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)  # fmt: skip

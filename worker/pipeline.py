@@ -114,13 +114,18 @@ class Pipeline:
         ]
 
     def predict_tensors(
-        self, tensors: np.ndarray, deadline: float, threshold: float | None = None, top_k: int | None = None
+        self,
+        tensors: np.ndarray,
+        deadline: float,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        masks: str = "polygons",
     ) -> list[Answer]:
         """Inputs already in the model's layout, one per leading index; boxes in the input's pixels."""
         threshold, top_k = self._limits(threshold, top_k)
         size = DecodedImage(np.empty((0, 0, 3), np.uint8), self.config.input.width, self.config.input.height)
         jobs = [self.batcher.submit(np.ascontiguousarray(tensor), deadline) for tensor in tensors]
-        return [self._finish(job, size, Frame(), {}, threshold, top_k) for job in jobs]
+        return [self._finish(job, size, Frame(), {}, threshold, top_k, masks) for job in jobs]
 
     def _finish(
         self,

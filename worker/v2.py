@@ -12,7 +12,11 @@ Inputs (both optional; send one):
 Outputs (K: the most predictions any image of the request has; COUNT says how many are real):
     detectors:   BOXES FP32 [N,K,4] (x, y, width, height in image pixels), SCORES FP32 [N,K],
                  CLASS_IDS INT32 [N,K], LABELS BYTES [N,K], COUNT INT32 [N], SIZE INT32 [N,2] (width, height)
+    segmentation: the detectors' outputs and MASKS BYTES [N,K]: each a 1-bit PNG the size of its box, in base64
+                 (as /predict's ?masks=png gives it: text, so that JSON outputs carry it too)
+    pose:        the detectors' outputs and KEYPOINTS FP32 [N,K,P,3] (x, y in image pixels, score)
     classifiers: CLASS_IDS INT32 [N,K], LABELS BYTES [N,K], PROBABILITIES FP32 [N,K], COUNT, SIZE
+    encoders:    EMBEDDING FP32 [N,D], SIZE
 Request parameters: ``threshold`` and ``top_k``, as /predict's query.
 
 Errors are the worker's ServiceErrors; the REST and gRPC fronts turn them into the protocol's shapes.
@@ -55,12 +59,24 @@ DETECTION_OUTPUTS = {
     "COUNT": ("INT32", [-1]),
     "SIZE": ("INT32", [-1, 2]),
 }
+SEGMENTATION_OUTPUTS = {**DETECTION_OUTPUTS, "MASKS": ("BYTES", [-1, -1])}
+POSE_OUTPUTS = {**DETECTION_OUTPUTS, "KEYPOINTS": ("FP32", [-1, -1, -1, 3])}
+EMBEDDING_OUTPUTS = {"EMBEDDING": ("FP32", [-1, -1]), "SIZE": ("INT32", [-1, 2])}
 CLASSIFICATION_OUTPUTS = {
     "CLASS_IDS": ("INT32", [-1, -1]),
     "LABELS": ("BYTES", [-1, -1]),
     "PROBABILITIES": ("FP32", [-1, -1]),
     "COUNT": ("INT32", [-1]),
     "SIZE": ("INT32", [-1, 2]),
+}
+
+
+TASK_OUTPUTS = {
+    "detection": DETECTION_OUTPUTS,
+    "segmentation": SEGMENTATION_OUTPUTS,
+    "pose": POSE_OUTPUTS,
+    "classification": CLASSIFICATION_OUTPUTS,
+    "embedding": EMBEDDING_OUTPUTS,
 }
 
 
@@ -147,7 +163,8 @@ class V2Model:
         self.pipeline = pipeline
         config = pipeline.config
         self.name, self.version = config.name, config.version
-        self.outputs = DETECTION_OUTPUTS if config.task == "detection" else CLASSIFICATION_OUTPUTS
+        self.task = config.task
+        self.outputs = TASK_OUTPUTS[config.task]
         spec = config.input
         chw = [3, spec.height, spec.width] if spec.layout == "NCHW" else [spec.height, spec.width, 3]
         self.tensor_shape = chw
@@ -218,9 +235,12 @@ class V2Model:
             images = inputs["IMAGE"]
             if images.ndim != 1 or images.dtype != np.object_:
                 raise BadRequest(f"IMAGE must be a BYTES tensor of shape [N], got shape {list(images.shape)}.")
-            answers = self.pipeline.predict_many(list(images), deadline=deadline, threshold=threshold, top_k=top_k)
+            answers = self.pipeline.predict_many(
+                list(images), deadline=deadline, threshold=threshold, top_k=top_k, masks="png"
+            )
         else:
-            answers = self.pipeline.predict_tensors(self._tensors(inputs["TENSOR"]), deadline, threshold, top_k)
+            tensors = self._tensors(inputs["TENSOR"])
+            answers = self.pipeline.predict_tensors(tensors, deadline, threshold, top_k, masks="png")
         return self._tensors_of(answers)
 
     def _tensors(self, tensor: np.ndarray) -> np.ndarray:
@@ -234,21 +254,43 @@ class V2Model:
 
     def _tensors_of(self, answers: list[Answer]) -> dict[str, np.ndarray]:
         n, k = len(answers), max((len(a.predictions) for a in answers), default=0)
-        count = np.array([len(a.predictions) for a in answers], np.int32)
         size = np.array([[a.width, a.height] for a in answers], np.int32).reshape(n, 2)
+        if self.task == "embedding":
+            vectors = [a.embedding if a.embedding is not None else np.zeros(0, np.float32) for a in answers]
+            return {"EMBEDDING": np.stack(vectors).astype(np.float32).reshape(n, -1), "SIZE": size}
+        count = np.array([len(a.predictions) for a in answers], np.int32)
         scores = np.zeros((n, k), np.float32)
         class_ids = np.full((n, k), -1, np.int32)
         labels = np.full((n, k), b"", dtype=np.object_)
-        boxes = np.zeros((n, k, 4), np.float32)
         for i, answer in enumerate(answers):
             for j, p in enumerate(answer.predictions):
                 scores[i, j], class_ids[i, j], labels[i, j] = p["score"], p["class_id"], p["label"].encode()
-                if "box" in p:
-                    boxes[i, j] = [p["box"]["x"], p["box"]["y"], p["box"]["width"], p["box"]["height"]]
         common = {"CLASS_IDS": class_ids, "LABELS": labels, "COUNT": count, "SIZE": size}
-        if self.outputs is DETECTION_OUTPUTS:
-            return {"BOXES": boxes, "SCORES": scores, **common}
-        return {"PROBABILITIES": scores, **common}
+        if self.task == "classification":
+            return {"PROBABILITIES": scores, **common}
+        outputs = {"BOXES": _per_prediction(answers, k, "box", (4,), np.float32, _box), "SCORES": scores, **common}
+        if self.task == "segmentation":
+            outputs["MASKS"] = _per_prediction(answers, k, "mask", (), np.object_, lambda m: m["png"].encode())
+        if self.task == "pose":
+            points = max((len(p["keypoints"]) for a in answers for p in a.predictions), default=0)
+            outputs["KEYPOINTS"] = _per_prediction(answers, k, "keypoints", (points, 3), np.float32, np.asarray)
+        return outputs
+
+
+def _per_prediction(
+    answers: list[Answer], k: int, key: str, shape: tuple[int, ...], dtype: Any, convert: Any
+) -> np.ndarray:
+    """One field of every prediction as an [N, K, ...] tensor (empty places zero, or b"" for bytes)."""
+    tensor = np.full((len(answers), k, *shape), b"" if dtype is np.object_ else 0, dtype=dtype)
+    for i, answer in enumerate(answers):
+        for j, p in enumerate(answer.predictions):
+            if key in p:
+                tensor[i, j] = convert(p[key])
+    return tensor
+
+
+def _box(box: dict[str, int]) -> list[int]:
+    return [box["x"], box["y"], box["width"], box["height"]]
 
 
 def _parameter(parameters: Mapping[str, Any], key: str, kind: type, low: float, high: float) -> Any:

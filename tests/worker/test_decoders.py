@@ -122,8 +122,10 @@ def test_a_model_with_another_anchor_count_is_refused() -> None:
 def test_unknown_options_and_decoders_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         ssd(nms_iuo=0.5)
-    with pytest.raises(ValueError, match="choose one of softmax, ssd"):
-        create_decoder("yolo", {})
+    with pytest.raises(
+        ValueError, match="unknown decoder 'yolov8'; choose one of boxes, embedding, softmax, ssd, yolo"
+    ):
+        create_decoder("yolov8", {})
 
 
 def test_nms_keeps_the_best_and_whatever_overlaps_it_too_little() -> None:

@@ -16,6 +16,7 @@ from graphs import channel_means_model, constant_model, write_model
 from helpers import encode
 from PIL import Image
 
+from visionpool.client import Result, v2
 from visionpool.worker import WorkerSettings, create_app
 from visionpool.worker.models import get_models
 from visionpool.worker.repository import ConfigError
@@ -24,8 +25,10 @@ YOLO_INPUT = 'resize = "letterbox"\nmean = 0.0\nstd = 255.0\n'
 LABELS = ["ant", "bee", "cat"]
 
 
-def yolo_head(objects: list[tuple[float, float, float, float, int, float]], classes: int, extra: np.ndarray | None = None,
-              anchors: int = 64) -> np.ndarray:  # fmt: skip
+Objects = list[tuple[float, float, float, float, int, float]]
+
+
+def yolo_head(objects: Objects, classes: int, extra: np.ndarray | None = None, anchors: int = 64) -> np.ndarray:
     """A YOLOv8 head [4 + C + E, A]: each object (cx, cy, w, h, class, score) in input pixels on its own anchor."""
     width = 0 if extra is None else extra.shape[1]
     head = np.zeros((4 + classes + width, anchors), np.float32)
@@ -60,7 +63,8 @@ def build_repository(root: Path, engine: str) -> Path:
     keypoints[0, 45:51] = [300.0, 440.0, 0.3, 340.0, 440.0, 0.95]  # the ankles
     pose = yolo_head([(320, 320, 160, 320, 0, 0.8)], 1, extra=keypoints)
     write_model(root, "pose", constant_model(build / "d.onnx", {"output0": pose}, (640, 640)), task="pose",
-                decoder="yolo-pose", size=(640, 640), labels=["person"], input_table=YOLO_INPUT, engine=engine)  # fmt: skip
+                decoder="yolo-pose", size=(640, 640), labels=["person"], input_table=YOLO_INPUT,
+                engine=engine)  # fmt: skip
     tf = {
         "detection_boxes": np.array([[0.25, 0.1, 0.75, 0.5], [0, 0, 0, 0]], np.float32),
         "detection_scores": np.array([0.7, 0.0], np.float32),
@@ -222,3 +226,45 @@ def test_a_task_that_is_not_its_decoders_is_refused(tmp_path: Path) -> None:
     write_model(tmp_path, "mixed", model, task="classification", decoder="yolo", size=(64, 64))
     with pytest.raises(ConfigError, match="the 'yolo' decoder answers task = 'detection'"):
         create_app(WorkerSettings(models=["mixed"], model_repository=tmp_path), background=False)
+
+
+# ---- the Open Inference Protocol and the client's types know every task ------------------------------------
+
+
+def infer_v2(client: FlaskClient, model: str, image: bytes):
+    """One image through /v2/models/<model>/infer as the client sends it, read back as the client's Result."""
+    path, headers, body = v2.request(model, image, None, None)
+    response = client.post(path, data=body, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return v2.result_of(response.get_json(), {})
+
+
+def test_v2_segmentation_masks_are_pngs_over_the_box(client: FlaskClient) -> None:
+    [found] = infer_v2(client, "seg", grey(1280, 640)).predictions
+    assert found.box.width == 400 and found.mask is not None
+    bits = np.asarray(Image.open(io.BytesIO(found.mask.png)))
+    assert bits.shape == (400, 400) and abs(np.nonzero(bits)[1].min() - 40) <= 6
+
+
+def test_v2_pose_keypoints_and_embeddings(client: FlaskClient) -> None:
+    [person] = infer_v2(client, "pose", grey(640, 1280)).predictions
+    assert person.keypoints[0] == pytest.approx((320.0, 400.0, 0.9)) and len(person.keypoints) == 17  # FP32
+    red = encode(np.dstack([np.full((64, 64), 200, np.uint8), np.zeros((64, 64, 2), np.uint8)]), "PNG")
+    result = infer_v2(client, "encoder", red)
+    assert result.predictions == [] and np.allclose(result.embedding, [1, 0, 0], atol=1e-6)
+
+
+def test_v2_metadata_lists_each_tasks_outputs(client: FlaskClient) -> None:
+    outputs = {
+        name: {o["name"]: o["shape"] for o in client.get(f"/v2/models/{name}").get_json()["outputs"]}
+        for name in ("seg", "pose", "encoder")
+    }
+    assert outputs["seg"]["MASKS"] == [-1, -1] and "BOXES" in outputs["seg"]
+    assert outputs["pose"]["KEYPOINTS"] == [-1, -1, -1, 3]
+    assert outputs["encoder"] == {"EMBEDDING": [-1, -1], "SIZE": [-1, 2]}
+
+
+def test_predict_answers_read_into_the_clients_types(client: FlaskClient) -> None:
+    body = predict(client, "seg", grey(1280, 640))
+    [found] = Result.from_json(body, {}).predictions
+    assert found.mask.polygons == body["predictions"][0]["mask"]["polygons"] and found.keypoints is None
