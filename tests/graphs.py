@@ -98,3 +98,70 @@ def write_model(
         "[batching]\nmax_batch_size = 4\nmax_queue_delay_ms = 1\n"
     )
     return root
+
+
+# ---- one model per task ----
+
+YOLO_INPUT = 'resize = "letterbox"\nmean = 0.0\nstd = 255.0\n'
+LABELS = ["ant", "bee", "cat"]
+TASK_MODELS = ("yolo8", "yolo5", "seg", "pose", "tf", "rows", "encoder")
+
+
+Objects = list[tuple[float, float, float, float, int, float]]
+
+
+def yolo_head(objects: Objects, classes: int, extra: np.ndarray | None = None, anchors: int = 64) -> np.ndarray:
+    """A YOLOv8 head [4 + C + E, A]: each object (cx, cy, w, h, class, score) in input pixels on its own anchor."""
+    width = 0 if extra is None else extra.shape[1]
+    head = np.zeros((4 + classes + width, anchors), np.float32)
+    for anchor, (cx, cy, w, h, cls, score) in enumerate(objects):
+        head[0:4, anchor], head[4 + cls, anchor] = (cx, cy, w, h), score
+        if extra is not None:
+            head[4 + classes :, anchor] = extra[anchor]
+    return head
+
+
+def task_repository(root: Path, engine: str = "onnxruntime") -> Path:
+    """A repository with a model of each of TASK_MODELS, each answering fixed outputs whatever the picture
+    (what tests/worker/test_tasks.py expects of them)."""
+    build = root / "build"
+    two_objects = yolo_head([(320, 320, 200, 100, 2, 0.9), (100, 600, 40, 40, 0, 0.5)], 3)
+    write_model(root, "yolo8", constant_model(build / "a.onnx", {"output0": two_objects}, (640, 640)), task="detection",
+                decoder="yolo", size=(640, 640), labels=LABELS, input_table=YOLO_INPUT, engine=engine)  # fmt: skip
+    v5 = np.zeros((64, 8), np.float32)
+    v5[0] = [160, 80, 64, 32, 0.8, 0.0, 0.0, 1.0]  # objectness 0.8 x class 2 at 1.0
+    write_model(root, "yolo5", constant_model(build / "b.onnx", {"output": v5}, (320, 320)), task="detection",
+                decoder="yolo", size=(320, 320), labels=LABELS, engine=engine)  # fmt: skip
+    protos = np.zeros((32, 160, 160), np.float32)
+    protos[0] = -8.0
+    protos[0, 70:90, 60:100] = 8.0  # input pixels x 240..400, y 280..360
+    coefficients = np.zeros((64, 32), np.float32)
+    coefficients[0, 0] = 1.0
+    seg = yolo_head([(320, 320, 200, 200, 1, 0.9)], 3, extra=coefficients)
+    write_model(root, "seg", constant_model(build / "c.onnx", {"output0": seg, "output1": protos}, (640, 640)),
+                task="segmentation", decoder="yolo-seg", size=(640, 640), labels=LABELS, input_table=YOLO_INPUT,
+                engine=engine)  # fmt: skip
+    keypoints = np.zeros((64, 51), np.float32)
+    keypoints[0] = np.tile([320.0, 200.0, 0.9], 17)
+    keypoints[0, 45:51] = [300.0, 440.0, 0.3, 340.0, 440.0, 0.95]  # the ankles
+    pose = yolo_head([(320, 320, 160, 320, 0, 0.8)], 1, extra=keypoints)
+    write_model(root, "pose", constant_model(build / "d.onnx", {"output0": pose}, (640, 640)), task="pose",
+                decoder="yolo-pose", size=(640, 640), labels=["person"], input_table=YOLO_INPUT,
+                engine=engine)  # fmt: skip
+    tf = {
+        "detection_boxes": np.array([[0.25, 0.1, 0.75, 0.5], [0, 0, 0, 0]], np.float32),
+        "detection_scores": np.array([0.7, 0.0], np.float32),
+        "detection_classes": np.array([1.0, 0.0], np.float32),
+        "num_detections": np.array(1.0, np.float32),
+    }
+    write_model(root, "tf", constant_model(build / "e.onnx", tf, (300, 300), "NHWC", "uint8"), task="detection",
+                decoder="boxes", size=(300, 300), labels=LABELS, engine=engine,
+                input_table='layout = "NHWC"\ndtype = "uint8"\n')  # fmt: skip
+    rows = np.zeros((100, 6), np.float32)
+    rows[0] = [64, 64, 192, 128, 0.6, 0]
+    write_model(root, "rows", constant_model(build / "f.onnx", {"output0": rows}, (256, 256)), task="detection",
+                decoder="boxes", size=(256, 256), labels=LABELS, engine=engine)  # fmt: skip
+    write_model(root, "encoder", channel_means_model(build / "g.onnx", (64, 64)), task="embedding",
+                decoder="embedding", size=(64, 64), options="normalize = true\n", input_table="std = 255.0\n",
+                engine=engine)  # fmt: skip
+    return root

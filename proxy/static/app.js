@@ -243,11 +243,17 @@ function showAnswer(card, file, answer) {
   picture.append(image, overlay);
   const details = el("details");
   details.append(el("summary", "JSON answer"), el("pre", JSON.stringify(body, null, 2), "json"));
-  card.replaceChildren(el("h3", file.name), meta, picture, found(body.predictions), timings(body.timing_ms, answer), details);
+  card.replaceChildren(el("h3", file.name), meta, picture, found(body), timings(body.timing_ms, answer), details);
   drawBoxes(overlay, body);
 }
 
-function found(predictions) {
+function found(body) {
+  const { predictions } = body;
+  if (body.embedding) {
+    const norm = Math.sqrt(body.embedding.reduce((sum, v) => sum + v * v, 0));
+    const head = body.embedding.slice(0, 4).map((v) => v.toFixed(3)).join(", ");
+    return el("p", `Embedding: ${body.embedding.length} values (norm ${norm.toFixed(3)}): ${head}, …`, "embedding");
+  }
   if (!predictions.length) return el("p", "Nothing found above the threshold.", "none");
   const list = el("ol", null, "found");
   for (const p of predictions) {
@@ -274,11 +280,27 @@ function timings(stages, answer) {
   return table;
 }
 
-// Boxes and labels as client/draw.py draws them: every outline first, then the labels, the best one on top.
+// COCO's skeleton (client/wire.py's COCO_SKELETON): the bones a 17-keypoint pose model's points are joined by.
+const COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8],
+  [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]];
+const MASK_OPACITY = 110 / 255; // client/draw.py's MASK_ALPHA
+const KEYPOINT_SCORE = 0.5; // client/draw.py's: keypoints scoring less are not drawn
+
+// Masks, boxes, keypoints and labels as client/draw.py draws them: masks filled, then every outline and
+// skeleton, then the labels, the best one on top.
 function drawBoxes(overlay, body) {
   const { width, height } = body.image;
   const line = Math.max(3, Math.round(Math.min(width, height) / 150));
   const size = Math.max(12, Math.round(Math.min(width, height) / 30));
+  for (const p of body.predictions.filter((p) => p.mask && p.mask.polygons)) {
+    for (const polygon of p.mask.polygons) {
+      const points = [];
+      for (let i = 0; i + 1 < polygon.length; i += 2) points.push(`${polygon[i]},${polygon[i + 1]}`);
+      const shape = svg("polygon", { class: "mask", points: points.join(" "), fill: classColour(p.class_id), "fill-opacity": MASK_OPACITY });
+      shape.dataset.label = p.label;
+      overlay.append(shape);
+    }
+  }
   const boxed = body.predictions.filter((p) => p.box);
   for (const p of boxed) {
     const group = svg("g", { class: "box" });
@@ -291,6 +313,7 @@ function drawBoxes(overlay, body) {
     }));
     overlay.append(group);
   }
+  for (const p of body.predictions.filter((p) => p.keypoints)) drawSkeleton(overlay, p, line);
   for (const p of [...boxed].sort((a, b) => a.score - b.score)) {
     const tag = svg("g", { class: "tag" });
     const tab = svg("rect", { fill: classColour(p.class_id) });
@@ -305,6 +328,25 @@ function drawBoxes(overlay, body) {
     text.setAttribute("x", x + 3);
     text.setAttribute("y", y + 2);
   }
+}
+
+function drawSkeleton(overlay, p, line) {
+  const points = p.keypoints;
+  const seen = points.map(([, , score]) => score >= KEYPOINT_SCORE);
+  const group = svg("g", { class: "pose" });
+  group.dataset.label = p.label;
+  const bones = points.length === 17 ? COCO_SKELETON : [];
+  for (const [a, b] of bones) {
+    if (!seen[a] || !seen[b]) continue;
+    group.append(svg("line", {
+      class: "bone", x1: points[a][0], y1: points[a][1], x2: points[b][0], y2: points[b][1],
+      stroke: classColour(p.class_id), "stroke-width": Math.max(line - 1, 2),
+    }));
+  }
+  points.forEach(([x, y], i) => {
+    if (seen[i]) group.append(svg("circle", { class: "keypoint", cx: x, cy: y, r: line + 1, fill: "#fff", stroke: classColour(p.class_id) }));
+  });
+  overlay.append(group);
 }
 
 // ---- wiring ----

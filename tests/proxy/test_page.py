@@ -11,9 +11,11 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
-from helpers import ServerProcess, launcher, wait_until
+from graphs import TASK_MODELS, task_repository
+from helpers import ServerProcess, encode, launcher, wait_until
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -249,3 +251,41 @@ def test_a_stopped_worker_is_seen_leaving(browser: WebDriver, make_pool) -> None
     assert rows[ids[leaving.url]]["named"]["state"].startswith("left ")
     assert rows[ids[staying.url]]["data"]["state"] == "ready"
     assert list(rows)[-1] == ids[leaving.url]  # below the workers still registered
+
+
+# ---- every task drawn: a worker's page on the per-task models of tests/graphs.py ----
+
+
+@pytest.fixture
+def task_page(browser: WebDriver, start_worker, tmp_path: Path) -> WebDriver:
+    """The page of a worker serving a model of every task, its models listed."""
+    root = task_repository(tmp_path / "models")
+    worker = start_worker("--model", *TASK_MODELS, "--model-repository", str(root), "--registry", "none")
+    browser.get(worker.url + "/")
+    wait(browser, lambda: len(Select(browser.find_element(By.ID, "model")).options) == len(TASK_MODELS))
+    return browser
+
+
+def ask(browser: WebDriver, model: str, picture: Path, count: int):
+    Select(browser.find_element(By.ID, "model")).select_by_value(model)
+    browser.find_element(By.ID, "files").send_keys(str(picture))
+    return finished(browser, count)[-1]  # the page keeps earlier answers above
+
+
+def test_masks_keypoints_and_embeddings_are_drawn(task_page: WebDriver, tmp_path: Path) -> None:
+    picture = tmp_path / "wide.png"
+    picture.write_bytes(encode(np.full((640, 1280, 3), 90, np.uint8), "PNG"))
+    card = ask(task_page, "seg", picture, 1)
+    [mask] = card.find_elements(By.CSS_SELECTOR, "svg.boxes polygon.mask")
+    xs = [float(point.split(",")[0]) for point in mask.get_attribute("points").split()]
+    assert abs(min(xs) - 480) <= 6 and abs(max(xs) - 800) <= 6  # as the worker's polygons say (test_tasks.py)
+    assert mask.get_attribute("fill") == "rgb({}, {}, {})".format(*class_colour(1))
+
+    card = ask(task_page, "pose", picture, 2)
+    dots = card.find_elements(By.CSS_SELECTOR, "svg.boxes g.pose circle.keypoint")
+    assert len(dots) == 16  # 17 keypoints, the left ankle's score (0.3) under 0.5
+    bones = card.find_elements(By.CSS_SELECTOR, "svg.boxes g.pose line.bone")
+    assert len(bones) == 18  # COCO's 19 bones, less the one to the left ankle (15-13)
+
+    card = ask(task_page, "encoder", picture, 3)
+    assert card.find_element(By.CSS_SELECTOR, "p.embedding").text.startswith("Embedding: 3 values (norm 1.000)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from graphs import constant_model, task_repository, write_model
 from helpers import encode, free_port, iou, wait_until, write_sleepy_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
@@ -96,3 +97,23 @@ def test_environment_variables_configure_the_worker(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no model 'nope'" in result.stderr
     result = run_cli("worker", env={"VISIONPOOL_PORT": "http"})
     assert result.returncode == 2 and "VISIONPOOL_PORT='http'" in result.stderr
+
+
+def test_yolo_and_segmentation_through_a_real_worker(start_worker, tmp_path: Path) -> None:
+    root = task_repository(tmp_path / "models", engine="openvino")
+    worker = start_worker("--model", "yolo8", "seg", "--model-repository", str(root))
+    wide = encode(np.full((640, 1280, 3), 90, np.uint8), "PNG")
+    headers = {"Content-Type": "image/png"}
+    body = requests.post(worker.url + "/models/yolo8/predict", data=wide, headers=headers, timeout=30).json()
+    assert body["predictions"][0]["box"] == {"x": 440, "y": 220, "width": 400, "height": 200}
+    found = requests.post(worker.url + "/models/seg/predict", data=wide, headers=headers, timeout=30).json()
+    assert len(found["predictions"][0]["mask"]["polygons"]) == 1
+
+
+def test_a_model_that_does_not_fit_its_decoder_stops_the_worker_without_a_traceback(tmp_path: Path) -> None:
+    model = constant_model(tmp_path / "m.onnx", {"output0": np.zeros((84, 64), np.float32)}, (64, 64))
+    write_model(tmp_path, "bad", model, task="detection", decoder="yolo", size=(64, 64), labels=["a", "b", "c"])
+    result = run_cli("worker", "--model", "bad", "--model-repository", str(tmp_path), "--port", str(free_port()))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model 'bad' does not fit decoder 'yolo': output 'output0' has shape [84, 64]" in result.stderr
+    assert "expected [7, A] (YOLOv8/11) or [A, 8] (YOLOv5/7) for the 3 classes of the labels file" in result.stderr
