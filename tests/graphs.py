@@ -165,3 +165,45 @@ def task_repository(root: Path, engine: str = "onnxruntime") -> Path:
                 decoder="embedding", size=(64, 64), options="normalize = true\n", input_table="std = 255.0\n",
                 engine=engine)  # fmt: skip
     return root
+
+
+# ---- realistic heads, for measuring post-processing with visionpool bench ----
+
+
+def benchmark_heads(root: Path, objects: int = 20, seed: int = 0) -> Path:
+    """Models 'yolo-heads' and 'seg-heads' answering what a YOLOv8 head at 640x640 with 80 classes answers for a
+    busy picture: ``objects`` objects, each seen by 20-40 of the 8,400 anchors with boxes a few % apart, every other
+    score low; 'seg-heads' adds 32 mask coefficients and prototypes in which each object is an ellipse."""
+    rng = np.random.default_rng(seed)
+    anchors, classes, size = 8400, 80, 640
+    head = np.zeros((4 + classes + 32, anchors), np.float32)
+    head[4 : 4 + classes] = rng.random((classes, anchors), np.float32) * 0.02
+    head[0:2], head[2:4] = rng.random((2, anchors)) * size, 8 + rng.random((2, anchors)) * 40
+    protos = np.full((32, 160, 160), -6.0, np.float32)
+    yy, xx = np.mgrid[0:160, 0:160]
+    free = rng.permutation(anchors)
+    for o in range(objects):
+        w, h = rng.uniform(30, 260, 2)
+        cx, cy = rng.uniform(w / 2, size - w / 2), rng.uniform(h / 2, size - h / 2)
+        seen = free[: int(rng.integers(20, 41))]  # anchors of no other object
+        free = free[seen.size :]
+        head[0, seen], head[1, seen] = cx + rng.normal(0, w / 100, seen.size), cy + rng.normal(0, h / 100, seen.size)
+        head[2, seen], head[3, seen] = w * rng.normal(1, 0.02, seen.size), h * rng.normal(1, 0.02, seen.size)
+        head[4 + o * 3 % classes, seen] = rng.uniform(0.3, 0.95, seen.size)
+        head[4 + classes :, seen] = 0.0
+        head[4 + classes + o % 32, seen] = 1.0
+        inside = ((xx * 4 + 2 - cx) / (w / 2)) ** 2 + ((yy * 4 + 2 - cy) / (h / 2)) ** 2 <= 1
+        protos[o % 32][inside] = 6.0
+    build, letterbox = root / "build", 'resize = "letterbox"\nmean = 0.0\nstd = 255.0\n'
+    labels = [f"class{i}" for i in range(classes)]
+    write_model(root, "yolo-heads", constant_model(build / "yolo.onnx", {"output0": head[: 4 + classes]}, (size, size)),
+                task="detection", decoder="yolo", size=(size, size), labels=labels, input_table=letterbox)  # fmt: skip
+    write_model(root, "seg-heads", constant_model(build / "seg.onnx", {"output0": head, "output1": protos}, (size, size)),
+                task="segmentation", decoder="yolo-seg", size=(size, size), labels=labels, input_table=letterbox)  # fmt: skip
+    return root
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(benchmark_heads(Path(sys.argv[1] if len(sys.argv) > 1 else "heads")))

@@ -29,18 +29,19 @@ def polygons(mask: MaskPatch, frame: Frame, input_size: tuple[int, int], width: 
     """The mask's outer contours as flat [x1, y1, x2, y2, ...] lists in the picture's pixels, largest first."""
     if mask.bits.size == 0:
         return []
-    contours, _ = cv2.findContours(mask.bits.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    scale = np.asarray(input_size, np.float64)
+    contours, _ = cv2.findContours(mask.bits.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) > 1:
+        contours = sorted(contours, key=cv2.contourArea, reverse=True)
+    scale, offset = frame.affine(input_size, width, height)
+    offset = offset + scale * np.asarray([mask.left + 0.5, mask.top + 0.5])  # a contour runs through pixel centres
+    limit = np.asarray([width, height], np.float64)
     found = []
-    for rank, contour in enumerate(sorted(contours, key=cv2.contourArea, reverse=True)):
-        area = cv2.contourArea(contour)
-        if rank and area < MIN_AREA:
+    for rank, contour in enumerate(contours):
+        if rank and cv2.contourArea(contour) < MIN_AREA:
             break
         epsilon = max(0.75, 0.004 * cv2.arcLength(contour, True))
-        points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2).astype(np.float64)
-        points = (points + np.asarray([mask.left + 0.5, mask.top + 0.5])) / scale
-        pixels = frame.points_to_pixels(points, width, height)
-        found.append(np.round(pixels, 1).reshape(-1).tolist())
+        points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2) * scale + offset
+        found.append(np.round(np.minimum(np.maximum(points, 0.0), limit), 1).ravel().tolist())
     return found
 
 

@@ -35,12 +35,19 @@ class Frame:
 
     def to_pixels(self, box: tuple[float, float, float, float], width: int, height: int) -> dict[str, int]:
         """A normalised (x1, y1, x2, y2) box in model space as integer pixels, clipped to the image."""
-        x1, y1, x2, y2 = box
-        xs = np.clip([(x1 - self.left) / self.width, (x2 - self.left) / self.width], 0.0, 1.0) * width
-        ys = np.clip([(y1 - self.top) / self.height, (y2 - self.top) / self.height], 0.0, 1.0) * height
-        left, right = round(float(xs[0])), round(float(xs[1]))
-        top, bottom = round(float(ys[0])), round(float(ys[1]))
+        x1, y1, x2, y2 = box  # plain floats: numpy costs more than the arithmetic for four numbers
+        left = round(min(max((x1 - self.left) / self.width, 0.0), 1.0) * width)
+        right = round(min(max((x2 - self.left) / self.width, 0.0), 1.0) * width)
+        top = round(min(max((y1 - self.top) / self.height, 0.0), 1.0) * height)
+        bottom = round(min(max((y2 - self.top) / self.height, 0.0), 1.0) * height)
         return {"x": left, "y": top, "width": max(right - left, 0), "height": max(bottom - top, 0)}
+
+    def affine(self, input_size: tuple[int, int], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset) taking model-input pixel coordinates (x, y) to the picture's: ``xy * scale + offset``
+        (unclipped)."""
+        scale = np.asarray([width / (input_size[0] * self.width), height / (input_size[1] * self.height)])
+        offset = np.asarray([-self.left / self.width * width, -self.top / self.height * height])
+        return scale, offset
 
     def points_to_pixels(self, points: np.ndarray, width: int, height: int) -> np.ndarray:
         """Normalised (x, y) points in model space, shape (n, 2), as pixels of the picture, clipped to it."""
