@@ -196,10 +196,11 @@ def benchmark_heads(root: Path, objects: int = 20, seed: int = 0) -> Path:
         protos[o % 32][inside] = 6.0
     build, letterbox = root / "build", 'resize = "letterbox"\nmean = 0.0\nstd = 255.0\n'
     labels = [f"class{i}" for i in range(classes)]
-    write_model(root, "yolo-heads", constant_model(build / "yolo.onnx", {"output0": head[: 4 + classes]}, (size, size)),
-                task="detection", decoder="yolo", size=(size, size), labels=labels, input_table=letterbox)  # fmt: skip
-    write_model(root, "seg-heads", constant_model(build / "seg.onnx", {"output0": head, "output1": protos}, (size, size)),
-                task="segmentation", decoder="yolo-seg", size=(size, size), labels=labels, input_table=letterbox)  # fmt: skip
+    yolo = constant_model(build / "yolo.onnx", {"output0": head[: 4 + classes]}, (size, size))
+    seg = constant_model(build / "seg.onnx", {"output0": head, "output1": protos}, (size, size))
+    common = {"size": (size, size), "labels": labels, "input_table": letterbox}
+    write_model(root, "yolo-heads", yolo, task="detection", decoder="yolo", **common)  # type: ignore[arg-type]
+    write_model(root, "seg-heads", seg, task="segmentation", decoder="yolo-seg", **common)  # type: ignore[arg-type]
     return root
 
 
