@@ -42,9 +42,10 @@ class Frame:
         bottom = round(min(max((y2 - self.top) / self.height, 0.0), 1.0) * height)
         return {"x": left, "y": top, "width": max(right - left, 0), "height": max(bottom - top, 0)}
 
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - frames are small values; one image's masks share one  # fmt: skip
     def affine(self, input_size: tuple[int, int], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """(scale, offset) taking model-input pixel coordinates (x, y) to the picture's: ``xy * scale + offset``
-        (unclipped)."""
+        (unclipped). Shared arrays: do not change them."""
         scale = np.asarray([width / (input_size[0] * self.width), height / (input_size[1] * self.height)])
         offset = np.asarray([-self.left / self.width * width, -self.top / self.height * height])
         return scale, offset

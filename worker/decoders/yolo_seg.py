@@ -83,9 +83,11 @@ def instance_mask(
     # the prototype cells under the box, one more on each side so that upsampling has its neighbours
     px1, py1 = max(int(x1 * sx) - 1, 0), max(int(y1 * sy) - 1, 0)
     px2, py2 = min(int(math.ceil(x2 * sx)) + 1, proto_w), min(int(math.ceil(y2 * sy)) + 1, proto_h)
-    # whole prototype rows: a slice of rows reshapes without a copy, a slice of columns would not
-    rows = coefficients.astype(np.float32) @ protos[:, py1:py2].reshape(count, -1)
-    patch = rows.reshape(py2 - py1, proto_w)[:, px1:px2]
+    weights = coefficients.astype(np.float32)
+    if (px2 - px1) * 4 < proto_w:  # a narrow box: copying its columns out costs less than whole rows
+        patch = (weights @ protos[:, py1:py2, px1:px2].reshape(count, -1)).reshape(py2 - py1, px2 - px1)
+    else:  # whole prototype rows: a slice of rows reshapes without a copy
+        patch = (weights @ protos[:, py1:py2].reshape(count, -1)).reshape(py2 - py1, proto_w)[:, px1:px2]
     # upsampled as Ultralytics does (bilinear, half-pixel centres): input pixel X sits at cell (X + 0.5) * sx - 0.5
     up_w, up_h = round((px2 - px1) / sx), round((py2 - py1) / sy)
     upsampled = cv2.resize(patch, (up_w, up_h), interpolation=cv2.INTER_LINEAR)
