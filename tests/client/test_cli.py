@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graphs import task_repository
 from helpers import encode, wait_until
 from PIL import Image
 
@@ -171,3 +172,25 @@ def test_a_url_without_a_scheme_is_a_clean_error() -> None:
     for command in (["predict", "x.jpg"], ["lookup"], ["workers"]):
         result = cli(*command, "--url", "localhost:8080")
         assert result.returncode == 2 and "url must look like" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_segmentation_and_pose_in_json_lines_and_drawn(start_worker, tmp_path: Path) -> None:
+    root = task_repository(tmp_path / "models")
+    worker = start_worker("--model", "seg", "pose", "--model-repository", str(root), "--registry", "none")
+    picture = tmp_path / "wide.png"
+    picture.write_bytes(encode(np.full((640, 1280, 3), 90, np.uint8), "PNG"))
+    for model in ("seg", "pose"):
+        out, drawn = tmp_path / f"{model}.jsonl", tmp_path / f"drawn-{model}"
+        command = ["predict", str(picture), "--url", worker.url, "--proxy", "--model", model, "--out", str(out)]
+        command += ["--draw", str(drawn)]
+        assert cli(*command).returncode == 0
+        [found] = lines(out)[0]["predictions"]
+        pixels = np.asarray(Image.open(next(drawn.rglob("wide.png"))).convert("RGB"), dtype=np.int16)
+        if model == "seg":
+            xs = found["mask"]["polygons"][0][0::2]
+            assert abs(min(xs) - 480) <= 6 and "keypoints" not in found
+            assert np.abs(pixels[320, 640] - 90).max() > 20  # filled inside the mask
+            assert (pixels[320, 460] == 90).all()  # inside the box, outside the mask: untouched
+        else:
+            assert found["keypoints"][0] == [640.0, 80.0, 0.9] and "mask" not in found
+            assert (pixels[80, 640] == 255).all()  # the nose's dot
