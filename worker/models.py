@@ -102,7 +102,6 @@ class ModelManager:
                 raise ConfigError(
                     f"{config.source}: the {config.engine} engine could not load {config.files[0]}: {error}"
                 ) from error
-        _check_outputs(config, engines[0], self.decoders[config.name])
         on_batch = self.metrics.batch.labels(config.name).observe
         batcher = Batcher(config.name, engines, config.batching, on_batch=on_batch)
         model = Pipeline(config, self.decoders[config.name], batcher, engines[0], self.max_image_pixels)
@@ -156,12 +155,9 @@ def _validated_decoder(config: ModelConfig) -> Decoder:
     return decoder
 
 
-def _check_outputs(config: ModelConfig, engine: Engine, decoder: Decoder) -> None:
-    """Run one blank input and let the decoder refuse outputs it cannot read: ConfigError naming the model,
-    the output, the shape found and the shape expected (instead of wrong answers or a traceback per request)."""
-    spec = config.input
-    shape = (1, 3, spec.height, spec.width) if spec.layout == "NCHW" else (1, spec.height, spec.width, 3)
-    outputs = engine.run(np.zeros(shape, np.uint8 if spec.dtype == "uint8" else np.float32))[0]
+def _check_outputs(config: ModelConfig, decoder: Decoder, outputs: dict[str, np.ndarray]) -> None:
+    """Let the decoder refuse outputs it cannot read: ConfigError naming the model, the output, the shape found
+    and the shape expected (instead of wrong answers or a traceback per request)."""
     try:
         decoder.check({name: tuple(value.shape) for name, value in outputs.items()}, len(config.labels))
     except (ValueError, KeyError) as error:
@@ -172,9 +168,14 @@ def _check_outputs(config: ModelConfig, engine: Engine, decoder: Decoder) -> Non
 
 
 def _warm_up(model: Pipeline) -> None:
-    """One real inference through the whole pipeline, so the first user request is not the slow one."""
+    """One real inference through every stage, so the first user request is not the slow one; the decoder
+    sees the outputs first and refuses any it cannot read."""
     grey = np.full((model.config.input.height, model.config.input.width, 3), 128, np.uint8)
-    model.predict(simplejpeg.encode_jpeg(grey, quality=90), deadline=time.monotonic() + 600)
+    image = model.decode(simplejpeg.encode_jpeg(grey, quality=90))
+    tensor, frame = model.prepare(image)
+    outputs = model.batcher.submit(tensor, time.monotonic() + 600).wait()
+    _check_outputs(model.config, model.decoder, outputs)
+    model.postprocess(outputs, frame, image, model.config.output.score_threshold, model.config.output.top_k)
 
 
 def init_app(app: Flask, settings: WorkerSettings, metrics: WorkerMetrics, *, background: bool = True) -> ModelManager:
