@@ -17,6 +17,8 @@ from typing import Any
 
 import openvino as ov
 
+from .engines.openvino import port_name
+
 FORMATS = {".onnx": "ONNX", ".xml": "OpenVINO IR", ".pb": "TensorFlow frozen graph", ".tflite": "TFLite"}
 DTYPES = {"f32": "float32", "f16": "float16", "u8": "uint8", "i8": "int8", "i32": "int32", "i64": "int64"}
 
@@ -78,10 +80,9 @@ def read_facts(path: Path) -> ModelFacts:
 
 
 def _tensor(port: Any) -> Tensor:
-    names = sorted(port.get_names(), key=lambda n: (n.count("/"), len(n)))  # the shortest, least scoped name
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     element = port.get_element_type().get_type_name()
-    return Tensor(names[0] if names else port.get_any_name(), shape, DTYPES.get(element, element))
+    return Tensor(port_name(port), shape, DTYPES.get(element, element))  # the name the openvino engine uses
 
 
 def _metadata(model: ov.Model) -> dict[str, str]:

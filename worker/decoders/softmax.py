@@ -1,4 +1,4 @@
-"""Classifier logits (or probabilities) -> the top-k classes."""
+"""Classifier logits (or probabilities; quantised u8 ones read as 0..255 for 0..1) -> the top-k classes."""
 
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ class SoftmaxDecoder(Decoder):
             raise shape_error(name, shapes[name], f"[{classes}] (one score per line of the labels file)")
 
     def decode(self, outputs: dict[str, np.ndarray], threshold: float, top_k: int) -> list[Prediction]:
-        scores = pick_output(outputs, self.output, 0).reshape(-1).astype(np.float64)
-        if self.apply_softmax:
+        raw = pick_output(outputs, self.output, 0)
+        scores = raw.reshape(-1).astype(np.float64)
+        if raw.dtype == np.uint8:  # a quantised model's probabilities (TFLite): 0..255 for 0..1
+            scores /= 255.0
+        elif self.apply_softmax:
             scores = np.exp(scores - scores.max())
             scores /= scores.sum()
         best = np.argsort(-scores, kind="stable")[:top_k]

@@ -86,7 +86,7 @@ class OpenVinoEngine(Engine):
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(sorted(inputs))})")
         self.max_batch_size = min(leading_dimension(_first_dimension(inputs[self.input_name])), max_batch)
-        self.output_names = [_name(port) for port in self.compiled.outputs]
+        self.output_names = [port_name(port) for port in self.compiled.outputs]
         self.requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(self.parallel):
             self.requests.put(self.compiled.create_infer_request())
@@ -122,9 +122,10 @@ def _short(precision: object) -> str:
     return text
 
 
-def _name(port: ov.Output) -> str:
-    """An output's name as a config would write it: a graph's own tensor name rather than an internal alias."""
-    names = sorted(port.get_names(), key=lambda name: ("/" in name, len(name)))
+def port_name(port: ov.Output) -> str:
+    """A tensor's name as a config would write it: a graph's own tensor name rather than an internal alias
+    (unscoped first, then the most descriptive: TensorFlow's detection_classes:0 rather than add:0)."""
+    names = sorted(port.get_names(), key=lambda name: ("/" in name, -len(name), name))
     return names[0] if names else port.get_any_name()
 
 
