@@ -13,10 +13,16 @@ OPSET = 17
 
 
 def constant_model(
-    path: Path, outputs: dict[str, np.ndarray], size: tuple[int, int], layout: str = "NCHW", dtype: str = "float32"
+    path: Path,
+    outputs: dict[str, np.ndarray],
+    size: tuple[int, int],
+    layout: str = "NCHW",
+    dtype: str = "float32",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """A model with one image input [N, 3, H, W] (or NHWC) whose every output is ``outputs[name]`` for each
-    image of the batch (the batch axis added in front); written to ``path``."""
+    image of the batch (the batch axis added in front), with ``metadata`` as ONNX metadata_props; written to
+    ``path``."""
     width, height = size
     dims = ["N", 3, height, width] if layout == "NCHW" else ["N", height, width, 3]
     elem = TensorProto.FLOAT if dtype == "float32" else TensorProto.UINT8
@@ -41,6 +47,9 @@ def constant_model(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

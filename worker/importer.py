@@ -121,18 +121,20 @@ def check_model(folder: Path) -> list[str]:
     if image is None:
         problems.append(f"input.name {spec.name!r}: the model has no such input (it has {', '.join(inputs)})")
     else:
-        expected = draft_config(facts, config.task, list(config.labels) or None, (spec.width, spec.height))
+        try:  # what the file says of its input (its size only when it states one)
+            expected = draft_config(facts, config.task, list(config.labels) or None)
+        except Undecided:
+            expected = draft_config(facts, config.task, list(config.labels) or None, (spec.width, spec.height))
         for key in ("layout", "dtype", "width", "height"):
             said, found = getattr(spec, key), expected.get("input", key)
-            if found is not None and said != found and not (key in ("width", "height") and None in image.shape):
+            if found is not None and said != found and not (key in ("width", "height") and None in image.shape[1:]):
                 problems.append(f"input.{key} is {said!r}, the model's input {image.describe()} says {found!r}")
     outputs = {t.name for t in facts.outputs}
     for key, value in config.output.options.items():
         if key.endswith("output") and value not in outputs:
             listed = ", ".join(sorted(outputs))
             problems.append(f"output.options.{key} {value!r}: the model has no such output (it has {listed})")
-    problems += _load_problems(folder)
-    return problems
+    return problems or _load_problems(folder)  # a model fed the wrong shape fails its loading for that reason
 
 
 def _load_problems(folder: Path) -> list[str]:

@@ -32,7 +32,8 @@ class Tensor:
     dtype: str
 
     def describe(self) -> str:
-        return f"{self.name} {[d if d is not None else '?' for d in self.shape]} {self.dtype}"
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} [{dims}] {self.dtype}"
 
 
 @dataclass

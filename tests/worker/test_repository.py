@@ -107,8 +107,8 @@ def test_unknown_engine_and_decoder_stop_the_worker(repo: Path, tmp_path: Path) 
     write(repo, GOOD.replace('engine = "onnxruntime"', 'engine = "tensorflow"'))
     with pytest.raises(ConfigError, match="'engine': must be one of openvino, onnxruntime, python"):
         create_app(WorkerSettings(models=["m"], model_repository=repo), background=False)
-    write(repo, GOOD.replace('decoder = "softmax"', 'decoder = "yolo"'))
-    with pytest.raises(ConfigError, match="unknown decoder 'yolo'; choose one of"):
+    write(repo, GOOD.replace('decoder = "softmax"', 'decoder = "detr"'))
+    with pytest.raises(ConfigError, match="unknown decoder 'detr'; choose one of"):
         create_app(WorkerSettings(models=["m"], model_repository=repo), background=False)
 
 
