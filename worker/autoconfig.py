@@ -33,6 +33,7 @@ NORMALISATIONS = {
     "0..255 (raw pixels)": (0.0, 1.0),
 }
 EMBEDDING_NAMES = re.compile(r"embed|feature|pool|vector|hidden|descriptor", re.IGNORECASE)
+PROBABILITY_NAMES = re.compile(r"prob|softmax", re.IGNORECASE)  # scores already summing to 1
 SCORE_NAMES = re.compile(r"logit|prob|softmax|class|score|predict", re.IGNORECASE)
 ANCHORS = 1000  # a YOLO head has thousands of anchors; an end-to-end export a few hundred rows
 
@@ -249,6 +250,8 @@ def _vector_task(draft: Draft, output: Tensor, task: str | None, words: str) -> 
         _known_labels(draft, classes or 0, "scores")
         if output.dtype == "uint8":
             draft.set("output.options", "apply_softmax", False, "a quantised (u8) output: probabilities already")
+        elif PROBABILITY_NAMES.search(output.name):
+            draft.set("output.options", "apply_softmax", False, f"guessed: an output named {output.name}", True)
         return
     raise Undecided(
         f"one vector per image ({words}) is a classifier's scores or an embedding: pass --task classification "
