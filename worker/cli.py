@@ -14,6 +14,10 @@ from .settings import WorkerSettings
 
 def run(settings: WorkerSettings) -> int:
     """Serve until stopped; with --supervise, keep a child worker alive instead."""
+    if settings.model_file is not None:
+        from .importer import serve_file
+
+        settings = serve_file(settings)
     if settings.supervise:
         from .supervisor import Supervisor
 

@@ -12,6 +12,7 @@ model folder is never half written. An existing folder is replaced only when ask
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -105,6 +106,32 @@ def import_model(
         return report
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def serve_file(settings: WorkerSettings) -> WorkerSettings:
+    """The settings that serve ``settings.model_file`` alone: imported once into the cache folder (a file
+    changed on disk is imported again), its config printed and, when asked, saved."""
+    model = Path(settings.model_file)  # type: ignore[arg-type]
+    if not model.exists():
+        raise ValueError(f"--model-file {model} does not exist")
+    stat = model.stat()
+    name = _name_of(model)
+    where = hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:12]
+    repository = settings.cache_dir / "imported" / f"{where}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (repository / name / "config.toml").is_file():
+        if model.name.endswith("-symbol.json"):
+            from .mxnet_import import convert_checkpoint
+
+            model = convert_checkpoint(model, repository / ".mxnet")
+        try:
+            import_model(model, repository, name, force=True)
+        except ImportFailed as error:
+            raise ValueError(f"--model-file {settings.model_file}: {error}") from None
+    config = (repository / name / "config.toml").read_text(encoding="utf-8")
+    logger.info("serving %s with the config below (%s)\n%s", settings.model_file, repository / name, config)
+    if settings.save_config is not None:
+        settings.save_config.write_text(config, encoding="utf-8")
+    return dataclasses.replace(settings, models=[name], model_repository=repository, model_file=None)
 
 
 def check_model(folder: Path) -> list[str]:

