@@ -1,7 +1,7 @@
 """The ``visionpool`` command: a thin dispatcher over subcommands that each package defines for itself.
 
 Usage:
-    visionpool COMMAND [options]          (COMMAND: worker, proxy, predict, lookup, workers, bench)
+    visionpool COMMAND [options]          (COMMAND: worker, import, proxy, predict, lookup, workers, bench, chaos)
     python -m visionpool.worker [options] (the same as ``visionpool worker``)
 
 Each package declares its commands as ``Command`` objects under the ``visionpool.commands``
