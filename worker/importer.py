@@ -249,6 +249,8 @@ def _write(folder: Path, model: Path, draft: Draft, copy: bool = True) -> None:
     (folder / "1").mkdir(parents=True, exist_ok=True)
     if copy:
         (shutil.copytree if model.is_dir() else shutil.copy2)(model, folder / "1" / model.name)
+        if model.suffix.lower() == ".xml" and model.with_suffix(".bin").is_file():  # OpenVINO IR: weights beside
+            shutil.copy2(model.with_suffix(".bin"), folder / "1" / model.with_suffix(".bin").name)
     draft.set("", "files", [model.name], "the imported file")
     if draft.labels:
         (folder / "labels.txt").write_text("\n".join(draft.labels) + "\n", encoding="utf-8")

@@ -66,18 +66,19 @@ def test_a_yolov5_head_without_metadata_is_told_by_its_shape(tmp_path: Path) -> 
     head = np.zeros((1200, 8), np.float32)
     head[0] = [320, 320, 100, 100, 0.9, 0, 0, 1.0]
     model = constant_model(tmp_path / "v5.onnx", {"output": head}, (640, 640))
-    report = import_model(model, tmp_path / "models", labels=_labels(tmp_path, ["ant", "bee", "cat"]))
+    report = import_model(model, tmp_path / "models")  # no flag: no labels either (3 classes name no known set)
     written = config(tmp_path / "models" / "v5")
     assert written["output"]["decoder"] == "yolo" and "yolo" in comments(tmp_path / "models" / "v5")["task"].lower()
     assert {"task", "output.decoder", "input.mean", "input.std"} <= set(report.draft.guessed())
-    assert report.answers[0][1][0]["label"] == "cat"
+    assert report.answers[0][1][0]["class_id"] == 2 and "labels" not in written
 
 
 def test_a_detector_with_nms_inside(tmp_path: Path) -> None:
     rows = np.zeros((300, 6), np.float32)
     rows[0] = [100, 100, 300, 200, 0.8, 1]
     model = constant_model(tmp_path / "e2e.onnx", {"output0": rows}, (640, 640))
-    import_model(model, tmp_path / "models", labels=_labels(tmp_path, ["ant", "bee", "cat"]))
+    report = import_model(model, tmp_path / "models")
+    assert report.answers[0][1][0]["box"] == {"x": 80, "y": 80, "width": 160, "height": 80}  # astronaut: 512x512
     written = config(tmp_path / "models" / "e2e")
     assert (written["output"]["decoder"], written["output"]["options"]["convention"]) == ("boxes", "rows")
 
@@ -120,6 +121,14 @@ def test_when_it_cannot_decide_it_writes_nothing_and_names_the_flag(tmp_path: Pa
     with pytest.raises(ImportFailed, match=words.replace("(", r"\(").replace(")", r"\)")):
         import_model(model, tmp_path / "models", **flags)
     assert not (tmp_path / "models").exists()  # not even the repository folder
+
+
+def test_openvino_ir_keeps_the_onnx_metadata(tmp_path: Path) -> None:
+    import openvino as ov
+
+    ov.save_model(ov.Core().read_model(str(yolov8(tmp_path / "yolo.onnx"))), str(tmp_path / "yolo.xml"))
+    import_model(tmp_path / "yolo.xml", tmp_path / "models")
+    assert comments(tmp_path / "models" / "yolo")["labels"] == "3 classes from ONNX metadata 'names'"
 
 
 def test_a_flag_settles_what_the_file_leaves_open(tmp_path: Path) -> None:
@@ -238,7 +247,7 @@ rng = np.random.RandomState(0)
 names = [n for n in sym.list_arguments() if n != "data"]
 args = {n: mx.nd.array(rng.normal(0, 0.5, s).astype(np.float32)) for n, s in zip(names, shapes[1:])}
 mx.model.save_checkpoint(prefix, 0, sym, args, {})
-x = rng.uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
+x = rng.uniform(0, 1, (2, 3, 224, 224)).astype(np.float32)
 ex = sym.bind(mx.cpu(), args={**args, "data": mx.nd.array(x)}, grad_req="null")
 np.save(prefix + "-input.npy", x)
 np.save(prefix + "-output.npy", ex.forward(is_train=False)[0].asnumpy())
@@ -254,12 +263,11 @@ def test_an_mxnet_checkpoint_is_converted_with_mxnets_own_exporter(tmp_path: Pat
         [str(python()), "-c", MXNET_NETWORK, str(prefix)], capture_output=True, text=True, timeout=300
     )
     assert made.returncode == 0, made.stderr
-    labels = _labels(tmp_path, list("abcd"))
     command = [sys.executable, "-m", "visionpool.client", "import", f"{prefix}-symbol.json", "--repository",
-               str(tmp_path / "models"), "--size", "32x32", "--labels", str(labels)]  # fmt: skip
+               str(tmp_path / "models")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "converted net-symbol.json (epoch 0) to ONNX: input data [?, 3, 32, 32]" in result.stdout
+    assert "converted net-symbol.json (epoch 0) to ONNX: input data [?, 3, 224, 224]" in result.stdout  # any size fits
     exported = tmp_path / "models" / "net" / "1" / "net.onnx"
     import onnxruntime
 
