@@ -44,10 +44,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import ClientPayloadError, web, web_protocol
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from visionpool.client.wire import (
+    BadRequest,
     Code,
     Header,
     PayloadTooLarge,
@@ -264,6 +265,11 @@ class FrontDoor:
                 raise
             task.uncancel()  # stop() cancelled it: the server is stopping, not this handler
             raise ServiceUnavailable("This server is shutting down; retry.", retry_after=1) from None
+        except web_protocol.RequestPayloadError as error:
+            if isinstance(error.__cause__, ContentEncodingError):  # aiohttp decompresses gzip, deflate, br as it reads
+                encoding = request.headers.get("Content-Encoding", "")
+                raise BadRequest(f"The request body does not decompress as Content-Encoding {encoding}.") from None
+            raise UploadIncomplete() from None
         except (ConnectionError, HttpProcessingError, ClientPayloadError):
             raise UploadIncomplete() from None
         finally:

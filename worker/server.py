@@ -39,11 +39,11 @@ class WorkerServer:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        self.door = FrontDoor(Limits.of(settings))
+        self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
         self.app = create_app(settings)
         self.models = get_models(self.app)
-        self.door = FrontDoor(Limits.of(settings))
         self.app.extensions[METRICS].registry.register(self.door.collector("worker"))
-        self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
         self.announcer: Announcer | None = None
         self.grpc: grpc.Server | None = None
         self.grpc_port: int | None = None

@@ -13,16 +13,14 @@ Usage (the app factory registers it):
 A binary request says how long its JSON part is in ``Inference-Header-Content-Length``; each
 binary input gives ``binary_data_size`` and its bytes follow, in input order (BYTES elements
 as a 4-byte little-endian length and the bytes). Outputs are binary when the output asks
-(``binary_data``) or the request does (``binary_data_output``), else JSON. gzip and deflate
-bodies are accepted. Errors are ``{"error": "<message>"}`` with the right status.
+(``binary_data``) or the request does (``binary_data_output``), else JSON. gzip, deflate and br
+bodies are accepted (the front door decompresses them). Errors are ``{"error": "<message>"}`` with the right status.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
-import zlib
 from collections.abc import Callable
 from importlib.metadata import version as package_version
 from typing import Any
@@ -101,7 +99,7 @@ def infer(name: str, version: str | None) -> Response:
     metrics, label = current_app.extensions[METRICS], name if get_models().serves(name) else "unknown"
     with metrics.track(label, g.request_id):
         model = find(models(), name, version)
-        body = _decompressed(request.get_data(cache=False), request.headers.get("Content-Encoding"))
+        body = _plain(request.get_data(cache=False), request.headers.get("Content-Encoding"))
         header, inputs = parse_infer(body, request.headers.get(V2_HEADER_LENGTH))
         deadline = started + current_app.config["VISIONPOOL"].request_timeout
         outputs = model.infer(inputs, header.get("parameters") or {}, deadline)
@@ -172,14 +170,8 @@ def encode_response(
     return b"".join([head, *blobs]), {"Content-Type": "application/octet-stream", V2_HEADER_LENGTH: str(len(head))}
 
 
-def _decompressed(body: bytes, encoding: str | None) -> bytes:
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as error:
-        raise BadRequest(f"The {encoding} body does not decompress: {error}.") from None
+def _plain(body: bytes, encoding: str | None) -> bytes:
+    """The body; the front door has already decompressed gzip, deflate and br (and dropped their header)."""
     if encoding not in (None, "", "identity"):
-        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none.")
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br or none.")
     return body

@@ -26,6 +26,9 @@ from visionpool.proxy.frontdoor import FrontDoor, error_middleware
 Answer = tuple[int, list[tuple[str, str]], bytes]
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2
+# bodies aiohttp's parser decompressed as they arrived (within the front door's byte limits): the app gets them
+# plain, so its Content-Encoding header goes (the app decompressing again answered 400 "does not decompress")
+DECODED_ENCODINGS = ("gzip", "deflate", "br")
 DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -74,9 +77,10 @@ def environ(request: web.Request, body: bytes) -> dict[str, Any]:
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
+    decoded = request.headers.get("Content-Encoding", "").lower() in DECODED_ENCODINGS
     for raw_name, raw_value in request.raw_headers:
         name = raw_name.decode("latin-1").upper().replace("-", "_")
-        if name in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+        if name in ("CONTENT_LENGTH", "TRANSFER_ENCODING") or (name == "CONTENT_ENCODING" and decoded):
             continue
         key = name if name == "CONTENT_TYPE" else f"HTTP_{name}"
         value = raw_value.decode("latin-1")

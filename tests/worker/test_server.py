@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +137,46 @@ def test_a_worker_serves_one_model_file_with_no_repository(start_worker, tmp_pat
     assert body["predictions"][0]["box"] == {"x": 440, "y": 220, "width": 400, "height": 200}
     assert 'decoder = "yolo"  # ONNX metadata task' in saved.read_text()
     assert 'resize = "letterbox"' in worker.output()  # the config it serves with, printed at start
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_v2_request_straight_to_a_worker(start_worker, tmp_path: Path, encoding: str) -> None:
+    root = task_repository(tmp_path / "models")
+    worker = start_worker("--model", "encoder", "--model-repository", str(root))
+    image = encode(np.full((64, 64, 3), 200, np.uint8), "PNG")
+    sizes = {"binary_data_size": 4 + len(image)}
+    header = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": sizes}]}
+    head = json.dumps(header).encode()
+    body = head + struct.pack("<I", len(image)) + image
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    headers = {"Content-Encoding": encoding, "Inference-Header-Content-Length": str(len(head))}
+    response = requests.post(worker.url + "/v2/models/encoder/infer", data=packed, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    [embedding] = [o for o in response.json()["outputs"] if o["name"] == "EMBEDDING"]
+    assert embedding["shape"] == [1, 3]
+    broken = requests.post(worker.url + "/v2/models/encoder/infer", data=packed[:-8] + b"garbage!", headers=headers,
+                           timeout=30)  # fmt: skip
+    assert broken.status_code == 400 and "does not decompress as Content-Encoding" in broken.text
+
+
+def test_a_port_in_use_fails_before_anything_loads(tmp_path: Path) -> None:
+    marker = tmp_path / "loaded"
+    folder = tmp_path / "marker" / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text(
+        "import numpy as np\n"
+        "class Model:\n"
+        "    def __init__(self, files, options):\n"
+        f"        open({str(marker)!r}, 'w').close()\n"
+        "    def run(self, batch):\n"
+        "        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
+    )
+    (tmp_path / "marker" / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
+        '[output]\ndecoder = "softmax"\n'
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("worker", "--model", "marker", "--model-repository", str(tmp_path), "--port", str(port))
+    assert result.returncode == 2 and "Address already in use" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()  # the model was never loaded
