@@ -53,6 +53,8 @@ class Client:
         self.route = Route(url, mode, protocol)
         self.model, self.timeout, self.retries = model, timeout, retries
         self._local = threading.local()  # one requests.Session per thread
+        self._sessions: list[requests.Session] = []  # every thread's, so that close() closes them all
+        self._sessions_lock = threading.Lock()
 
     def predict(
         self, image: ImageInput, *, model: str | None = None, threshold: float | None = None, top_k: int | None = None
@@ -104,8 +106,10 @@ class Client:
         return self._run(get_flow(self.route, WORKERS))["workers"]  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close every thread's connections (predict_many's threads' too)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
 
     def __enter__(self) -> Client:
@@ -148,6 +152,8 @@ class Client:
 
     def _new_session(self) -> requests.Session:
         session = self._local.session = requests.Session()
+        with self._sessions_lock:
+            self._sessions.append(session)
         for scheme in ("http://", "https://"):
             session.mount(scheme, links.LinkAdapter())  # dead links seen in seconds
         return session

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import iou
+from helpers import iou, sample, scrape, wait_until
 from PIL import Image
 
 from visionpool.client import AsyncClient, BadImage, BadRequest, Box, Client, ModelNotFound, Result, Unavailable
@@ -143,3 +143,17 @@ def test_a_malformed_url_fails_at_once_without_retries() -> None:
     with Client("http://[::1:80", retries=5) as client, pytest.raises(BadRequest) as bad:
         client.predict(b"x")
     assert bad.value.code == "invalid_request" and time.monotonic() - started < 0.5
+
+
+def test_close_closes_every_threads_connections(make_pool) -> None:
+    pool = make_pool(1, seconds=0.02)
+    image = np.zeros((8, 8, 3), np.uint8)
+
+    def connections() -> float:
+        return sample(scrape(pool.url), "visionpool_proxy_front_door_connections")
+
+    client = Client(pool.url, mode="proxy")
+    assert len(list(client.predict_many([image] * 24, concurrency=4))) == 24
+    assert connections() >= 4  # the four threads' keep-alive connections, and the scrape's own
+    client.close()
+    wait_until(lambda: connections() <= 1)  # the scrape's own
