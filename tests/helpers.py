@@ -19,6 +19,16 @@ import requests
 from PIL import Image
 
 
+def cpu_bf16() -> str | None:
+    """The CPU flag that gives OpenVINO bf16 here (amx_bf16 or avx512_bf16), or None."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split() for line in text.splitlines() if line.startswith("flags")), [])
+    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -48,7 +48,8 @@ def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> Non
     assert set(points) == {(t, c) for t in ("engine", "inference", "worker", "proxy", "p2p") for c in (1, 2)}
     alone = report["engines"]["python"]  # the engine alone, at each batch: what batching gains, whether decode limits
     assert alone["inference_limit_images_per_s"] == max(points["inference", c]["images_per_s"] for c in (1, 2))
-    assert alone["batching_gain"] > 1.2  # the sleepy model sleeps per batch: a batch of 2 is about twice the rate
+    best = alone["inference_limit_images_per_s"] / points["inference", 1]["images_per_s"]  # the gain is reported,
+    assert alone["batching_gain"] == pytest.approx(best, rel=0.02)  # not asserted: a speed is the benchmark's to print
     assert "python alone:" in result.stdout and "is the limit" in result.stdout
     assert all(r["images_per_s"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in points.values())
     assert report["engine_limit_images_per_s"] == max(

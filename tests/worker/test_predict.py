@@ -9,8 +9,10 @@ import zlib
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
-from helpers import encode, iou
+from helpers import cpu_bf16, encode, iou
 from PIL import Image
+
+from visionpool.worker.engines import host_cores
 
 # What SSD MobileNet v2 finds in scikit-image's photos, drawn around the object by eye and
 # confirmed by the model: boxes must land within IoU 0.8 of these.
@@ -175,7 +177,9 @@ def test_readyz_healthz_and_models(client: FlaskClient) -> None:
     if ssd["engine"] == "onnxruntime":
         assert (ssd["precision"], ssd["parallel"], ssd["max_batch_size"]) == ("f32", 1, 8)
     else:  # the hardware's best precision; streams in parallel, each with small batches (the engine's cap)
-        assert ssd["engine"] == "openvino" and ssd["precision"] in ("bf16", "f32") and ssd["parallel"] >= 1
+        expected = "bf16" if cpu_bf16() else "f32"
+        assert (ssd["engine"], ssd["precision"], ssd["streams"]) == ("openvino", expected, min(host_cores(), 2))
+        assert ssd["parallel"] == 2 * ssd["streams"]  # two requests in flight per stream
         assert ssd["max_batch_size"] == 2
     assert listed["efficientnet-lite0"]["labels"] == 1000
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -35,20 +36,36 @@ def test_demo_model_finds_the_cat_through_openvino(start_worker, jpegs: dict[str
     assert requests.get(worker.url + "/models", timeout=5).json()["models"][0]["engine"] == "openvino"
 
 
-def test_readyz_is_503_until_the_models_are_loaded(start_worker) -> None:
-    worker = start_worker("--model", "coco-ssd", ready=False)
-    codes = set()
-    while True:
+def test_readyz_is_503_until_the_models_are_loaded(start_worker, tmp_path: Path) -> None:
+    write_slow_loading_model(tmp_path, seconds=2.0)
+    worker = start_worker("--model", "slow", "--model-repository", str(tmp_path), ready=False)
+    codes: list[int] = []
+    deadline = time.monotonic() + 60
+    while not codes or codes[-1] != 200:
+        assert time.monotonic() < deadline, f"never ready; answers so far: {codes}"
         try:
-            code = requests.get(worker.url + "/readyz", timeout=5).status_code
+            codes.append(requests.get(worker.url + "/readyz", timeout=5).status_code)
         except requests.ConnectionError:
             assert worker.proc.poll() is None, worker.output()
-            continue
-        codes.add(code)
-        if code == 200:
-            break
-    assert codes <= {503, 200}
+        time.sleep(0.05)
+    assert 503 in codes and set(codes) == {503, 200}  # the model took 2 s to load: readyz said so meanwhile
     assert requests.get(worker.url + "/healthz", timeout=5).status_code == 200
+
+
+def write_slow_loading_model(root: Path, seconds: float, marker: Path | None = None) -> None:
+    """A Python-engine classifier 'slow' whose loading takes ``seconds`` (and first creates ``marker``)."""
+    (root / "slow" / "1").mkdir(parents=True)
+    mark = f"        open({str(marker)!r}, 'w').close()\n" if marker else ""
+    (root / "slow" / "1" / "model.py").write_text(
+        "import time\nimport numpy as np\n"
+        "class Model:\n"
+        f"    def __init__(self, files, options):\n{mark}        time.sleep({seconds})\n"
+        "    def run(self, batch):\n        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
+    )
+    (root / "slow" / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
+        '[output]\ndecoder = "softmax"\n'
+    )
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_worker, tmp_path: Path) -> None:
@@ -161,22 +178,9 @@ def test_a_compressed_v2_request_straight_to_a_worker(start_worker, tmp_path: Pa
 
 def test_a_port_in_use_fails_before_anything_loads(tmp_path: Path) -> None:
     marker = tmp_path / "loaded"
-    folder = tmp_path / "marker" / "1"
-    folder.mkdir(parents=True)
-    (folder / "model.py").write_text(
-        "import numpy as np\n"
-        "class Model:\n"
-        "    def __init__(self, files, options):\n"
-        f"        open({str(marker)!r}, 'w').close()\n"
-        "    def run(self, batch):\n"
-        "        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
-    )
-    (tmp_path / "marker" / "config.toml").write_text(
-        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
-        '[output]\ndecoder = "softmax"\n'
-    )
+    write_slow_loading_model(tmp_path, seconds=0.0, marker=marker)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli("worker", "--model", "marker", "--model-repository", str(tmp_path), "--port", str(port))
+        result = run_cli("worker", "--model", "slow", "--model-repository", str(tmp_path), "--port", str(port))
     assert result.returncode == 2 and "Address already in use" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()  # the model was never loaded
