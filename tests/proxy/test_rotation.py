@@ -58,3 +58,15 @@ def test_no_worker_is_404_for_a_model_nobody_serves_and_503_otherwise() -> None:
     assert (down.status, down.code, down.headers) == (503, Code.NO_WORKER, {"Retry-After": "1"})
     empty = no_worker(None, set())
     assert empty.status == 503 and "registered" in empty.message
+
+
+def test_three_busy_answers_in_a_row_eject_a_worker_and_any_other_answer_starts_the_count_over() -> None:
+    pool = Pool(eject_seconds=10)
+    pool.update([A, B])
+    assert not pool.failed("a:1", "503", busy=True) and not pool.failed("a:1", "503", busy=True)
+    pool.answered("a:1")  # a 200 (or a 4xx) in between: not busy in a row
+    assert not pool.failed("a:1", "503", busy=True) and not pool.failed("a:1", "503", busy=True)
+    assert [i.id for i in pool.healthy("cat")] == ["a:1", "b:1"]
+    assert pool.failed("a:1", "503", busy=True)  # the third in a row
+    assert [i.id for i in pool.healthy("cat")] == ["b:1"]
+    assert pool.failed("b:1", "refused")  # a refused connection ejects at once
