@@ -8,6 +8,7 @@ and 503. A worker's 4xx goes back to the client as it is: it is the request's fa
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -15,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from visionpool.client.wire import V2_HEADER_LENGTH, Header
+from visionpool.client.wire import V2_HEADER_LENGTH, Code, Header
 from visionpool.discovery import Instance
 
 from .errors import UpstreamTimeout, gave_up, no_worker
@@ -66,7 +67,11 @@ class Forwarder:
                 if response.status != 503:
                     self.pool.answered(worker.id)
                     return self._answer(request, response, body, worker)
-                if self.pool.failed(worker.id, "503 answers in a row", busy=True):
+                # a full queue is a worker at work: ejecting it takes capacity away just when the pool is short of
+                # it (one of two workers killed: the other's queue filled with the retries, and it went too)
+                if _code(response) != Code.OVERLOADED and self.pool.failed(
+                    worker.id, "503 answers in a row", busy=True
+                ):
                     self.metrics.ejections.inc()
                 if len(tried) > self.retries or self.pool.pick(model, tried) is None:
                     return self._answer(request, response, body, worker)
@@ -111,3 +116,11 @@ class Forwarder:
         self.metrics.downloaded.inc(len(payload))
         kept[Header.WORKER_ID] = worker.id
         return web.Response(status=upstream.status, body=payload, headers=kept)
+
+
+def _code(response: web.Response) -> str | None:
+    """The error code of a worker's JSON error answer, if it is one."""
+    try:
+        return str(json.loads(response.body)["error"]["code"])  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -1,8 +1,10 @@
 """The healthy workers as the proxy sees them: round-robin per model, failing ones ejected for a while.
 
 A worker that refuses the connection, breaks it or does not answer in time is ejected at once;
-one that answers 503 (its queue is full, or it is draining) after BUSY_IN_A_ROW such answers in a
-row. Any other answer, 4xx included, is the worker doing its job and clears its count.
+one that answers 503 (draining, still loading, out of connections) after BUSY_IN_A_ROW such answers in a
+row. A 503 for a full queue does not count (the forwarder tries another worker, but the worker is at work,
+and ejecting it would take capacity away when the pool is short of it). Any other answer, 4xx included, is
+the worker doing its job and clears its count.
 """
 
 from __future__ import annotations

@@ -24,13 +24,15 @@ class Pool:
 
 
 @pytest.fixture
-def make_pool(start_proxy, start_worker, model_repository: Path, tmp_path: Path) -> Callable[..., Pool]:
-    """Start a proxy and ``workers`` workers serving ``model`` ("ssd-mobilenet-v2" or "sleepy")."""
+def make_pool(request: pytest.FixtureRequest, start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
+    """Start a proxy and ``workers`` workers serving ``model`` ("ssd-mobilenet-v2", which needs the shared test
+    models, or "sleepy", which needs nothing), each started with ``worker_args``."""
 
-    def make(workers: int = 2, model: str = "ssd-mobilenet-v2", **sleepy: object) -> Pool:
-        repository = model_repository
+    def make(workers: int = 2, model: str = "ssd-mobilenet-v2", *worker_args: str, **sleepy: object) -> Pool:
         if model == "sleepy":
             repository = write_sleepy_model(tmp_path / "models", **sleepy)  # type: ignore[arg-type]
+        else:
+            repository = request.getfixturevalue("model_repository")
         proxy = start_proxy("--registry-token", TOKEN)
         started = [
             start_worker(
@@ -44,6 +46,7 @@ def make_pool(start_proxy, start_worker, model_repository: Path, tmp_path: Path)
                 proxy.url,
                 "--registry-token",
                 TOKEN,
+                *worker_args,
             )
             for _ in range(workers)
         ]

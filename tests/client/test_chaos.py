@@ -53,3 +53,17 @@ def test_a_short_chaos_run_reports_every_scenario(make_pool, tmp_path: Path) -> 
         timeout=60,
     )
     assert refused.returncode == 2 and "not on this machine" in refused.stderr
+
+
+@pytest.mark.slow
+def test_the_kill_scenario_loses_no_request_to_a_killed_supervised_worker(make_pool, tmp_path: Path) -> None:
+    pool = make_pool(2, "sleepy", "--supervise", seconds=0.01, max_batch_size=8, max_queue_size=64)
+    out = tmp_path / "chaos.json"
+    command = [sys.executable, "-m", "visionpool.client", "chaos", "--url", pool.url, "--seconds", "2"]
+    command += ["--scenarios", "kill", "--clients", "4", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [kill] = json.loads(out.read_text())
+    assert kill["answers"]["SIGKILL: requests failed"] == 0 and kill["answers"]["SIGTERM: requests failed"] == 0
+    assert kill["answers"]["SIGKILL: requests ok"] > 0 and kill["answers"]["SIGTERM: requests ok"] > 0
+    assert "1 of 1 scenarios ok" in result.stdout

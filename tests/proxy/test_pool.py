@@ -6,12 +6,13 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from helpers import encode, iou, wait_until
+from helpers import encode, iou, sample, scrape, wait_until, write_sleepy_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -191,3 +192,16 @@ def test_a_registration_with_a_nan_ttl_is_refused_and_the_pool_keeps_following(m
     assert refused.status_code == 400
     pool.add_worker()
     pool.wait_for(2)
+
+
+def test_a_worker_with_a_full_queue_stays_in_the_rotation(make_pool, tmp_path: Path) -> None:
+    pool = make_pool(0)
+    small = write_sleepy_model(tmp_path / "small", seconds=0.3, max_batch_size=1, max_queue_size=1)
+    pool.add_worker(repository=small)
+    pool.wait_for(1)
+
+    with ThreadPoolExecutor(12) as threads:
+        statuses = [r.status_code for r in threads.map(lambda _: post(pool.proxy.url), range(12))]
+    assert statuses.count(503) >= 3 and 200 in statuses  # its queue overflowed, three times and more in a row
+    assert sample(scrape(pool.proxy.url), "visionpool_proxy_ejections_total") == 0
+    assert post(pool.proxy.url).status_code == 200  # not ejected: served at once, not 10 s of 503 no_worker
