@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +14,11 @@ import pytest
 import requests
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from helpers import free_port, iou, wait_until
+from graphs import task_repository
+from helpers import encode, free_port, iou, wait_until
 from tritonclient.utils import InferenceServerException
 
-from visionpool.client import Client, ModelNotFound
+from visionpool.client import Box, Client, ModelNotFound, v2
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -103,3 +109,60 @@ def test_our_client_speaks_v2(pool: dict[str, str], photo_files, mode: str) -> N
         assert iou(vars(result.predictions[0].box), CAT_BOX) > 0.8
     with Client(pool["proxy"], mode=mode, model="nope", protocol="v2") as client, pytest.raises(ModelNotFound):
         client.predict(photo_files["chelsea"])
+
+
+@pytest.fixture
+def two_workers(start_proxy, start_worker, tmp_path: Path):
+    """A proxy and two workers on the per-task graphs of tests/graphs.py (no shared models needed)."""
+    root = task_repository(tmp_path / "models")
+    proxy = start_proxy("--registry-token", TOKEN)
+    workers = [
+        start_worker(
+            "--model",
+            "yolo8",
+            "encoder",
+            "--model-repository",
+            str(root),
+            "--worker-id",
+            f"w{i}",
+            "--registry",
+            "local",
+            "--registry-url",
+            proxy.url,
+            "--registry-token",
+            TOKEN,
+        )  # fmt: skip
+        for i in (1, 2)
+    ]
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == 2)
+    return proxy, workers
+
+
+def test_v2_through_the_proxy_rotates_and_retries_on_another_worker(two_workers) -> None:
+    proxy, workers = two_workers
+    path, headers, body = v2.request("yolo8", encode(np.full((640, 1280, 3), 90, np.uint8), "PNG"), None, None)
+
+    def infer() -> requests.Response:
+        return requests.post(proxy.url + path, data=body, headers=headers, timeout=30)
+
+    answered = [infer() for _ in range(6)]
+    assert all(r.status_code == 200 for r in answered)
+    assert Counter(r.headers["X-Worker-ID"] for r in answered) == {"w1": 3, "w2": 3}
+    assert v2.result_of(answered[0].json(), {}).predictions[0].box == Box(440, 220, 400, 200)
+    workers[0].stop(signal.SIGKILL)
+    after = [infer() for _ in range(4)]  # the first to w1 meets a dead worker: retried on w2
+    assert [r.status_code for r in after] == [200] * 4 and {r.headers["X-Worker-ID"] for r in after} == {"w2"}
+
+
+def test_predict_with_protocol_v2_from_the_command_line(two_workers, tmp_path: Path) -> None:
+    proxy, _ = two_workers
+    picture = tmp_path / "wide.png"
+    picture.write_bytes(encode(np.full((640, 1280, 3), 90, np.uint8), "PNG"))
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "visionpool.client", "predict", str(picture), "--url", proxy.url, "--proxy",
+               "--protocol", "v2", "--model", "yolo8", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [line] = [json.loads(text) for text in out.read_text().splitlines()]
+    assert line["predictions"][0]["label"] == "cat"
+    assert line["predictions"][0]["box"] == {"x": 440, "y": 220, "width": 400, "height": 200}
