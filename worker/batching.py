@@ -99,7 +99,10 @@ class Batcher:
         self, name: str, engines: list[Engine], spec: BatchingSpec, on_batch: Callable[[int], None] = lambda size: None
     ) -> None:
         self.name, self.engines = name, engines
-        self.max_batch = max(1, min(spec.max_batch_size, *(e.max_batch_size for e in engines)))
+        self.configured_batch = spec.max_batch_size  # what the config asks for
+        capped = min(engines, key=lambda e: e.max_batch_size)
+        self.max_batch = max(1, min(spec.max_batch_size, capped.max_batch_size))  # what the engines allow
+        self.batch_limit = capped.batch_limit if self.max_batch < spec.max_batch_size else ""
         self.max_delay = spec.max_queue_delay_ms / 1000.0
         self.max_queue = spec.max_queue_size
         self.on_batch = on_batch  # told each batch's size (the batch-size histogram)

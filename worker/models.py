@@ -105,6 +105,11 @@ class ModelManager:
         on_batch = self.metrics.batch.labels(config.name).observe
         batcher = Batcher(config.name, engines, config.batching, on_batch=on_batch)
         model = Pipeline(config, self.decoders[config.name], batcher, engines[0], self.max_image_pixels)
+        if batcher.batch_limit:
+            logger.warning(
+                "model %s: max_batch_size %d configured, %d in force: %s",
+                config.name, batcher.configured_batch, batcher.max_batch, batcher.batch_limit,
+            )  # fmt: skip
         loaded = time.monotonic()
         _warm_up(model)
         warmed = time.monotonic()

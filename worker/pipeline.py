@@ -170,8 +170,15 @@ class Pipeline:
             **self.engine.details(),
             **self.decoder.describe(),
             "max_batch_size": self.batcher.max_batch,
+            **self._batch_cap(),
             "queue_depth": self.batcher.depth(),
         }
+
+    def _batch_cap(self) -> dict[str, Any]:
+        """When the engine holds the batch below the config's: what was asked for, and why it is less."""
+        if not self.batcher.batch_limit:
+            return {}
+        return {"configured_max_batch_size": self.batcher.configured_batch, "batch_limit": self.batcher.batch_limit}
 
     def label(self, class_id: int) -> str:
         labels = self.config.labels

@@ -303,7 +303,7 @@ def _output(t: _Table) -> OutputSpec:
 
 def _batching(t: _Table) -> BatchingSpec:
     spec = BatchingSpec(
-        max_batch_size=t.integer("max_batch_size", 8, 1, 1024),
+        max_batch_size=t.integer("max_batch_size", BatchingSpec.max_batch_size, 1, 1024),
         max_queue_delay_ms=t.number("max_queue_delay_ms", 2.0, 0.0, 10_000.0),
         max_queue_size=t.integer("max_queue_size", 64, 1, 1_000_000),
         instances=t.integer("instances", 1, 1, 64),

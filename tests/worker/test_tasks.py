@@ -205,3 +205,24 @@ def test_predict_answers_read_into_the_clients_types(client: FlaskClient) -> Non
     body = predict(client, "seg", grey(1280, 640))
     [found] = Result.from_json(body, {}).predictions
     assert found.mask.polygons == body["predictions"][0]["mask"]["polygons"] and found.keypoints is None
+
+
+@pytest.mark.parametrize(
+    ("engine", "in_force", "cap"),
+    [
+        pytest.param("openvino", 2, "OpenVINO on a CPU runs parallel streams of small batches", id="openvino-caps"),
+        pytest.param("onnxruntime", 4, None, id="onnxruntime-open-axis"),
+    ],
+)
+def test_models_says_when_an_engine_holds_the_batch_below_the_config(tmp_path: Path, engine, in_force, cap) -> None:
+    root = task_repository(tmp_path, engine=engine)  # max_batch_size = 4 in every config
+    app = create_app(WorkerSettings(models=["yolo8"], model_repository=root), background=False)
+    try:
+        [model] = app.test_client().get("/models").get_json()["models"]
+    finally:
+        get_models(app).close()
+    assert model["max_batch_size"] == in_force
+    if cap is None:
+        assert "configured_max_batch_size" not in model and "batch_limit" not in model
+    else:
+        assert model["configured_max_batch_size"] == 4 and model["batch_limit"].startswith(cap)

@@ -38,6 +38,7 @@ class Engine(ABC):
     device: str = "cpu"  # where it runs, for /models
     precision: str = "f32"  # the precision in force, for /models
     max_batch_size: int = 1  # the most images one ``run`` takes (1 when the model has a fixed batch of 1)
+    batch_limit: str = "the model's fixed batch axis"  # why max_batch_size is what it is, for /models and the log
     parallel: int = 1  # runs in flight at once (OpenVINO streams); the batcher gives it that many threads
 
     @abstractmethod
@@ -57,6 +58,8 @@ def split_batch(outputs: dict[str, np.ndarray], count: int) -> list[dict[str, np
     return [{name: value[i] for name, value in outputs.items()} for i in range(count)]
 
 
-def leading_dimension(dimension: object) -> int:
-    """The most images a model input's batch axis takes: its size when fixed, no limit when dynamic."""
-    return dimension if isinstance(dimension, int) and dimension > 0 else 1_000_000
+def batch_axis(dimension: object) -> tuple[int, str]:
+    """The most images a model input's batch axis takes, and why: its size when fixed, no limit when open."""
+    if isinstance(dimension, int) and dimension > 0:
+        return dimension, f"the model's batch axis is fixed at {dimension}"
+    return 1_000_000, "the model's batch axis is open"

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, EngineHints, leading_dimension, split_batch
+from .base import Engine, EngineHints, batch_axis, split_batch
 
 try:
     import onnxruntime as ort
@@ -80,10 +80,12 @@ class OnnxRuntimeEngine(Engine):
             self.precision = "fp16" if fp16 and self.provider == "tensorrt" else "f32"
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = _input_named(input_name, inputs)
-        self.max_batch_size = leading_dimension(inputs[self.input_name].shape[0])
+        self.max_batch_size, self.batch_limit = batch_axis(inputs[self.input_name].shape[0])
         self.output_names = [o.name for o in self.session.get_outputs()]
         if self.provider == "tensorrt" and tensorrt is not None:
-            self.max_batch_size = min(self.max_batch_size, tensorrt.batches[-1])
+            if tensorrt.batches[-1] < self.max_batch_size:
+                self.max_batch_size = tensorrt.batches[-1]
+                self.batch_limit = f"TensorRT's engines are built for batches of 1 to {self.max_batch_size} (max_batch)"
             for batch in tensorrt.build_at:  # no profile could be given: build for the range now, not under load
                 self.session.run(None, {tensorrt.name: np.zeros((batch, *tensorrt.rest), np.float32)})
 

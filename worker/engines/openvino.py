@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from .base import Engine, EngineHints, leading_dimension, split_batch
+from .base import Engine, EngineHints, batch_axis, split_batch
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "f32", "bf16", "f16")
@@ -85,7 +85,12 @@ class OpenVinoEngine(Engine):
         self.input_name = input_name or self.compiled.input(0).get_any_name()
         if self.input_name not in inputs:
             raise ValueError(f"the model has no input {self.input_name!r} (it has {', '.join(sorted(inputs))})")
-        self.max_batch_size = min(leading_dimension(_first_dimension(inputs[self.input_name])), max_batch)
+        axis, why = batch_axis(_first_dimension(inputs[self.input_name]))
+        self.max_batch_size, self.batch_limit = min(
+            (axis, why),
+            (max_batch, "OpenVINO on a CPU runs parallel streams of small batches, which measured faster than big "
+             "batches here (engine option max_batch)"),
+        )  # fmt: skip
         self.output_names = [port_name(port) for port in self.compiled.outputs]
         self.requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(self.parallel):

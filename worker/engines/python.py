@@ -32,6 +32,7 @@ class PythonEngine(Engine):
             raise ValueError(f"{path} defines no class Model")
         self.model = module.Model(files, dict(options))
         self.max_batch_size = int(getattr(self.model, "max_batch_size", 1_000_000))
+        self.batch_limit = "the Python model's max_batch_size"
 
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         return split_batch(self.model.run(batch), batch.shape[0])
