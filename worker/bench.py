@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     targets = set(args.targets.split(","))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     images = sample_images(args.images)
-    report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration}
+    report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration, "cpu": cpu()}
+    print(f"CPU: {report['cpu']['model']}, {host_cores()} cores; {', '.join(report['cpu']['flags']) or 'no bf16/AMX'}")
     limits = _engines(args, images, targets) if targets & {"engine", "inference"} else {}
     served = _served_engine(args) if limits else None
     limit = max((m.rate for m in limits.get(served or "", ([], {}))[0] if m.target == "engine"), default=0.0)
@@ -129,6 +130,21 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2)
     return 0
+
+
+CPU_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512f", "avx2")  # what decides OpenVINO's speed and precision
+
+
+def cpu() -> dict[str, Any]:
+    """This machine's CPU model and the flags that matter to inference, as /proc/cpuinfo says."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return {"model": "unknown", "flags": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    model = next((v.strip() for k, v in fields.items() if k.strip() == "model name"), "unknown")
+    flags = set(next((v.split() for k, v in fields.items() if k.strip() == "flags"), []))
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
 def _served_engine(args: argparse.Namespace) -> str:

@@ -51,6 +51,7 @@ def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> Non
     best = alone["inference_limit_images_per_s"] / points["inference", 1]["images_per_s"]  # the gain is reported,
     assert alone["batching_gain"] == pytest.approx(best, rel=0.02)  # not asserted: a speed is the benchmark's to print
     assert "python alone:" in result.stdout and "is the limit" in result.stdout
+    assert result.stdout.startswith("CPU: ") and report["cpu"]["model"] in result.stdout  # figures say where they ran
     assert all(r["images_per_s"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in points.values())
     assert report["engine_limit_images_per_s"] == max(
         points["engine", 1]["images_per_s"], points["engine", 2]["images_per_s"]
