@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .types import Box, Mask, Prediction, Result
-from .wire import V2, V2_HEADER_LENGTH, Header
+from .wire import V2, V2_HEADER_LENGTH, V2_INFER, V2_MODEL, Header
 
 
 def request(model: str, image: bytes, threshold: float | None, top_k: int | None) -> tuple[str, dict[str, str], bytes]:
@@ -29,7 +29,7 @@ def request(model: str, image: bytes, threshold: float | None, top_k: int | None
     }
     head = json.dumps(header).encode()
     headers = {"Content-Type": "application/octet-stream", V2_HEADER_LENGTH: str(len(head))}
-    return f"{V2}/models/{quote(model, safe='')}/infer", headers, head + data
+    return V2 + V2_MODEL.format(name=quote(model, safe="")) + V2_INFER, headers, head + data
 
 
 def result_of(body: dict[str, Any], headers: dict[str, str]) -> Result:

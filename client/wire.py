@@ -70,6 +70,10 @@ class Code(StrEnum):
 V2 = "/v2"
 V2_HEADER_LENGTH = "Inference-Header-Content-Length"  # binary tensor extension: the JSON part's length
 V2_EXTENSIONS = ["binary_tensor_data", "model_configuration"]  # what GET /v2 lists
+# its paths under V2: a model's (or one version's) metadata at V2_MODEL + "", and its actions after it
+V2_LIVE, V2_READY = "/health/live", "/health/ready"
+V2_MODEL, V2_VERSION = "/models/{name}", "/models/{name}/versions/{version}"
+V2_MODEL_READY, V2_MODEL_CONFIG, V2_INFER = "/ready", "/config", "/infer"
 # Paths: the worker serves predict, health and models; the proxy serves predict, lookup and workers too.
 PREDICT = "/predict"
 MODEL_PREDICT = "/models/{name}/predict"

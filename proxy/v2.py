@@ -15,28 +15,37 @@ from importlib.metadata import version as package_version
 
 from aiohttp import web
 
-from visionpool.client.wire import V2, V2_EXTENSIONS
+from visionpool.client.wire import (
+    V2,
+    V2_EXTENSIONS,
+    V2_INFER,
+    V2_LIVE,
+    V2_MODEL,
+    V2_MODEL_CONFIG,
+    V2_MODEL_READY,
+    V2_READY,
+    V2_VERSION,
+)
 
 from .errors import NoWorker
 from .state import DOOR, FORWARDER, POOL
 
-MODEL = V2 + "/models/{name}"
-VERSION = MODEL + "/versions/{version}"
+MODEL, VERSION = V2 + V2_MODEL, V2 + V2_VERSION
 
 
 def routes(door: object) -> list[web.RouteDef]:
     """The v2 routes; ``door`` is the app's FrontDoor (its expect handler refuses oversized bodies)."""
     expect = door.expect  # type: ignore[attr-defined]
     model_routes = [
-        web.get(base + suffix, forward) for base in (MODEL, VERSION) for suffix in ("", "/ready", "/config")
+        web.get(base + suffix, forward) for base in (MODEL, VERSION) for suffix in ("", V2_MODEL_READY, V2_MODEL_CONFIG)
     ]
     return [
         web.get(V2, server_metadata),
-        web.get(V2 + "/health/live", live),
-        web.get(V2 + "/health/ready", ready),
+        web.get(V2 + V2_LIVE, live),
+        web.get(V2 + V2_READY, ready),
         *model_routes,
-        web.post(MODEL + "/infer", forward, expect_handler=expect),
-        web.post(VERSION + "/infer", forward, expect_handler=expect),
+        web.post(MODEL + V2_INFER, forward, expect_handler=expect),
+        web.post(VERSION + V2_INFER, forward, expect_handler=expect),
     ]
 
 

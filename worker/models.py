@@ -82,6 +82,11 @@ class ModelManager:
             raise ModelNotFound(f"No model named {name!r}; this worker serves: {served}.")
         return self.models[name]
 
+    def metric_label(self, name: str) -> str:
+        """The model label of a request's metrics: the model asked for, or "unknown" (never a label per made-up
+        name: a client could grow the metrics without bound)."""
+        return name if self.serves(name) else "unknown"
+
     def serves(self, name: str) -> bool:
         """Whether ``name`` is one of the models this worker was started with (loaded or not)."""
         return name in self.decoders

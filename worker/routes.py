@@ -73,9 +73,7 @@ def worker_stats() -> dict[str, Any]:
 
 def _predict(name: str | None) -> Response:
     models, metrics = get_models(), current_app.extensions[METRICS]
-    label = name or models.default
-    label = label if models.serves(label) else "unknown"  # never a label per made-up name
-    with metrics.track(label, g.request_id) as tracked:
+    with metrics.track(models.metric_label(name or models.default), g.request_id) as tracked:
         return _answer(models.get(name), tracked)
 
 
@@ -85,7 +83,7 @@ def _answer(model: Pipeline, tracked: Tracked) -> Response:
     threshold, top_k = _query(model)
     masks = _masks_format()
     answer = model.predict(
-        _image_bytes(), deadline=started + settings.request_timeout, threshold=threshold, top_k=top_k, masks=masks
+        _image_bytes(), deadline=settings.deadline(started), threshold=threshold, top_k=top_k, masks=masks
     )
     tracked.batch_size, tracked.stages = answer.batch_size, answer.stages
     body: dict[str, Any] = {

@@ -111,6 +111,11 @@ class WorkerSettings(ServiceSettings):
                 "(or leave --engine out), or --device cpu"
             )
 
+    def deadline(self, started: float, remaining: float | None = None) -> float:
+        """When a request that started at ``started`` (monotonic) must be answered: --request-timeout, or the
+        caller's own shorter deadline (gRPC's ``remaining`` seconds)."""
+        return started + (self.request_timeout if remaining is None else min(self.request_timeout, remaining))
+
     def engine_for(self, configured: str) -> str:
         """The engine a model configured for ``configured`` is served by: --engine; on a GPU, onnxruntime for
         openvino (which runs on no NVIDIA GPU); else its config's."""

@@ -114,12 +114,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         started = time.monotonic()
         manager, metrics = get_models(self.app), self.app.extensions[METRICS]
-        label = request.model_name if manager.serves(request.model_name) else "unknown"
-        with metrics.track(label, request.id or uuid.uuid4().hex):
+        with metrics.track(manager.metric_label(request.model_name), request.id or uuid.uuid4().hex):
             model = find(self.models(), request.model_name, request.model_version or None)
-            remaining = context.time_remaining()
-            timeout = self.app.config["VISIONPOOL"].request_timeout
-            deadline = started + (min(timeout, remaining) if remaining is not None else timeout)
+            deadline = self.app.config["VISIONPOOL"].deadline(started, context.time_remaining())
             outputs = model.infer(_inputs(request), _parameters(request.parameters), deadline)
             return _response(model, request, outputs)
 

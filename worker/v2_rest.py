@@ -28,7 +28,19 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from visionpool.client.wire import V2, V2_HEADER_LENGTH, BadRequest, ServiceUnavailable
+from visionpool.client.wire import (
+    V2,
+    V2_HEADER_LENGTH,
+    V2_INFER,
+    V2_LIVE,
+    V2_MODEL,
+    V2_MODEL_CONFIG,
+    V2_MODEL_READY,
+    V2_READY,
+    V2_VERSION,
+    BadRequest,
+    ServiceUnavailable,
+)
 
 from .metrics import METRICS
 from .models import get_models
@@ -47,12 +59,17 @@ def models() -> dict[str, V2Model]:
     return cache
 
 
+def _flask(path: str) -> str:
+    """A wire-contract path ("/models/{name}") in Flask's rule syntax ("/models/<name>")."""
+    return path.replace("{", "<").replace("}", ">")
+
+
 def model_routes(rule: str, **options: Any) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Register a view at /models/<name><rule> and /models/<name>/versions/<version><rule>."""
 
     def register(view: Callable[..., Response]) -> Callable[..., Response]:
-        bp.add_url_rule(f"/models/<name>{rule}", view_func=view, defaults={"version": None}, **options)
-        bp.add_url_rule(f"/models/<name>/versions/<version>{rule}", view_func=view, **options)
+        bp.add_url_rule(_flask(V2_MODEL) + rule, view_func=view, defaults={"version": None}, **options)
+        bp.add_url_rule(_flask(V2_VERSION) + rule, view_func=view, **options)
         return view
 
     return register
@@ -63,12 +80,12 @@ def server_metadata() -> Response:
     return jsonify(name="visionpool", version=package_version("visionpool"), extensions=EXTENSIONS)
 
 
-@bp.get("/health/live")
+@bp.get(V2_LIVE)
 def live() -> Response:
     return jsonify(live=True)
 
 
-@bp.get("/health/ready")
+@bp.get(V2_READY)
 def ready() -> Response:
     if not get_models().ready.is_set():
         raise ServiceUnavailable("The models are still loading.")
@@ -80,7 +97,7 @@ def model_metadata(name: str, version: str | None) -> Response:
     return jsonify(find(models(), name, version).metadata())
 
 
-@model_routes("/ready", methods=["GET"])
+@model_routes(V2_MODEL_READY, methods=["GET"])
 def model_ready(name: str, version: str | None) -> Response:
     if get_models().serves(name) and name not in get_models().models:
         raise ServiceUnavailable(f"Model {name!r} is still loading.")
@@ -88,20 +105,19 @@ def model_ready(name: str, version: str | None) -> Response:
     return jsonify(name=name, ready=True)
 
 
-@model_routes("/config", methods=["GET"])
+@model_routes(V2_MODEL_CONFIG, methods=["GET"])
 def model_config(name: str, version: str | None) -> Response:
     return jsonify(find(models(), name, version).config())
 
 
-@model_routes("/infer", methods=["POST"])
+@model_routes(V2_INFER, methods=["POST"])
 def infer(name: str, version: str | None) -> Response:
     started = time.monotonic()
-    metrics, label = current_app.extensions[METRICS], name if get_models().serves(name) else "unknown"
-    with metrics.track(label, g.request_id):
+    with current_app.extensions[METRICS].track(get_models().metric_label(name), g.request_id):
         model = find(models(), name, version)
         body = _plain(request.get_data(cache=False), request.headers.get("Content-Encoding"))
         header, inputs = parse_infer(body, request.headers.get(V2_HEADER_LENGTH))
-        deadline = started + current_app.config["VISIONPOOL"].request_timeout
+        deadline = current_app.config["VISIONPOOL"].deadline(started)
         outputs = model.infer(inputs, header.get("parameters") or {}, deadline)
         payload, headers = encode_response(model, header, outputs)
     return Response(payload, headers=headers)
