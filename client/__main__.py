@@ -2,6 +2,6 @@
 
 import sys
 
-from .commands import main
+from visionpool.serving.commands import main
 
 sys.exit(main())

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .commands import Command
-from .options import configure_logging
+from visionpool.serving.commands import Command
+from visionpool.serving.options import configure_logging
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal, overload
 
+from visionpool.serving.settings import ServiceSettings
+
 from .base import SERVICE, Directory, Instance, Registry, RegistryError
-from .settings import ServiceSettings
 
 ROLES = ("worker", "proxy")
 

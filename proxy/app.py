@@ -20,12 +20,12 @@ from aiohttp import web
 from visionpool.client import links, wire
 from visionpool.client.wire import Header
 from visionpool.discovery import Directory
+from visionpool.serving.frontdoor import FrontDoor, Limits, error_middleware
+from visionpool.serving.page import page_file
 
 from .errors import NoWorker, no_worker
 from .forward import Forwarder
-from .frontdoor import FrontDoor, Limits, error_middleware
 from .metrics import ProxyMetrics
-from .page import page_file
 from .pool import Pool
 from .settings import ProxySettings
 from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS, VIEW

@@ -6,7 +6,7 @@ Usage:
 
 from __future__ import annotations
 
-from visionpool.client.commands import service
+from visionpool.serving.commands import service
 
 from .settings import ProxySettings
 

@@ -23,10 +23,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from visionpool.client.options import log_fields
 from visionpool.client.wire import Header
+from visionpool.serving.frontdoor import FrontDoor
+from visionpool.serving.options import log_fields
 
-from .frontdoor import FrontDoor
 from .pool import Pool
 
 logger = logging.getLogger("visionpool.proxy.requests")

@@ -6,26 +6,25 @@ Usage:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 from visionpool.discovery import create_registry
+from visionpool.serving.frontdoor import run
+from visionpool.serving.lifecycle import Lifecycle
 
 from .app import create_app
-from .frontdoor import run
 from .settings import ProxySettings
 from .state import DOOR
 
 logger = logging.getLogger(__name__)
 
 
-class ProxyServer:
+class ProxyServer(Lifecycle):
     """One proxy process: the app, its listening site, and the signals that stop it."""
 
     def __init__(self, settings: ProxySettings) -> None:
+        super().__init__()
         self.settings = settings
-        self.should_exit = asyncio.Event()
 
     async def serve(self) -> int:
         """Start up, serve until told to stop, shut down."""
@@ -39,17 +38,6 @@ class ProxyServer:
         logger.info("proxy shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
         await door.stop()
         return 0
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.handle_term)
-        loop.add_signal_handler(signal.SIGINT, self.handle_int)
-
-    def handle_term(self) -> None:
-        self.should_exit.set()
-
-    def handle_int(self) -> None:
-        self.should_exit.set()
 
 
 def serve(settings: ProxySettings) -> int:

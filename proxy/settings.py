@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from visionpool.client.options import option
-from visionpool.discovery.settings import ServiceSettings
+from visionpool.serving.options import option
+from visionpool.serving.settings import ServiceSettings
 
 
 @dataclass

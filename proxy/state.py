@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from visionpool.discovery import Directory
+from visionpool.serving.frontdoor import FrontDoor
 
 from .forward import Forwarder
-from .frontdoor import FrontDoor
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings

@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from visionpool.client.commands import Command
+from visionpool.serving.commands import Command
 
 from .autoconfig import ULTRALYTICS_TASKS
 from .importer import ImportFailed, check_model, import_model

@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.samples import Sample
 from werkzeug.exceptions import HTTPException
 
-from visionpool.client.options import log_fields
+from visionpool.serving.options import log_fields
 
 from .errors import ServiceError, http_error_code
 

@@ -10,8 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from visionpool.client import wire
 from visionpool.discovery import Instance
-from visionpool.proxy.page import page_file
-from visionpool.proxy.view import pool_document, worker_row
+from visionpool.serving.page import page_file, pool_document, worker_row
 
 from .models import get_models
 from .routes import worker_stats
@@ -34,4 +33,4 @@ def pool() -> Response:
     url = config.get("WORKER_URL") or request.host_url.rstrip("/")
     models = {c.name: c.version for c in get_models().configs}
     me = Instance(config["WORKER_ID"], url, models, config.get("WORKER_GRPC", ""))
-    return jsonify(pool_document("worker", [worker_row(me, stats["state"], stats)]))
+    return jsonify(pool_document("worker", [worker_row(me.as_json(), stats["state"], stats)]))

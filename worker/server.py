@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 
 import grpc
 
 from visionpool.discovery import Instance, create_registry
-from visionpool.proxy.frontdoor import FrontDoor, Limits, run
+from visionpool.serving.frontdoor import FrontDoor, Limits, run
+from visionpool.serving.lifecycle import Lifecycle
 
 from . import create_app
 from .announce import Announcer
@@ -34,10 +34,11 @@ from .wsgi import wsgi_app
 logger = logging.getLogger(__name__)
 
 
-class WorkerServer:
+class WorkerServer(Lifecycle):
     """One worker process: app, front door, registration, and the signals that stop them."""
 
     def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__()
         self.settings = settings
         self.door = FrontDoor(Limits.of(settings))
         self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
@@ -47,7 +48,6 @@ class WorkerServer:
         self.announcer: Announcer | None = None
         self.grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
-        self.should_exit = asyncio.Event()
 
     async def serve(self) -> int:
         """Start up, serve until told to stop or the models fail to load, shut down."""
@@ -113,17 +113,6 @@ class WorkerServer:
             await asyncio.to_thread(stopped.wait)
         await asyncio.to_thread(self.models.close)
         logger.info("worker stopped in %.2f s", time.monotonic() - started)
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.handle_term)
-        loop.add_signal_handler(signal.SIGINT, self.handle_int)
-
-    def handle_term(self) -> None:
-        self.should_exit.set()
-
-    def handle_int(self) -> None:
-        self.should_exit.set()
 
 
 def serve(settings: WorkerSettings) -> int:

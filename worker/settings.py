@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from visionpool.client.options import option
-from visionpool.discovery.settings import ServiceSettings
+from visionpool.serving.options import option
+from visionpool.serving.settings import ServiceSettings
 
 from .engines import EngineHints, host_cores
 from .repository import BUILTIN_REPOSITORY

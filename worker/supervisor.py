@@ -21,7 +21,7 @@ import threading
 import time
 from types import FrameType
 
-from visionpool.client.options import to_environ
+from visionpool.serving.options import to_environ
 
 from .settings import WorkerSettings
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from visionpool.proxy.frontdoor import FrontDoor, error_middleware
+from visionpool.serving.frontdoor import FrontDoor, error_middleware
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 READ_METHODS = ("GET", "HEAD", "OPTIONS")

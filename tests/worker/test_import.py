@@ -196,6 +196,7 @@ def answers(report) -> dict[str, list[dict]]:
     return {name.removesuffix(".jpg"): found for name, found, _ in report.answers}
 
 
+@pytest.mark.slow  # half a minute: the normalisation is tried on both real models
 def test_the_shared_onnx_models_import_without_a_flag_and_answer_as_their_hand_written_configs(tmp_path: Path) -> None:
     if not SHARED_MODELS.is_dir():
         pytest.skip(f"needs the test models at {SHARED_MODELS} (VISIONPOOL_TEST_MODELS)")

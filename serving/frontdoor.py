@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import resource
@@ -59,6 +60,8 @@ from visionpool.client.wire import (
     error_body,
 )
 
+from .settings import ServiceSettings
+
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LINGERING_TIME = 2.0  # seconds an early answer's connection keeps reading (and dropping) before it closes
@@ -77,16 +80,19 @@ HEAD_TIMEOUT = canned(408, "Request Timeout", Code.REQUEST_TIMEOUT, "The request
 NO_ROOM = canned(503, "Service Unavailable", Code.BUSY, "Every connection is busy; retry.")
 
 
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(ServiceSettings)}
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the front door allows one client, and all of them together."""
 
-    max_body_bytes: int = 20 * 1024 * 1024
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 4096
-    max_buffered_bytes: int = 512 * 1024 * 1024
-    drain_timeout: float = 10.0
+    max_body_bytes: int = DEFAULTS["max_body_bytes"]  # each default is the settings' (one place: settings.py)
+    header_timeout: float = DEFAULTS["header_timeout"]
+    body_timeout: float = DEFAULTS["body_timeout"]
+    max_connections: int = DEFAULTS["max_connections"]
+    max_buffered_bytes: int = DEFAULTS["max_buffered_bytes"]
+    drain_timeout: float = DEFAULTS["drain_timeout"]
 
     @classmethod
     def of(cls, settings: Any) -> Limits:

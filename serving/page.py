@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from visionpool.client.wire import NotFound
@@ -67,3 +68,54 @@ def page_headers(reachable: Iterable[str] = ()) -> dict[str, str]:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+# ---- GET /pool: the document the page's tables are drawn from (the proxy's, or a worker's pool of one) ----
+
+
+def worker_row(
+    instance: dict[str, Any],
+    state: str,
+    stats: dict[str, Any] | None,
+    *,
+    error: str | None = None,
+    ejected_for_s: float | None = None,
+    left_s_ago: float | None = None,
+) -> dict[str, Any]:
+    """One worker as the page's table shows it (``instance``: its registry entry, Instance.as_json())."""
+    return {
+        **instance,
+        "state": state,
+        "ejected_for_s": ejected_for_s,
+        "left_s_ago": left_s_ago,
+        "error": error,
+        "stats": stats,
+    }
+
+
+def pool_document(role: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What GET /pool answers: who answers (a proxy or a worker), the workers, the models they serve, and
+    the model to offer first (the first registered worker's default)."""
+    served = [name for worker in workers if worker["left_s_ago"] is None for name in worker["models"]]
+    return {"role": role, "workers": workers, "models": _models(workers), "default_model": next(iter(served), None)}
+
+
+def _models(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each served model: its versions, how many workers serve it (and are ready), and how it runs."""
+    models: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        if worker["left_s_ago"] is not None:  # no longer registered: it serves nothing more
+            continue
+        described = {m.get("name"): m for m in (worker["stats"] or {}).get("models", []) if isinstance(m, dict)}
+        for name, version in worker["models"].items():
+            model = models.setdefault(name, {"name": name, "versions": [], "workers": 0, "ready": 0})
+            if version not in model["versions"]:
+                model["versions"].append(version)
+            model["workers"] += 1
+            model["ready"] += worker["state"] == "ready"
+            for key, value in described.get(name, {}).items():
+                model.setdefault(key, value)  # how it runs: from the first worker that says
+    for model in models.values():
+        model.pop("version", None)
+        model["versions"].sort()
+    return sorted(models.values(), key=lambda model: model["name"])

@@ -42,9 +42,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .commands import Command
-from .loadgen import Measurement, closed_loop, on_this_machine, sample_images
-from .wire import HEALTHZ, METRICS, WORKERS, predict_path
+from visionpool.client.wire import HEALTHZ, METRICS, WORKERS, predict_path
+from visionpool.serving.commands import Command
+from visionpool.tools.loadgen import Measurement, closed_loop, on_this_machine, sample_images
 
 SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill")
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from helpers import wait_until
 
-from visionpool.proxy.frontdoor import FrontDoor, Limits, error_middleware
+from visionpool.serving.frontdoor import FrontDoor, Limits, error_middleware
 
 FAST = Limits(max_body_bytes=1000, header_timeout=0.5, body_timeout=0.5, max_connections=8, max_buffered_bytes=5000)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from visionpool.client.commands import build_parser, installed
-from visionpool.client.options import add_arguments, from_args, option, to_environ
 from visionpool.proxy.settings import ProxySettings
+from visionpool.serving.commands import build_parser, installed
+from visionpool.serving.options import add_arguments, from_args, option, to_environ
 from visionpool.worker.settings import WorkerSettings
 
 SERVICES = [pytest.param(WorkerSettings, id="worker"), pytest.param(ProxySettings, id="proxy")]

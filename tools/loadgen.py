@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .aio import AsyncClient
+from visionpool.client.aio import AsyncClient
 
 MAX_REQUESTS = 1_000_000  # a hard cap on any one measurement, whatever its duration
 
@@ -107,7 +107,7 @@ def cpu_clock(pid: int) -> Callable[[], float]:
 
 def sample_images(paths: Sequence[str] = ()) -> list[bytes]:
     """The images to send: the files given (folders searched), or four generated 640x480 JPEG scenes."""
-    from .batch import collect
+    from visionpool.client.batch import collect
 
     files = [path for path, _ in collect(paths, io.StringIO())]
     if files:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from visionpool.client.chaos import _mutate, local_only
+from visionpool.tools.chaos import _mutate, local_only
 
 
 def test_only_this_machines_addresses_are_attacked() -> None:

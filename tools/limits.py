@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from visionpool.client.loadgen import Measurement
-
-from .engines import Engine, host_cores
-from .pipeline import Pipeline
+from visionpool.tools.loadgen import Measurement
+from visionpool.worker.engines import Engine, host_cores
+from visionpool.worker.pipeline import Pipeline
 
 
 def engine_limit(

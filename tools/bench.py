@@ -33,8 +33,9 @@ from typing import Any
 import requests
 
 from visionpool.client import wire
-from visionpool.client.commands import Command
-from visionpool.client.loadgen import (
+from visionpool.serving.commands import Command
+from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
+from visionpool.tools.loadgen import (
     Measurement,
     closed_loop,
     cpu_clock,
@@ -44,9 +45,7 @@ from visionpool.client.loadgen import (
     table,
     triton_loop,
 )
-
-from .engines import host_cores
-from .limits import cpu_costs, engine_limit, inference_limit
+from visionpool.worker.engines import host_cores
 
 SOAK_CHECKPOINT = 1_000
 
@@ -149,8 +148,8 @@ def cpu() -> dict[str, Any]:
 
 def _served_engine(args: argparse.Namespace) -> str:
     """The engine the pool serves the model with: --engine, else its config's on --device."""
-    from .repository import BUILTIN_REPOSITORY, ModelRepository
-    from .settings import WorkerSettings
+    from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
+    from visionpool.worker.settings import WorkerSettings
 
     configured = ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model).engine
     return WorkerSettings(engine=args.engine, device=args.device).engine_for(configured)
@@ -168,9 +167,9 @@ def _engines(args: argparse.Namespace, images: list[bytes], targets: set[str]) -
 def _engine(
     args: argparse.Namespace, images: list[bytes], engine: str, inference: bool
 ) -> tuple[list[Measurement], dict[str, float]]:
-    from .metrics import WorkerMetrics
-    from .models import ModelManager
-    from .settings import WorkerSettings
+    from visionpool.worker.metrics import WorkerMetrics
+    from visionpool.worker.models import ModelManager
+    from visionpool.worker.settings import WorkerSettings
 
     settings = WorkerSettings(models=[args.model], max_image_pixels=10**9, engine=engine, device=args.device)
     if args.model_repository:

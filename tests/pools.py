@@ -1,0 +1,57 @@
+"""A pool on loopback for the client and the tools' tests: a proxy and workers on the real SSD detector or the
+sleepy model (the conftest.py of tests/client and tests/tools import the fixture)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ServerProcess, wait_until, write_sleepy_model
+
+TOKEN = "client-tests-token"
+
+
+class Pool:
+    """A proxy and its workers."""
+
+    def __init__(self, proxy: ServerProcess, workers: list[ServerProcess]) -> None:
+        self.proxy, self.workers = proxy, workers
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+
+@pytest.fixture
+def make_pool(request: pytest.FixtureRequest, start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
+    """Start a proxy and ``workers`` workers serving ``model`` ("ssd-mobilenet-v2", which needs the shared test
+    models, or "sleepy", which needs nothing), each started with ``worker_args``."""
+
+    def make(workers: int = 2, model: str = "ssd-mobilenet-v2", *worker_args: str, **sleepy: object) -> Pool:
+        if model == "sleepy":
+            repository = write_sleepy_model(tmp_path / "models", **sleepy)  # type: ignore[arg-type]
+        else:
+            repository = request.getfixturevalue("model_repository")
+        proxy = start_proxy("--registry-token", TOKEN)
+        started = [
+            start_worker(
+                "--model",
+                model,
+                "--model-repository",
+                str(repository),
+                "--registry",
+                "local",
+                "--registry-url",
+                proxy.url,
+                "--registry-token",
+                TOKEN,
+                *worker_args,
+            )
+            for _ in range(workers)
+        ]
+        wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == workers)
+        return Pool(proxy, started)
+
+    return make
