@@ -12,6 +12,7 @@ what the parent was told however that was given (flags, environment, defaults).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -28,6 +29,14 @@ from .settings import WorkerSettings
 logger = logging.getLogger(__name__)
 BACKOFF_MAX = 30.0
 HEALTHY_RUN = 60.0  # a worker that ran this long resets the backoff
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: a SIGTERM when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so that a killed supervisor leaves no worker behind holding its port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
@@ -45,7 +54,7 @@ class Supervisor:
         delay = 1.0
         while not self.should_exit.is_set():
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command, env=self.environ)
+            self.child = subprocess.Popen(self.command, env=self.environ, preexec_fn=_die_with_parent)
             if self.should_exit.is_set():  # a signal that came while it was starting
                 self.child.send_signal(signal.SIGTERM)
             code = self.child.wait()

@@ -184,3 +184,20 @@ def test_a_port_in_use_fails_before_anything_loads(tmp_path: Path) -> None:
         result = run_cli("worker", "--model", "slow", "--model-repository", str(tmp_path), "--port", str(port))
     assert result.returncode == 2 and "Address already in use" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()  # the model was never loaded
+
+
+def test_a_killed_supervisor_leaves_no_worker_behind(start_worker, tmp_path: Path) -> None:
+    write_slow_loading_model(tmp_path, seconds=0.0)
+    supervisor = start_worker("--model", "slow", "--model-repository", str(tmp_path), "--supervise")
+    child = requests.get(supervisor.url + "/healthz", timeout=5).json()["pid"]
+    assert child != supervisor.proc.pid
+    supervisor.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+    supervisor.proc.wait(timeout=10)
+    wait_until(lambda: not Path(f"/proc/{child}").exists() or "zombie" in _state(child), timeout=10)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone"
