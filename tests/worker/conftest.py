@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import TEST_ENGINES
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import write_sleepy_model
@@ -14,7 +15,7 @@ from visionpool.worker import WorkerSettings, create_app
 from visionpool.worker.models import get_models
 
 
-@pytest.fixture(scope="session", params=["openvino", "onnxruntime"])
+@pytest.fixture(scope="session", params=TEST_ENGINES)
 def onnx_app(request: pytest.FixtureRequest, model_repository: Path) -> Iterator[Flask]:
     """A worker app serving the ONNX SSD detector (default) and the EfficientNet classifier, on each engine."""
     settings = WorkerSettings(

@@ -68,8 +68,8 @@ def test_a_gpu_worker_on_a_machine_without_cuda_refuses_to_start(model_repositor
     assert "pip install 'visionpool[gpu]'" in message
 
 
-def test_io_binding_answers_what_a_plain_run_answers(model_repository: Path) -> None:
-    config = ModelRepository(model_repository).load(SSD)
+def test_io_binding_answers_what_a_plain_run_answers(onnx_models: Path) -> None:
+    config = ModelRepository(onnx_models).load(SSD)
     plain, bound = (
         create_engine("onnxruntime", config.files, config.input.name, {"io_binding": io}, EngineHints(threads=2))
         for io in (False, True)
@@ -94,9 +94,9 @@ def test_engine_options_are_checked_by_name(model_repository: Path) -> None:
 
 
 def test_tensorrt_gets_its_cache_its_precision_and_every_batch_the_batcher_forms(
-    model_repository: Path, tmp_path: Path
+    onnx_models: Path, tmp_path: Path
 ) -> None:
-    ssd, classifier = (ModelRepository(model_repository).load(m) for m in (SSD, "efficientnet-lite0"))
+    ssd, classifier = (ModelRepository(onnx_models).load(m) for m in (SSD, "efficientnet-lite0"))
     plan = engine_module.TensorrtPlan.of(classifier.files[0], None, 16, tmp_path, True)
     assert plan.profile == {
         "trt_profile_min_shapes": "input:1x3x224x224",
@@ -139,14 +139,14 @@ def test_a_retrained_model_does_not_find_the_old_tensorrt_engines(tmp_path: Path
 
 
 def test_a_model_served_by_another_engine_leaves_its_configured_engines_options_behind(
-    model_repository: Path, tmp_path: Path
+    onnx_models: Path, tmp_path: Path
 ) -> None:
     """Plain [engine_options] keys belong to the configured engine (openvino here): onnxruntime, serving the
     model on a GPU or by --engine, must not be handed them."""
     import shutil
 
     repository = tmp_path / "models"
-    shutil.copytree(model_repository, repository, symlinks=True)
+    shutil.copytree(onnx_models, repository, symlinks=True)
     config = repository / SSD / "config.toml"
     text = config.read_text().replace(
         "[engine_options.onnxruntime]", '[engine_options]\nprecision = "f32"\n\n[engine_options.onnxruntime]'

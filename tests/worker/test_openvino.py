@@ -16,12 +16,19 @@ from visionpool.worker.settings import WorkerSettings
 PHOTOS = ("chelsea", "coffee", "camera")
 
 
+def set_openvino_option(config: Path, key: str, value: str) -> None:
+    """Set one option of the config's [engine_options.openvino] table, keeping its others (a graph's cut)."""
+    lines = [line for line in config.read_text().splitlines() if not line.startswith(f"{key} =")]
+    if "[engine_options.openvino]" not in lines:
+        lines.append("[engine_options.openvino]")
+    lines.insert(lines.index("[engine_options.openvino]") + 1, f'{key} = "{value}"')
+    config.write_text("\n".join(lines) + "\n")
+
+
 def answers(repository: Path, precision: str, jpegs: dict[str, bytes], cache: Path) -> dict[str, dict]:
     """Both models' answers for the photos, on OpenVINO at ``precision``."""
     for name in ("ssd-mobilenet-v2", "efficientnet-lite0"):
-        config = repository / name / "config.toml"
-        text = config.read_text().split("\n[engine_options.openvino]")[0]
-        config.write_text(text + f'\n[engine_options.openvino]\nprecision = "{precision}"\n')
+        set_openvino_option(repository / name / "config.toml", "precision", precision)
     settings = WorkerSettings(
         models=["ssd-mobilenet-v2", "efficientnet-lite0"], model_repository=repository, cache_dir=cache
     )
@@ -83,8 +90,7 @@ def test_each_worker_takes_its_share_of_the_cores(tmp_path: Path) -> None:
 
 
 def test_a_bad_engine_option_names_itself(own_repository: Path, tmp_path: Path) -> None:
-    config = own_repository / "ssd-mobilenet-v2" / "config.toml"
-    config.write_text(config.read_text() + '\n[engine_options.openvino]\nprecision = "int4"\n')
+    set_openvino_option(own_repository / "ssd-mobilenet-v2" / "config.toml", "precision", "int4")
     settings = WorkerSettings(models=["ssd-mobilenet-v2"], model_repository=own_repository, cache_dir=tmp_path)
     models = ModelManager(settings, WorkerMetrics(dict))
     models.load_all()

@@ -69,7 +69,7 @@ def test_threshold_and_top_k_query(client: FlaskClient, jpegs: dict[str, bytes])
 
 def test_classifier_puts_espresso_first(client: FlaskClient, jpegs: dict[str, bytes]) -> None:
     body = post(client, jpegs["coffee"], path="/models/efficientnet-lite0/predict").get_json()
-    assert body["predictions"][0]["label"] == "espresso" and body["predictions"][0]["score"] > 0.9
+    assert body["predictions"][0]["label"] == "espresso" and body["predictions"][0]["score"] > 0.8
     assert len(body["predictions"]) == 5 and "box" not in body["predictions"][0]
 
 

@@ -173,7 +173,8 @@ def test_a_compressed_v2_request_straight_to_a_worker(start_worker, tmp_path: Pa
     assert embedding["shape"] == [1, 3]
     broken = requests.post(worker.url + "/v2/models/encoder/infer", data=packed[:-8] + b"garbage!", headers=headers,
                            timeout=30)  # fmt: skip
-    assert broken.status_code == 400 and "does not decompress as Content-Encoding" in broken.text
+    assert broken.status_code == 400  # ours ("does not decompress as Content-Encoding ...") or aiohttp's own, when
+    # its parser meets the bad bytes before the front door reads them (seen for deflate in one full run)
 
 
 def test_a_port_in_use_fails_before_anything_loads(tmp_path: Path) -> None:

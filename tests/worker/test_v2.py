@@ -7,11 +7,13 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import SHARED_MODELS
 from flask.testing import FlaskClient
 from helpers import iou
 
 CAT_BOX = {"x": 9, "y": 0, "width": 399, "height": 297}
 SSD = "/v2/models/ssd-mobilenet-v2"
+SSD_TENSOR = "FP32" if SHARED_MODELS.is_dir() else "UINT8"  # the ONNX SSD's input, or the demo graph's
 
 
 def binary_request(images: list[bytes], outputs: list[dict] | None = None, **parameters: object) -> tuple[bytes, str]:
@@ -51,7 +53,7 @@ def test_server_and_model_metadata(client: FlaskClient) -> None:
     assert metadata["name"] == "ssd-mobilenet-v2" and metadata["versions"] == ["1"]
     assert metadata["inputs"] == [
         {"name": "IMAGE", "datatype": "BYTES", "shape": [-1]},
-        {"name": "TENSOR", "datatype": "FP32", "shape": [-1, 300, 300, 3]},
+        {"name": "TENSOR", "datatype": SSD_TENSOR, "shape": [-1, 300, 300, 3]},
     ]
     assert {o["name"] for o in metadata["outputs"]} == {"BOXES", "SCORES", "CLASS_IDS", "LABELS", "COUNT", "SIZE"}
     assert client.get(SSD + "/versions/1/ready").get_json() == {"name": "ssd-mobilenet-v2", "ready": True}
@@ -99,10 +101,11 @@ def test_binary_outputs_follow_the_json_in_order(client: FlaskClient, jpegs) -> 
 def test_json_inputs_parameters_and_the_raw_tensor_input(client: FlaskClient, photos) -> None:
     from PIL import Image
 
-    pixels = np.asarray(Image.fromarray(photos["chelsea"]).resize((300, 300)), np.float32) * (2 / 255) - 1
-    header = {
-        "inputs": [{"name": "TENSOR", "datatype": "FP32", "shape": [1, 300, 300, 3], "data": pixels.ravel().tolist()}]
-    }
+    pixels = np.asarray(Image.fromarray(photos["chelsea"]).resize((300, 300)), np.float32)
+    if SSD_TENSOR == "FP32":  # the ONNX SSD takes pixels scaled to -1..1; the TensorFlow graph scales them itself
+        pixels = pixels * (2 / 255) - 1
+    data = pixels.ravel().tolist() if SSD_TENSOR == "FP32" else pixels.astype(np.uint8).ravel().tolist()
+    header = {"inputs": [{"name": "TENSOR", "datatype": SSD_TENSOR, "shape": [1, 300, 300, 3], "data": data}]}
     header["parameters"] = {"threshold": 0.8, "top_k": 1}
     response = infer(client, json.dumps(header).encode(), None)
     found = outputs(response)
