@@ -8,58 +8,72 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionpool.serving.commands import Command
-from visionpool.serving.options import configure_logging
+from visionpool.serving.commands import command
+from visionpool.serving.options import configure_logging, option
 
 
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    """--url, --model and --timeout: what every command that talks to a pool takes."""
-    default_url = os.environ.get("VISIONPOOL_URL", "http://127.0.0.1:8080")
-    parser.add_argument("--url", default=default_url, help=f"the proxy's URL [env VISIONPOOL_URL; {default_url}]")
-    parser.add_argument("--model", default=None, help="model name (default: the workers' default model)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
+@dataclass
+class PoolSettings:
+    """What every command that talks to a pool takes."""
+
+    url: str = option("http://127.0.0.1:8080", "The proxy's URL.", env="URL")
+    model: str | None = option(None, "Model name (default: the workers' default model).", no_env=True)
+    timeout: float = option(60.0, "Seconds to wait for one answer.", no_env=True)
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be above 0 seconds, got {self.timeout}")
 
 
-def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, or - for paths on stdin")
-    add_client_arguments(parser)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--p2p", dest="mode", action="store_const", const="p2p", help="post straight to workers (default)"
+@dataclass
+class PredictSettings(PoolSettings):
+    """``visionpool predict``: images through the pool."""
+
+    paths: list[str] = option(
+        default_factory=list, help="Image files, folders, or - for paths on stdin.", positional=True, nargs="+",
+        metavar="PATH",
+    )  # fmt: skip
+    mode: str = option(
+        "p2p", "Post straight to workers (p2p) or through the proxy.", choices=("p2p", "proxy"),
+        shortcuts={"--p2p": "p2p", "--proxy": "proxy"}, no_env=True,
+    )  # fmt: skip
+    protocol: str = option(
+        "predict", "Our /predict JSON, or the Open Inference Protocol (v2; needs --model).",
+        choices=("predict", "v2"), no_env=True,
+    )  # fmt: skip
+    threshold: float | None = option(None, "Minimum score (0..1).", no_env=True)
+    top_k: int | None = option(None, "At most this many predictions per image.", no_env=True)
+    concurrency: int = option(8, "Images in flight at once.", no_env=True)
+    retries: int = option(3, "Retries per image on retryable failures.", no_env=True)
+    out: Path | None = option(
+        None, "JSON lines file; a re-run skips what it holds.", kind=Path, metavar="FILE", no_env=True
     )
-    mode.add_argument("--proxy", dest="mode", action="store_const", const="proxy", help="post through the proxy")
-    parser.set_defaults(mode="p2p")
-    parser.add_argument(
-        "--protocol",
-        choices=("predict", "v2"),
-        default="predict",
-        help="our /predict JSON (default), or the Open Inference Protocol (v2; needs --model)",
-    )
-    parser.add_argument("--threshold", type=float, default=None, help="minimum score (0..1)")
-    parser.add_argument("--top-k", type=int, default=None, help="at most this many predictions per image")
-    parser.add_argument("--concurrency", type=int, default=8, help="images in flight at once (default 8)")
-    parser.add_argument("--retries", type=int, default=3, help="retries per image on retryable failures")
-    parser.add_argument("--out", type=Path, default=None, help="JSON lines file; a re-run skips what it holds")
-    parser.add_argument("--draw", type=Path, default=None, help="write annotated copies into this folder")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    draw: Path | None = option(None, "Write annotated copies into this folder.", kind=Path, metavar="DIR", no_env=True)
+    quiet: bool = option(False, "No progress bar and no summary.", no_env=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.concurrency < 1 or self.retries < 0:
+            raise ValueError("concurrency must be at least 1 and retries at least 0")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.protocol == "v2" and not self.model:
+            raise ValueError("--protocol v2 names the model in the URL: pass --model")
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _predict(args: PredictSettings) -> int:
     from .batch import Journal, collect, run
     from .sync import Client
 
     configure_logging("WARNING")
     images = list(collect(args.paths, sys.stdin))
-    if args.protocol == "v2" and not args.model:
-        raise ValueError("--protocol v2 names the model in the URL: pass --model")
     client = Client(
         args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries, protocol=args.protocol
     )
@@ -83,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-def _ask_proxy(name: str, args: argparse.Namespace, ask: Callable[[Any], Any]) -> int:
+def _ask_proxy(name: str, args: PoolSettings, ask: Callable[[Any], Any]) -> int:
     """Print the proxy's JSON answer; exit 1 with the error when the pool refuses or cannot be reached."""
     from .errors import ClientError
     from .sync import Client
@@ -97,24 +111,24 @@ def _ask_proxy(name: str, args: argparse.Namespace, ask: Callable[[Any], Any]) -
     return 0
 
 
-PREDICT = Command(
+PREDICT = command(
     "predict",
     "run images through the pool",
     "Predict image files, folders (recursive) or paths read from stdin ('-').",
-    _predict_arguments,
+    PredictSettings,
     _predict,
 )
-LOOKUP = Command(
+LOOKUP = command(
     "lookup",
     "print the worker the proxy would hand out",
     "Print the worker the proxy would hand out.",
-    add_client_arguments,
+    PoolSettings,
     lambda args: _ask_proxy("lookup", args, lambda client: client.lookup(args.model)),
 )
-WORKERS = Command(
+WORKERS = command(
     "workers",
     "list the proxy's healthy workers",
     "List the proxy's healthy workers.",
-    add_client_arguments,
+    PoolSettings,
     lambda args: _ask_proxy("workers", args, lambda client: {"workers": client.workers()}),
 )

@@ -33,6 +33,7 @@ class Command:
     description: str  # for ``visionpool NAME --help``
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    settings: type | None = None  # the settings dataclass its options come from
 
     def invoke(self, args: argparse.Namespace) -> int:
         """Run it; a bad setting or an OS error is one clean line and exit code 2, never a traceback."""
@@ -57,7 +58,16 @@ def service(name: str, summary: str, description: str, settings: type, serve: Ca
         resolved.configure_logging()
         return serve(resolved)
 
-    return Command(name, summary, description, lambda parser: add_arguments(parser, settings), run)
+    return Command(name, summary, description, lambda parser: add_arguments(parser, settings), run, settings)
+
+
+def command(name: str, summary: str, description: str, settings: type, run: Callable[[Any], int]) -> Command:
+    """A command whose options are the fields of the ``settings`` dataclass (help, flags and environment as
+    data, as for the services); ``run`` gets the settings built from them."""
+    return Command(
+        name, summary, description, lambda parser: add_arguments(parser, settings),
+        lambda args: run(from_args(settings, args, os.environ)), settings,
+    )  # fmt: skip
 
 
 def installed() -> list[Command]:

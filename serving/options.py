@@ -42,8 +42,14 @@ def option(
     metavar: str | None = None,
     kind: type | None = None,
     secret: bool = False,
+    positional: bool = False,
+    choices: tuple[Any, ...] | None = None,
+    shortcuts: Mapping[str, Any] | None = None,
+    no_env: bool = False,
 ) -> Any:
-    """A settings field with its command-line and environment form declared beside it."""
+    """A settings field with its command-line and environment form declared beside it. ``positional``: an
+    argument, not a flag; ``shortcuts``: extra flags that each set one value (``--p2p`` for ``--mode p2p``);
+    ``no_env``: no environment variable (a command's own choice, which another command's variable must not set)."""
     if not help:
         raise ValueError("every option needs a help text")
     metadata = {
@@ -55,6 +61,10 @@ def option(
         "metavar": metavar,
         "kind": kind,
         "secret": secret,
+        "positional": positional,
+        "choices": choices,
+        "shortcuts": dict(shortcuts or {}),
+        "no_env": no_env or positional,
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -87,7 +97,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per field of the settings dataclass ``cls``, each with its help and variable."""
     for field in dataclasses.fields(cls):
         kind = kind_of(cls, field)
-        text = f"{field.metadata['help']} [env {env_of(cls, field)}{_default_text(field)}]"
+        env = "" if field.metadata.get("no_env") else f"env {env_of(cls, field)}"
+        text = field.metadata["help"] + (f" [{'; '.join(p for p in (env, _default_text(field)) if p)}]" if env or
+                                         _default_text(field) else "")  # fmt: skip
+        if field.metadata.get("positional"):
+            parser.add_argument(field.name, type=kind, nargs=field.metadata.get("nargs"), help=text,
+                                metavar=field.metadata.get("metavar") or field.name.upper())  # fmt: skip
+            continue
+        for shortcut, value in field.metadata.get("shortcuts", {}).items():
+            parser.add_argument(
+                shortcut,
+                dest=field.name,
+                action="store_const",
+                const=value,
+                help=f"Same as --{field.name.replace('_', '-')} {value}.",
+            )
         if kind is bool:
             action: Any = argparse.BooleanOptionalAction
             parser.add_argument(flag_of(field), dest=field.name, action=action, default=None, help=text)
@@ -98,6 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             type=kind,
             nargs=field.metadata.get("nargs"),
             default=None,
+            choices=field.metadata.get("choices"),
             help=text,
             metavar=field.metadata.get("metavar") or field.name.upper(),
         )
@@ -109,7 +134,7 @@ def from_args(cls: type, args: argparse.Namespace, environ: Mapping[str, str]) -
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
         env = env_of(cls, field)
-        if value is None and environ.get(env, "") != "":
+        if value is None and not field.metadata.get("no_env") and environ.get(env, "") != "":
             value = _parse_env(cls, field, environ[env], env)
         if value is not None:
             values[field.name] = value
@@ -131,9 +156,9 @@ def to_environ(settings: Any) -> dict[str, str]:
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:
-    if field.metadata.get("secret") or field.default in (dataclasses.MISSING, None):
+    if field.metadata.get("secret") or field.default in (dataclasses.MISSING, None, False):
         return ""
-    return f"; default {field.default}"
+    return f"default {field.default}"
 
 
 def _parse_env(cls: type, field: dataclasses.Field[Any], raw: str, env: str) -> Any:

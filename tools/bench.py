@@ -15,7 +15,6 @@ pool it starts), bounded in time and in count.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,13 +26,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from visionpool.client import wire
-from visionpool.serving.commands import Command
+from visionpool.serving.commands import command
+from visionpool.serving.options import option
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
 from visionpool.tools.loadgen import (
     Measurement,
@@ -50,47 +51,48 @@ from visionpool.worker.engines import host_cores
 SOAK_CHECKPOINT = 1_000
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="a running pool's proxy; default: start one on loopback")
-    parser.add_argument("--model", default="coco-ssd", help="the model to measure (default coco-ssd)")
-    parser.add_argument(
-        "--model-repository",
-        default=None,
-        help="where the model is (for the engine limit and the pool started here); default: the built-in repository",
+@dataclass
+class BenchSettings:
+    """``visionpool bench``: the model, the pool (started here unless --url), what to measure and how long."""
+
+    url: str | None = option(None, "A running pool's proxy; default: start one on loopback.", no_env=True)
+    model: str = option("coco-ssd", "The model to measure.", no_env=True)
+    model_repository: str | None = option(
+        None, "Where the model is (for the engine limit and the pool started here); default: the built-in repository.",
+        metavar="DIR", no_env=True,
+    )  # fmt: skip
+    engine: str | None = option(None, "Serve the model with this engine (default: its config's).", no_env=True)
+    device: str = option("cpu", "Where the model runs: cpu or cuda:N, as the worker's --device.", no_env=True)
+    engines: str | None = option(
+        None, "Engines to measure the engine limit of, e.g. openvino,onnxruntime (default: --engine).", no_env=True
     )
-    parser.add_argument("--engine", default=None, help="serve the model with this engine (default: its config's)")
-    parser.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda:N, as the worker's --device")
-    parser.add_argument(
-        "--engines",
-        default=None,
-        help="engines to measure the engine limit of, e.g. openvino,onnxruntime (default: --engine)",
+    workers: int = option(1, "Workers in the pool started here, sharing the cores.", no_env=True)
+    images: list[str] = option(
+        default_factory=list, help="Image files or folders (default: generated photos).", nargs="*", no_env=True
     )
-    parser.add_argument("--workers", type=int, default=1, help="workers in the pool started here, sharing the cores")
-    parser.add_argument("--images", nargs="*", default=[], help="image files or folders (default: generated photos)")
-    parser.add_argument("--concurrency", default="1,4,16,64", help="client counts to measure (default 1,4,16,64)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="engine batch sizes tried for the limit")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
-    parser.add_argument(
-        "--rounds", type=int, default=1, help="measure every target this many times in turn; report the median round"
+    concurrency: str = option("1,4,16,64", "Client counts to measure.", no_env=True)
+    batch_sizes: str = option("1,2,4,8,16", "Engine batch sizes tried for the limit.", no_env=True)
+    duration: float = option(10.0, "Seconds measured per point.", no_env=True)
+    warmup: float = option(2.0, "Seconds of load before measuring.", no_env=True)
+    rounds: int = option(1, "Measure every target this many times in turn; report the median round.", no_env=True)
+    targets: str = option(
+        "engine,worker,proxy,p2p",
+        "What to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), inference "
+        "(the engine alone at each batch size: a GPU's own limit).",
+        no_env=True,
     )
-    parser.add_argument(
-        "--targets",
-        default="engine,worker,proxy,p2p",
-        help="what to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), "
-        "inference (the engine alone at each batch size: a GPU's own limit)",
-    )
-    parser.add_argument(
-        "--soak",
-        type=int,
-        default=0,
-        help="then send this many requests to the worker and "
-        f"compare its memory after the first {SOAK_CHECKPOINT} with the end",
-    )
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    soak: int = option(
+        0, f"Then send this many requests to the worker and compare its memory after the first {SOAK_CHECKPOINT} "
+        "with the end.", no_env=True,
+    )  # fmt: skip
+    json: str | None = option(None, "Also write the results to this JSON file.", metavar="FILE", no_env=True)
+
+    def __post_init__(self) -> None:
+        if self.duration <= 0 or self.warmup < 0 or self.rounds < 1 or self.workers < 1 or self.soak < 0:
+            raise ValueError("duration must be above 0, warmup and soak at least 0, rounds and workers at least 1")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchSettings) -> int:
     targets = set(args.targets.split(","))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     images = sample_images(args.images)
@@ -146,7 +148,7 @@ def cpu() -> dict[str, Any]:
     return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
-def _served_engine(args: argparse.Namespace) -> str:
+def _served_engine(args: BenchSettings) -> str:
     """The engine the pool serves the model with: --engine, else its config's on --device."""
     from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
     from visionpool.worker.settings import WorkerSettings
@@ -158,14 +160,14 @@ def _served_engine(args: argparse.Namespace) -> str:
 Limits = dict[str, tuple[list[Measurement], dict[str, float]]]
 
 
-def _engines(args: argparse.Namespace, images: list[bytes], targets: set[str]) -> Limits:
+def _engines(args: BenchSettings, images: list[bytes], targets: set[str]) -> Limits:
     """The engine limit with each engine asked for, the model loaded and warmed up exactly as a worker does it."""
     names = (args.engines or _served_engine(args)).split(",")
     return {name: _engine(args, images, name, "inference" in targets) for name in names}
 
 
 def _engine(
-    args: argparse.Namespace, images: list[bytes], engine: str, inference: bool
+    args: BenchSettings, images: list[bytes], engine: str, inference: bool
 ) -> tuple[list[Measurement], dict[str, float]]:
     from visionpool.worker.metrics import WorkerMetrics
     from visionpool.worker.models import ModelManager
@@ -210,7 +212,7 @@ def _series(
     target: str,
     url: str,
     mode: str,
-    args: argparse.Namespace,
+    args: BenchSettings,
     images: list[bytes],
     concurrencies: list[int],
     limit: float,
@@ -246,7 +248,7 @@ def _v2_series(
     target: str,
     proxy: str,
     worker: str,
-    args: argparse.Namespace,
+    args: BenchSettings,
     images: list[bytes],
     concurrencies: list[int],
     limit: float,
@@ -391,7 +393,7 @@ def _findings(report: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _pool(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+def _pool(args: BenchSettings) -> Iterator[tuple[str, str]]:
     """(proxy URL, first worker URL): the pool at --url, or a proxy and --workers workers started here on loopback."""
     if args.url:
         workers = requests.get(args.url.rstrip("/") + wire.WORKERS, timeout=10).json()["workers"]
@@ -463,10 +465,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-COMMAND = Command(
+COMMAND = command(
     "bench",
     "measure the pool against the engine's own limit",
     "Measure the engine limit, one worker, the proxy and p2p mode.",
-    add_arguments,
+    BenchSettings,
     run,
 )

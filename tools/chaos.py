@@ -25,7 +25,6 @@ Every loop is bounded in count and time, and only addresses of this machine are 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import io
@@ -43,7 +42,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from visionpool.client.wire import HEALTHZ, METRICS, WORKERS, predict_path
-from visionpool.serving.commands import Command
+from visionpool.serving.commands import command
+from visionpool.serving.options import option
 from visionpool.tools.loadgen import Measurement, closed_loop, on_this_machine, sample_images
 
 SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill")
@@ -86,7 +86,7 @@ def local_only(url: str) -> None:
 class Chaos:
     """The scenarios, against one target URL (a proxy, or a worker)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: ChaosSettings) -> None:
         self.url = args.url.rstrip("/")
         self.proxy: str | None = None  # the proxy, when --url is one
         self.target = self.url
@@ -432,27 +432,33 @@ def _rise(before: float | None, during: float | None) -> str:
     return f"{(during - before) / before:+.0%}"
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    default_url = os.environ.get("VISIONPOOL_URL", "http://127.0.0.1:8080")
-    parser.add_argument(
-        "--url", default=default_url, help=f"the proxy (or a worker) [env VISIONPOOL_URL; {default_url}]"
+@dataclass
+class ChaosSettings:
+    """``visionpool chaos``: what to attack, how hard, for how long."""
+
+    url: str = option("http://127.0.0.1:8080", "The proxy (or a worker).", env="URL")
+    target: str = option("proxy", "Attack the proxy, or a worker.", choices=("proxy", "worker"), no_env=True)
+    model: str | None = option(None, "Model name (default: the workers' default model).", no_env=True)
+    scenarios: str = option(",".join(SCENARIOS), f"Any of {', '.join(SCENARIOS)}, comma-separated.", no_env=True)
+    seconds: float = option(15.0, "Seconds of each measurement.", no_env=True)
+    clients: int = option(8, "Normal clients.", no_env=True)
+    slow: int = option(500, "Slow connections.", no_env=True)
+    idle: int = option(2000, "Idle connections.", no_env=True)
+    oversized: int = option(20, "Oversized uploads.", no_env=True)
+    oversized_bytes: int = option(25_000_000, "Their size, in bytes.", no_env=True)
+    fuzz: int = option(10_000, "Broken images.", no_env=True)
+    flood: int = option(20_000, "Connections opened and closed.", no_env=True)
+    images: list[str] = option(
+        default_factory=list, help="Photos for the normal clients (default: generated).", nargs="*", no_env=True
     )
-    parser.add_argument("--target", choices=("proxy", "worker"), default="proxy", help="attack the proxy, or a worker")
-    parser.add_argument("--model", default=None, help="model name (default: the workers' default model)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"any of {', '.join(SCENARIOS)}")
-    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of each measurement (default 15)")
-    parser.add_argument("--clients", type=int, default=8, help="normal clients (default 8)")
-    parser.add_argument("--slow", type=int, default=500, help="slow connections (default 500)")
-    parser.add_argument("--idle", type=int, default=2000, help="idle connections (default 2000)")
-    parser.add_argument("--oversized", type=int, default=20, help="oversized uploads (default 20)")
-    parser.add_argument("--oversized-bytes", type=int, default=25_000_000, help="their size (default 25 MB)")
-    parser.add_argument("--fuzz", type=int, default=10_000, help="broken images (default 10,000)")
-    parser.add_argument("--flood", type=int, default=20_000, help="connections opened and closed (default 20,000)")
-    parser.add_argument("--images", nargs="*", default=[], help="photos for the normal clients (default: generated)")
-    parser.add_argument("--json", default=None, help="also write the reports to this JSON file")
+    json: str | None = option(None, "Also write the reports to this JSON file.", metavar="FILE", no_env=True)
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or min(self.clients, self.slow, self.idle, self.oversized, self.fuzz, self.flood) < 0:
+            raise ValueError("seconds must be above 0 and every count at least 0")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: ChaosSettings) -> int:
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
@@ -470,11 +476,11 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-CHAOS = Command(
+CHAOS = command(
     "chaos",
     "attack a pool on this machine and report what it did to normal clients",
     "Slow uploads, slow heads, idle connections, oversized bodies, broken images, connection floods and killed "
     "workers, each alongside normal clients; loopback and this machine's own addresses only.",
-    _add_arguments,
+    ChaosSettings,
     _run,
 )

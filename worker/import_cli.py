@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from visionpool.serving.commands import Command
+from visionpool.serving.commands import command
+from visionpool.serving.options import option
 
 from .autoconfig import ULTRALYTICS_TASKS
 from .importer import ImportFailed, check_model, import_model
@@ -23,19 +25,39 @@ from .importer import ImportFailed, check_model, import_model
 TASKS = sorted({*ULTRALYTICS_TASKS.values(), "embedding"})
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", type=Path, help="the model file (or SavedModel folder) to import")
-    parser.add_argument("--name", default=None, help="the model's name in the repository (default: the file's)")
-    parser.add_argument("--repository", type=Path, default=Path("models"), help="the model repository (default models)")
-    parser.add_argument("--task", choices=TASKS, default=None, help="what the model does, if its outputs leave it open")
-    parser.add_argument("--labels", type=Path, default=None, help="a labels file (line i = class i), over the file's")
-    parser.add_argument("--size", type=_size, default=None, help="the input's WIDTHxHEIGHT, if the file leaves it open")
-    parser.add_argument("--image", type=Path, action="append", default=[], help="a photo to try (default: built-in)")
-    parser.add_argument("--force", action="store_true", help="replace an existing model folder")
-    parser.add_argument("--check", type=Path, default=None, metavar="DIR/NAME", help="re-validate a model folder")
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, like 640x640, got {text!r}")
+    return int(width), int(height)
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class ImportSettings:
+    """``visionpool import``: the file, where its folder goes, and what to say where the file says nothing."""
+
+    model: Path | None = option(
+        None, "The model file (or SavedModel folder) to import.", positional=True, nargs="?", kind=Path
+    )
+    name: str | None = option(None, "The model's name in the repository (default: the file's).", no_env=True)
+    repository: Path = option(Path("models"), "The model repository.", kind=Path, metavar="DIR", no_env=True)
+    task: str | None = option(None, "What the model does, if its outputs leave it open.", choices=tuple(TASKS),
+                              no_env=True)  # fmt: skip
+    labels: Path | None = option(
+        None, "A labels file (line i = class i), over the file's own.", kind=Path, metavar="FILE", no_env=True
+    )
+    size: tuple[int, int] | None = option(
+        None, "The input's WIDTHxHEIGHT, if the file leaves it open.", kind=_size, metavar="WxH", no_env=True
+    )
+    image: list[Path] = option(
+        default_factory=list, help="Photos to try it on (default: three built-in ones).",
+        kind=Path, nargs="*", metavar="PHOTO", no_env=True,
+    )  # fmt: skip
+    force: bool = option(False, "Replace an existing model folder.", no_env=True)
+    check: Path | None = option(None, "Re-validate a model folder.", kind=Path, metavar="DIR/NAME", no_env=True)
+
+
+def run(args: ImportSettings) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.check is not None:
         problems = check_model(args.check)
@@ -68,18 +90,11 @@ def _default_name(model: Path) -> str:
     return stem.removesuffix("-symbol") or "model"
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, like 640x640, got {text!r}")
-    return int(width), int(height)
-
-
-COMMAND = Command(
+COMMAND = command(
     "import",
     "turn a model file into a served model folder",
     "Read a model file, work out its config (each key saying where it came from), try it on photos, and write "
     "DIR/NAME/config.toml, labels.txt and 1/<file>.",
-    add_arguments,
+    ImportSettings,
     run,
 )

@@ -124,3 +124,13 @@ def test_a_bad_setting_is_one_clean_line_and_exit_code_2(capsys: pytest.CaptureF
     assert worker.main(["--threads", "0"]) == 2
     error = capsys.readouterr().err
     assert error.strip() == "visionpool worker: threads must be at least 1, got 0"
+
+
+def test_every_subcommand_declares_its_options_through_the_settings_layer() -> None:
+    """No option is declared by hand: each comes from a settings field, with its help as data."""
+    for command in installed():
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        declared = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+        assert declared and all(a.help and a.help[0].isupper() for a in declared), command.name
+        assert {a.dest for a in declared} == {f.name for f in dataclasses.fields(command.settings)}, command.name
