@@ -13,7 +13,7 @@ Usage (the app factory registers it):
 A binary request says how long its JSON part is in ``Inference-Header-Content-Length``; each
 binary input gives ``binary_data_size`` and its bytes follow, in input order (BYTES elements
 as a 4-byte little-endian length and the bytes). Outputs are binary when the output asks
-(``binary_data``) or the request does (``binary_data_output``), else JSON. gzip, deflate and br
+(``binary_data``) or the request does (``binary_data_output``), else JSON. gzip and deflate
 bodies are accepted (the front door decompresses them). Errors are ``{"error": "<message>"}`` with the right status.
 """
 
@@ -187,7 +187,7 @@ def encode_response(
 
 
 def _plain(body: bytes, encoding: str | None) -> bytes:
-    """The body; the front door has already decompressed gzip, deflate and br (and dropped their header)."""
+    """The body; the front door has already decompressed gzip and deflate (and dropped their header)."""
     if encoding not in (None, "", "identity"):
-        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate, br or none.")
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none.")
     return body

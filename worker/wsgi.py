@@ -21,14 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
-from visionpool.serving.frontdoor import FrontDoor, error_middleware
+from visionpool.serving.frontdoor import ENCODINGS, FrontDoor, error_middleware
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2
-# bodies aiohttp's parser decompressed as they arrived (within the front door's byte limits): the app gets them
-# plain, so its Content-Encoding header goes (the app decompressing again answered 400 "does not decompress")
-DECODED_ENCODINGS = ("gzip", "deflate", "br")
 DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -77,7 +74,9 @@ def environ(request: web.Request, body: bytes) -> dict[str, Any]:
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
-    decoded = request.headers.get("Content-Encoding", "").lower() in DECODED_ENCODINGS
+    # the front door decompressed the body (within its byte limits): the app gets it plain, without the header
+    # (the app decompressing again answered 400 "does not decompress")
+    decoded = request.headers.get("Content-Encoding", "").strip().lower() in ENCODINGS
     for raw_name, raw_value in request.raw_headers:
         name = raw_name.decode("latin-1").upper().replace("-", "_")
         if name in ("CONTENT_LENGTH", "TRANSFER_ENCODING") or (name == "CONTENT_ENCODING" and decoded):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from conftest import SHARED_MODELS
 from graphs import TASK_MODELS, task_repository
 from helpers import ServerProcess, encode, launcher, wait_until
 from selenium.webdriver.common.by import By
@@ -127,7 +128,8 @@ def test_the_pool_view_lists_every_worker_live(browser: WebDriver, live_pool, jp
         assert texts[3].startswith("openvino · cpu · ")  # engine, device, precision
     models = {row["data"]["model"]: row["cells"] for row in table(browser, "models")}
     assert models[SSD][2:4] == ["detection", "300×300"] and models[SSD][-1] == "2 of 2"
-    assert models[CLASSIFIER][2:4] == ["classification", "224×224"]
+    size = "224×224" if SHARED_MODELS.is_dir() else "280×280"  # EfficientNet-Lite0, or the demo's Lite3 TFLite
+    assert models[CLASSIFIER][2:4] == ["classification", size]
 
     # traffic the page has not seen, round-robin over both workers: it shows up without a reload
     with Client(proxy.url, model=SSD, mode="proxy") as client:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gzip
 import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -226,3 +229,26 @@ def test_stopping_answers_bodies_still_arriving_503(serve) -> None:
         served.stop()
         status, _, body = answer(sock)
         assert status == 503 and "shutting down" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "words"),
+    [
+        pytest.param("gzip", gzip.compress(b"x" * 1000), 200, "", id="gzip"),
+        pytest.param("deflate", zlib.compress(b"x" * 1000), 200, "", id="deflate"),
+        pytest.param("deflate", zlib.compress(b"x" * 1000)[:-8] + b"garbage!", 400, "does not decompress", id="bad"),
+        pytest.param("gzip", gzip.compress(b"x" * 1000)[:-20], 400, "does not end", id="cut-short"),
+        pytest.param("gzip", gzip.compress(b"x" * 1000) + b"extra", 400, "followed by other bytes", id="trailing"),
+        pytest.param("gzip", gzip.compress(b"\0" * 3_000_000), 413, "", id="bomb"),
+    ],
+)
+def test_compressed_bodies_are_decompressed_within_the_limits(serve, encoding, body, status, words) -> None:
+    served = serve(dataclasses.replace(FAST, max_body_bytes=2_000_000, max_buffered_bytes=10_000_000, body_timeout=5))
+    with served.connect() as sock:
+        sock.sendall(head(len(body), f"Content-Encoding: {encoding}\r\n") + body)
+        started = time.monotonic()
+        code, _, said = answer(sock)
+    assert time.monotonic() - started < 4  # answered at once, never at the body deadline
+    assert code == status and words in json.dumps(said)
+    if status == 200:
+        assert said == {"length": 1000}
