@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from conftest import SHARED_MODELS
 from graphs import channel_means_model, constant_model, yolo_head
-from helpers import iou
+from helpers import encode, iou
 
 import visionpool.worker
 from visionpool.worker.importer import ImportFailed, check_model, import_model
 
+DATA = Path(__file__).resolve().parent.parent / "data"
 NAMES = "{0: 'ant', 1: 'bee', 2: 'cat'}"
 ULTRALYTICS = {"names": NAMES, "imgsz": "[640, 640]", "stride": "32", "task": "detect", "author": "Ultralytics"}
 
@@ -276,3 +277,16 @@ def test_an_mxnet_checkpoint_is_converted_with_mxnets_own_exporter(tmp_path: Pat
     ours = session.run(None, {"data": np.load(f"{prefix}-input.npy")})[0]  # a batch of 2: the batch axis is open
     np.testing.assert_allclose(ours, np.load(f"{prefix}-output.npy"), atol=1e-5)
     assert config(tmp_path / "models" / "net")["output"]["options"] == {"apply_softmax": False}  # named prob
+
+
+def test_a_tensorflow_savedmodel_folder(tmp_path: Path) -> None:
+    """tests/data/tiny_saved_model (made by make_tiny_saved_model.py): red pictures are class 0, blue class 2."""
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    red.write_bytes(encode(np.dstack([np.full((64, 64), 250, np.uint8), np.zeros((64, 64, 2), np.uint8)]), "PNG"))
+    blue.write_bytes(encode(np.dstack([np.zeros((64, 64, 2), np.uint8), np.full((64, 64), 250, np.uint8)]), "PNG"))
+    report = import_model(DATA / "tiny_saved_model", tmp_path / "models", images=[red, blue], size=None)
+    written = config(tmp_path / "models" / "tiny_saved_model")
+    assert (written["task"], written["files"]) == ("classification", ["tiny_saved_model"])
+    assert (written["input"]["width"], written["input"]["layout"]) == (32, "NHWC")
+    assert [found[0]["class_id"] for _, found, _ in report.answers] == [0, 2]
+    assert (tmp_path / "models" / "tiny_saved_model" / "1" / "tiny_saved_model" / "saved_model.pb").is_file()
