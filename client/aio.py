@@ -27,6 +27,7 @@ from .core import (
     image_bytes,
     lookup_flow,
     predict_flow,
+    signed,
 )
 from .types import Result
 from .wire import WORKERS
@@ -47,8 +48,10 @@ class AsyncClient:
         timeout: float = 30.0,
         retries: int = 3,
         protocol: str = "predict",
+        api_key: str | None = None,
     ) -> None:
         self.route = Route(url, mode, protocol)
+        self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.retries = model, retries
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, links.CONNECT_SECONDS))
         self._session: aiohttp.ClientSession | None = None
@@ -153,7 +156,11 @@ class AsyncClient:
             self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         try:
             async with self._session.request(
-                request.method, request.url, params=request.params, headers=request.headers, data=request.body
+                request.method,
+                request.url,
+                params=request.params,
+                headers=signed(request.headers, request.url, self.route.url, self.api_key),
+                data=request.body,
             ) as answer:
                 headers = {k.lower(): v for k, v in answer.headers.items()}
                 return Response(answer.status, headers, await answer.read())

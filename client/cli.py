@@ -26,6 +26,7 @@ class PoolSettings:
     url: str = option("http://127.0.0.1:8080", "The proxy's URL.", env="URL")
     model: str | None = option(None, "Model name (default: the workers' default model).", no_env=True)
     timeout: float = option(60.0, "Seconds to wait for one answer.", no_env=True)
+    api_key: str | None = option(None, "The pool's API key, when it has keys (sent to the proxy alone).", secret=True)
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -75,7 +76,13 @@ def _predict(args: PredictSettings) -> int:
     configure_logging("WARNING")
     images = list(collect(args.paths, sys.stdin))
     client = Client(
-        args.url, mode=args.mode, model=args.model, timeout=args.timeout, retries=args.retries, protocol=args.protocol
+        args.url,
+        mode=args.mode,
+        model=args.model,
+        timeout=args.timeout,
+        retries=args.retries,
+        protocol=args.protocol,
+        api_key=args.api_key,
     )
     journal = Journal(args.out)
     try:
@@ -103,7 +110,7 @@ def _ask_proxy(name: str, args: PoolSettings, ask: Callable[[Any], Any]) -> int:
     from .sync import Client
 
     try:
-        with Client(args.url, retries=0, timeout=args.timeout) as client:
+        with Client(args.url, retries=0, timeout=args.timeout, api_key=args.api_key) as client:
             print(json.dumps(ask(client), indent=2))
     except ClientError as error:
         print(f"visionpool {name}: {error}", file=sys.stderr)

@@ -89,6 +89,13 @@ def image_bytes(image: ImageInput) -> bytes:
     return buffer.getvalue()
 
 
+def signed(headers: dict[str, str], url: str, proxy: str, api_key: str | None) -> dict[str, str]:
+    """The request's headers, with the API key for the proxy's own URLs (never for a worker's, in p2p mode)."""
+    if not api_key or not url.startswith(proxy.rstrip("/") + "/"):
+        return headers
+    return {**headers, "Authorization": f"Bearer {api_key}"}
+
+
 class Route:
     """Where requests go: the proxy, or (p2p) the worker it handed out last to each slot.
 

@@ -30,6 +30,7 @@ from .core import (
     image_bytes,
     lookup_flow,
     predict_flow,
+    signed,
 )
 from .types import Result
 from .wire import WORKERS
@@ -49,8 +50,10 @@ class Client:
         timeout: float = 30.0,
         retries: int = 3,
         protocol: str = "predict",
+        api_key: str | None = None,
     ) -> None:
         self.route = Route(url, mode, protocol)
+        self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.timeout, self.retries = model, timeout, retries
         self._local = threading.local()  # one requests.Session per thread
         self._sessions: list[requests.Session] = []  # every thread's, so that close() closes them all
@@ -138,7 +141,7 @@ class Client:
                 request.method,
                 request.url,
                 params=request.params,
-                headers=request.headers,
+                headers=signed(request.headers, request.url, self.route.url, self.api_key),
                 data=request.body,
                 timeout=(min(self.timeout, links.CONNECT_SECONDS), self.timeout),
             )

@@ -47,6 +47,8 @@ class Code(StrEnum):
     INVALID_IMAGE = "invalid_image"
     INVALID_PARAMETER = "invalid_parameter"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     MODEL_NOT_FOUND = "model_not_found"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -151,6 +153,17 @@ class UploadIncomplete(BadRequest):
 
 class Unauthorized(ServiceError):
     status, code = 401, Code.UNAUTHORIZED
+
+
+class Forbidden(ServiceError):
+    status, code = 403, Code.FORBIDDEN
+
+
+class RateLimited(ServiceError):
+    status, code = 429, Code.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={Header.RETRY_AFTER: str(retry_after)})
 
 
 class NotFound(ServiceError):

@@ -25,10 +25,11 @@ from visionpool.serving.page import page_file
 
 from .errors import NoWorker, no_worker
 from .forward import Forwarder
+from .keys import KeyRing
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
-from .state import DOOR, FORWARDER, METRICS, POOL, REGISTRY, SETTINGS, VIEW
+from .state import DOOR, FORWARDER, KEYS, METRICS, POOL, REGISTRY, SETTINGS, VIEW
 from .v2 import routes as v2_routes
 from .view import PoolView
 
@@ -45,9 +46,14 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
     door = FrontDoor(Limits.of(settings))
     metrics = ProxyMetrics(pool, door)
     middlewares = [request_id_middleware, metrics.middleware, error_middleware]
+    if settings.api_keys is not None:
+        middlewares.append(api_key_middleware)  # inside error_middleware: its refusals are JSON like any other
     app = web.Application(middlewares=middlewares, **door.app_options())
     app[SETTINGS], app[REGISTRY], app[POOL], app[METRICS], app[DOOR] = settings, registry, pool, metrics, door
     app.cleanup_ctx.extend([client_session, follow_registry])
+    if settings.api_keys is not None:
+        app[KEYS] = KeyRing(settings.api_keys)
+        app.cleanup_ctx.append(watch_keys)
     app.add_routes(
         [
             web.post(wire.PREDICT, predict, expect_handler=door.expect),
@@ -95,6 +101,42 @@ async def follow_registry(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.sleep(1.0)
 
     task = asyncio.create_task(follow(), name="follow-registry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# what a key is asked for: the pool's work; health, metrics, the page's files and the registry's routes (its own
+# token) stay open
+GUARDED = (wire.PREDICT, "/models/", wire.LOOKUP, wire.WORKERS, wire.POOL, wire.V2)
+KEYS_POLL = 0.5  # seconds between looks at the key file: a revoked key stops within a second
+
+
+@web.middleware
+async def api_key_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a request without a valid key before its body is read: 401, 403 for a model it may not use, 429."""
+    if request.path.startswith(GUARDED):
+        model = request.match_info.get("name") or request.query.get("model")
+        request["api_key"] = request.app[KEYS].admit(request.headers.get("Authorization"), model)
+    return await handler(request)
+
+
+async def watch_keys(app: web.Application) -> AsyncIterator[None]:
+    """Read the key file again whenever it changes; a file that breaks keeps the keys in force and is logged."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(KEYS_POLL)
+            try:
+                if app[KEYS].reload():
+                    logger.info("API keys read again from %s: %d keys", app[KEYS].path, len(app[KEYS].grants))
+            except (OSError, ValueError) as error:
+                logger.error("API keys: %s; the keys read before stay in force", error)
+
+    task = asyncio.create_task(watch(), name="watch-api-keys")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

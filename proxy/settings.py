@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from visionpool.serving.options import option
@@ -22,9 +23,21 @@ class ProxySettings(ServiceSettings):
     eject_seconds: float = option(
         10.0, "Seconds a failing worker stays out of rotation (unless the registry drops it first)."
     )
+    api_keys: Path | None = option(
+        None,
+        "API key file (visionpool keys add): requests need Authorization: Bearer <key>; watched, so a revoked key "
+        "stops working within a second. Unset: the pool is open.",
+        kind=Path,
+        metavar="FILE",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.api_keys is not None:
+            self.api_keys = Path(self.api_keys)
+            if not self.api_keys.is_file():
+                raise ValueError(f"api_keys: {self.api_keys} is not a file (make it with: visionpool keys add NAME "
+                                 f"--file {self.api_keys})")  # fmt: skip
         if self.connect_timeout <= 0 or self.upstream_timeout <= 0:
             raise ValueError("connect_timeout and upstream_timeout must be above 0 seconds")
         if self.retries < 0 or self.eject_seconds < 0:

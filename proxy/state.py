@@ -8,6 +8,7 @@ from visionpool.discovery import Directory
 from visionpool.serving.frontdoor import FrontDoor
 
 from .forward import Forwarder
+from .keys import KeyRing
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
@@ -20,3 +21,4 @@ FORWARDER = web.AppKey("forwarder", Forwarder)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 DOOR = web.AppKey("front_door", FrontDoor)
 VIEW = web.AppKey("pool_view", PoolView)
+KEYS = web.AppKey("api_keys", KeyRing)  # only when the pool has keys

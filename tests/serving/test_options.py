@@ -111,7 +111,7 @@ def test_an_option_without_help_is_refused() -> None:
 
 def test_the_command_lists_every_subcommand_and_each_has_its_help() -> None:
     commands = {command.name: command for command in installed()}
-    assert set(commands) == {"worker", "import", "proxy", "predict", "lookup", "workers", "bench", "chaos"}
+    assert set(commands) == {"worker", "import", "proxy", "keys", "predict", "lookup", "workers", "bench", "chaos"}
     help_text = build_parser(list(commands.values())).format_help()
     assert all(name in help_text for name in commands)
     worker_help = argparse.ArgumentParser()

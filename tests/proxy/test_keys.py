@@ -1,0 +1,100 @@
+"""API keys at the proxy: the key file (hashes only), refusals (401, 403, 429), revocation within a second,
+refusal before the body, and a pool with keys used by the client in both modes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from helpers import encode, wait_until, write_sleepy_model
+
+from visionpool.client import Client
+from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
+from visionpool.proxy.keys import KeyRing, add_key, revoke_key
+
+IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+
+
+def bearer(key: str) -> str:
+    return f"Bearer {key}"
+
+
+def test_the_file_holds_only_hashes_and_only_its_owner_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(path, "alice", rate=10, burst=20, models=[])
+    assert key.startswith("vp_") and key.split("_", 2)[2] not in path.read_text()
+    assert json.loads(path.read_text())["keys"]["alice"]["sha256"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ValueError, match="has a key called 'alice' already"):
+        add_key(path, "alice", rate=10, burst=20, models=[])
+
+
+def test_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(path, "alice", rate=1, burst=2, models=["cat"])
+    ring = KeyRing(path)
+    for header in (None, "Basic abc", "Bearer ", "Bearer vp_nope_x", bearer(key[:-1] + "!")):
+        with pytest.raises(Unauthorized):
+            ring.admit(header, "cat")
+    with pytest.raises(Forbidden, match="may not use model 'dog'; it may use cat"):
+        ring.admit(bearer(key), "dog")
+    with pytest.raises(Forbidden, match="name the model"):
+        ring.admit(bearer(key), None)
+    assert [ring.admit(bearer(key), "cat") for _ in range(2)] == ["alice", "alice"]  # the burst
+    with pytest.raises(RateLimited) as limited:
+        ring.admit(bearer(key), "cat")
+    assert limited.value.status == 429 and limited.value.headers["Retry-After"] == "1"
+    time.sleep(1.05)
+    assert ring.admit(bearer(key), "cat") == "alice"  # one token back a second
+
+
+def test_a_revoked_key_is_refused_once_the_file_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key, other = add_key(path, "alice", 10, 20, []), add_key(path, "bob", 10, 20, [])
+    ring = KeyRing(path)
+    assert ring.admit(bearer(key), None) == "alice"
+    revoke_key(path, "alice")
+    assert ring.reload()
+    with pytest.raises(Unauthorized):
+        ring.admit(bearer(key), None)
+    assert ring.admit(bearer(other), None) == "bob"
+
+
+@pytest.mark.slow
+def test_a_pool_with_keys(start_proxy, start_worker, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
+    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys))
+    start_worker("--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+                 "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t")  # fmt: skip
+    url = proxy.url
+    workers = {"Authorization": bearer(key)}
+    wait_until(lambda: len(requests.get(url + "/workers", headers=workers, timeout=5).json()["workers"]) == 1)
+    refused = requests.post(url + "/predict", data=IMAGE, headers={"Content-Type": "image/png"}, timeout=10)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    assert requests.get(url + "/healthz", timeout=5).status_code == 200  # health and metrics stay open
+    for mode in ("proxy", "p2p"):  # p2p: the key goes to /lookup, never to the worker
+        with Client(url, mode=mode, api_key=key) as client:
+            assert client.predict(IMAGE).predictions[0].label in ("a", "b", "c")
+
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:  # 20 MB announced, not sent
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 20000000\r\n\r\n"
+        )
+        started = time.monotonic()
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401")
+        assert time.monotonic() - started < 2  # refused at once: the upload is never read
+
+    revoke = [sys.executable, "-m", "visionpool.client", "keys", "revoke", "alice", "--file", str(keys)]
+    assert subprocess.run(revoke, capture_output=True, text=True, timeout=60).returncode == 0
+    revoked = time.monotonic()
+    headers = {"Content-Type": "image/png", "Authorization": bearer(key)}
+    wait_until(lambda: requests.post(url + "/predict", data=IMAGE, headers=headers, timeout=10).status_code == 401, 5)
+    assert time.monotonic() - revoked < 1.5
