@@ -116,7 +116,8 @@ class Route:
             raise ValueError(f"url must look like http://proxy-host:8080, got {url!r}")
         self.url, self.mode, self.protocol = url.rstrip("/"), mode, protocol
         self.refresh = refresh
-        self.workers: dict[tuple[str | None, int], tuple[str, float]] = {}  # p2p: (model, slot) -> (URL, until)
+        # p2p: (model, slot) -> (the worker's URL, until when, the proxy's ticket for it when the pool signs them)
+        self.workers: dict[tuple[str | None, int], tuple[str, float, str | None]] = {}
 
     def base(self, model: str | None, slot: int) -> str | None:
         """Where to post now; None when p2p has no worker for this slot (yet, or any longer)."""
@@ -125,15 +126,21 @@ class Route:
         kept = self.workers.get((model, slot))
         return kept[0] if kept and time.monotonic() < kept[1] else None
 
-    def stale(self, model: str | None, slot: int) -> str | None:
+    def stale(self, model: str | None, slot: int) -> dict[str, Any] | None:
         """The worker this slot used until its refresh came due (None if it failed or there was none)."""
         kept = self.workers.get((model, slot))
-        return kept[0] if kept else None
+        return {"url": kept[0], "ticket": kept[2]} if kept else None
 
-    def keep(self, model: str | None, slot: int, url: str) -> str:
-        """The worker the proxy handed this slot: used until it fails or ``refresh`` seconds pass."""
-        self.workers[model, slot] = (url, time.monotonic() + self.refresh)
-        return url
+    def keep(self, model: str | None, slot: int, worker: dict[str, Any]) -> str:
+        """The worker the proxy handed this slot (its URL, and its ticket): used until it fails or ``refresh``
+        seconds pass (well within a ticket's life, so a ticket is renewed before it expires)."""
+        self.workers[model, slot] = (worker["url"], time.monotonic() + self.refresh, worker.get("ticket"))
+        return str(worker["url"])
+
+    def ticket(self, model: str | None, slot: int) -> str | None:
+        """The ticket for this slot's worker, when the pool signs them."""
+        kept = self.workers.get((model, slot))
+        return kept[2] if kept and self.mode == "p2p" else None
 
     def forget(self, model: str | None, slot: int) -> None:
         """The worker failed: this slot looks up another next time."""
@@ -161,6 +168,7 @@ def predict_flow(
         headers = {"Content-Type": "application/octet-stream"}
     headers[Header.REQUEST_ID] = request_id
     error: ClientError = ConnectionFailed("no attempt was made")
+    renewed = False
     for attempt in range(retries + 1):
         if attempt:
             wait = min(error.retry_after, RETRY_AFTER_MAX) if error.retry_after is not None else _backoff(attempt)
@@ -169,10 +177,15 @@ def predict_flow(
             base = route.base(model, slot)
             if base is None:
                 base = route.keep(model, slot, (yield from refreshed_worker(route, model, slot)))
-            outcome = yield Request("POST", base + path, params, headers, body)
+            ticket = route.ticket(model, slot)
+            sent = {**headers, "Authorization": f"Bearer {ticket}"} if ticket else headers
+            outcome = yield Request("POST", base + path, params, sent, body)
             return v2.result_of(*_decode(outcome)) if route.protocol == "v2" else Result.from_json(*_decode(outcome))
         except ClientError as failure:
-            if not failure.retryable:
+            # a worker refusing its ticket (expired, or the worker restarted with a new id): ask /lookup again, once
+            if failure.status == 401 and route.mode == "p2p" and not renewed:
+                renewed = True
+            elif not failure.retryable:
                 raise
             error = failure
             route.forget(model, slot)
@@ -180,10 +193,10 @@ def predict_flow(
 
 
 def refreshed_worker(route: Route, model: str | None, slot: int) -> Flow:
-    """A worker from the proxy's rotation; when the proxy cannot answer, the one the slot had while it was
-    working (p2p keeps going through a proxy outage)."""
+    """A worker from the proxy's rotation ({"url", "ticket", ...}); when the proxy cannot answer, the one the slot
+    had while it was working (p2p keeps going through a proxy outage)."""
     try:
-        return (yield from lookup_flow(route, model))["url"]
+        return (yield from lookup_flow(route, model))  # type: ignore[no-any-return]
     except ClientError as failure:
         stale = route.stale(model, slot)
         if stale is None or not failure.retryable:

@@ -22,14 +22,16 @@ from visionpool.client.wire import Header
 from visionpool.discovery import Directory
 from visionpool.serving.frontdoor import FrontDoor, Limits, error_middleware
 from visionpool.serving.page import page_file
+from visionpool.serving.tickets import TICKET_TTL, read_secret
 
+from .auth import api_key_middleware, signer, ticket_for, watch_keys
 from .errors import NoWorker, no_worker
 from .forward import Forwarder
 from .keys import KeyRing
 from .metrics import ProxyMetrics
 from .pool import Pool
 from .settings import ProxySettings
-from .state import DOOR, FORWARDER, KEYS, METRICS, POOL, REGISTRY, SETTINGS, VIEW
+from .state import DOOR, FORWARDER, KEYS, METRICS, POOL, REGISTRY, SECRET, SETTINGS, VIEW
 from .v2 import routes as v2_routes
 from .view import PoolView
 
@@ -54,6 +56,8 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
     if settings.api_keys is not None:
         app[KEYS] = KeyRing(settings.api_keys)
         app.cleanup_ctx.append(watch_keys)
+    if settings.pool_secret_file is not None:
+        app[SECRET] = read_secret(settings.pool_secret_file)
     app.add_routes(
         [
             web.post(wire.PREDICT, predict, expect_handler=door.expect),
@@ -107,42 +111,6 @@ async def follow_registry(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-# what a key is asked for: the pool's work; health, metrics, the page's files and the registry's routes (its own
-# token) stay open
-GUARDED = (wire.PREDICT, "/models/", wire.LOOKUP, wire.WORKERS, wire.POOL, wire.V2)
-KEYS_POLL = 0.5  # seconds between looks at the key file: a revoked key stops within a second
-
-
-@web.middleware
-async def api_key_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse a request without a valid key before its body is read: 401, 403 for a model it may not use, 429."""
-    if request.path.startswith(GUARDED):
-        model = request.match_info.get("name") or request.query.get("model")
-        request["api_key"] = request.app[KEYS].admit(request.headers.get("Authorization"), model)
-    return await handler(request)
-
-
-async def watch_keys(app: web.Application) -> AsyncIterator[None]:
-    """Read the key file again whenever it changes; a file that breaks keeps the keys in force and is logged."""
-
-    async def watch() -> None:
-        while True:
-            await asyncio.sleep(KEYS_POLL)
-            try:
-                if app[KEYS].reload():
-                    logger.info("API keys read again from %s: %d keys", app[KEYS].path, len(app[KEYS].grants))
-            except (OSError, ValueError) as error:
-                logger.error("API keys: %s; the keys read before stay in force", error)
-
-    task = asyncio.create_task(watch(), name="watch-api-keys")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @web.middleware
 async def request_id_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -163,7 +131,7 @@ async def request_id_middleware(
 async def predict(request: web.Request) -> web.Response:
     name = request.match_info.get("name")
     async with request.app[DOOR].body(request) as body:
-        return await request.app[FORWARDER].forward(request, body, wire.predict_path(name), name)
+        return await request.app[FORWARDER].forward(request, body, wire.predict_path(name), name, signer(request, name))
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -173,7 +141,11 @@ async def lookup(request: web.Request) -> web.Response:
     if worker is None:
         raise no_worker(model, request.app[POOL].served())
     request.app[METRICS].lookups.labels(request.app[METRICS].model_label(model)).inc()
-    return web.json_response({"url": worker.url, "worker_id": worker.id, "model": model, "grpc": worker.grpc})
+    answer = {"url": worker.url, "worker_id": worker.id, "model": model, "grpc": worker.grpc}
+    if SECRET in request.app:  # the worker serves ticket holders only: this client is one, for TICKET_TTL
+        answer["ticket"] = ticket_for(request, model, worker.id, TICKET_TTL)
+        answer["ticket_expires_in"] = TICKET_TTL
+    return web.json_response(answer)
 
 
 async def workers(request: web.Request) -> web.Response:

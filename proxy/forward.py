@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -47,7 +48,16 @@ class Forwarder:
         self.timeout, self.metrics = timeout, metrics
         self._urls: dict[tuple[str, str], URL] = {}  # (worker URL, path) -> parsed once, not per request
 
-    async def forward(self, request: web.Request, body: bytes, path: str, model: str | None) -> web.Response:
+    async def forward(
+        self,
+        request: web.Request,
+        body: bytes,
+        path: str,
+        model: str | None,
+        ticket: Callable[[str], str] | None = None,
+    ) -> web.Response:
+        """Send the request to a worker, another on failure; ``ticket`` signs one for a worker's id (pools whose
+        workers serve ticket holders only: the client's own Authorization never reaches a worker)."""
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST_HEADERS if k in request.headers}
         tried: set[str] = set()
         while True:
@@ -55,6 +65,8 @@ class Forwarder:
             if worker is None:
                 raise no_worker(model, self.pool.served()) if not tried else gave_up(tried)
             tried.add(worker.id)
+            if ticket is not None:
+                headers["Authorization"] = f"Bearer {ticket(worker.id)}"
             try:
                 query = request.rel_url.raw_query_string
                 response = await self._attempt(worker, request.method, path, model, query, headers, body)

@@ -99,6 +99,10 @@ class KeyRing:
             )
         return grant.name
 
+    def grant_named(self, name: str | None) -> Grant | None:
+        """The grant of the key called ``name`` (None: no such key any longer)."""
+        return next((grant for grant in self.grants.values() if grant.name == name), None)
+
     def _grant(self, authorization: str | None) -> Grant:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

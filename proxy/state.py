@@ -22,3 +22,4 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 DOOR = web.AppKey("front_door", FrontDoor)
 VIEW = web.AppKey("pool_view", PoolView)
 KEYS = web.AppKey("api_keys", KeyRing)  # only when the pool has keys
+SECRET = web.AppKey("pool_secret", bytes)  # only with --pool-secret-file: tickets are signed

@@ -27,6 +27,7 @@ from visionpool.client.wire import (
     V2_VERSION,
 )
 
+from .auth import signer
 from .errors import NoWorker
 from .state import DOOR, FORWARDER, POOL
 
@@ -69,4 +70,6 @@ async def forward(request: web.Request) -> web.Response:
     """To a worker serving the model in the path, the request's own path and query kept."""
     name = request.match_info["name"]
     async with request.app[DOOR].body(request) as body:
-        return await request.app[FORWARDER].forward(request, body, request.rel_url.raw_path, name)
+        return await request.app[FORWARDER].forward(
+            request, body, request.rel_url.raw_path, name, signer(request, name)
+        )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .options import configure_logging, option
+from .tickets import read_secret
 
 MiB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -54,6 +55,13 @@ class ServiceSettings:
         512 * MiB, "Request bodies held in memory at once, all connections together; beyond, 503 busy."
     )
     drain_timeout: float = option(10.0, "Seconds given to requests in flight to finish at shutdown.")
+    pool_secret_file: Path | None = option(
+        None,
+        "File holding the secret proxies and workers share (32+ bytes): the proxy signs p2p tickets with it, and a "
+        "worker given it serves uploads only with a valid ticket.",
+        kind=Path,
+        metavar="FILE",
+    )
     log_level: str = option("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     log_format: str = option("plain", "Log format: 'plain' lines, or 'json' (one object per line, with each field).")
     registry: str | None = option(
@@ -80,6 +88,12 @@ class ServiceSettings:
         self.port = self.default_port() if self.port is None else self.port
         self.registry = self.registry or self.DEFAULT_REGISTRY
         self.registry_token_file = Path(self.registry_token_file)
+        if self.pool_secret_file is not None:
+            self.pool_secret_file = Path(self.pool_secret_file)
+            try:
+                read_secret(self.pool_secret_file)
+            except OSError as error:
+                raise ValueError(f"pool_secret_file: {error}") from None
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.log_level.upper() not in LOG_LEVELS:

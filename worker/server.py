@@ -22,6 +22,7 @@ import grpc
 from visionpool.discovery import Instance, create_registry
 from visionpool.serving.frontdoor import FrontDoor, Limits, run
 from visionpool.serving.lifecycle import Lifecycle
+from visionpool.serving.tickets import Tickets, read_secret
 
 from . import create_app
 from .announce import Announcer
@@ -29,7 +30,7 @@ from .metrics import METRICS
 from .models import get_models
 from .settings import WorkerSettings
 from .v2_grpc import start_grpc
-from .wsgi import wsgi_app
+from .wsgi import ticket_guard, wsgi_app
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ class WorkerServer(Lifecycle):
         instance = self.instance(port)
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
-        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads), self.sock)
+        guard = None
+        if self.settings.pool_secret_file is not None:  # uploads need the proxy's ticket (p2p included)
+            guard = ticket_guard(Tickets(read_secret(self.settings.pool_secret_file), instance.id), self.models.default)
+        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock)
         logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
         if self.announcer:
             self.announcer.start()

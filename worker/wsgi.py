@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
+from visionpool.client.wire import PREDICT
 from visionpool.serving.frontdoor import ENCODINGS, FrontDoor, error_middleware
+from visionpool.serving.tickets import Tickets
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -29,12 +33,20 @@ READ_THREADS = 2
 DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-def wsgi_app(app: Callable[..., Iterable[bytes]], door: FrontDoor, threads: int) -> web.Application:
-    """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread."""
+def wsgi_app(
+    app: Callable[..., Iterable[bytes]],
+    door: FrontDoor,
+    threads: int,
+    guard: Callable[[web.Request], None] | None = None,
+) -> web.Application:
+    """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread; ``guard`` may
+    refuse a request (a ServiceError) before its body is read."""
     work = ThreadPoolExecutor(threads, thread_name_prefix="request")
     reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
 
     async def handle(request: web.Request) -> web.Response:
+        if guard is not None:
+            guard(request)
         async with door.body(request) as body:
             pool = reads if request.method in READ_METHODS else work
             status, headers, payload = await asyncio.get_running_loop().run_in_executor(
@@ -50,6 +62,27 @@ def wsgi_app(app: Callable[..., Iterable[bytes]], door: FrontDoor, threads: int)
     http.router.add_route("*", "/{path:.*}", handle, expect_handler=door.expect)
     http.on_cleanup.append(stop_threads)
     return http
+
+
+UPLOADS = re.compile(r"^/models/(?P<name>[^/]+)/predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$")
+
+
+def ticket_guard(tickets: Tickets, default_model: str) -> Callable[[web.Request], None]:
+    """Uploads (predict, v2 infer) need a ticket the proxy signed for this worker and that model; the rest of
+    the API (health, models, metrics, the page) stays open."""
+
+    def guard(request: web.Request) -> None:
+        if request.method != "POST":
+            return
+        if request.path == PREDICT:
+            model = default_model
+        elif match := UPLOADS.match(request.path):
+            model = unquote(match.group("name") or match.group("v2"))
+        else:
+            return
+        tickets.admit(request.headers.get("Authorization"), model)
+
+    return guard
 
 
 def environ(request: web.Request, body: bytes) -> dict[str, Any]:

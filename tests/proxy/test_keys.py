@@ -18,6 +18,7 @@ from helpers import encode, wait_until, write_sleepy_model
 from visionpool.client import Client
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
 from visionpool.proxy.keys import KeyRing, add_key, revoke_key
+from visionpool.serving.tickets import issue
 
 IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
 
@@ -98,3 +99,37 @@ def test_a_pool_with_keys(start_proxy, start_worker, tmp_path: Path) -> None:
     headers = {"Content-Type": "image/png", "Authorization": bearer(key)}
     wait_until(lambda: requests.post(url + "/predict", data=IMAGE, headers=headers, timeout=10).status_code == 401, 5)
     assert time.monotonic() - revoked < 1.5
+
+
+@pytest.mark.slow
+def test_p2p_workers_serve_only_whom_the_proxy_sent(start_proxy, start_worker, tmp_path: Path) -> None:
+    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
+    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
+    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
+    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
+    worker = start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--worker-id", "w1", "--pool-secret-file", str(secret),
+        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
+    )  # fmt: skip
+    auth = {"Authorization": bearer(key)}
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    png = {"Content-Type": "image/png"}
+
+    def straight(headers: dict[str, str]) -> requests.Response:
+        return requests.post(worker.url + "/predict", data=IMAGE, headers={**png, **headers}, timeout=10)
+
+    assert straight({}).status_code == 401  # around the proxy: refused
+    assert straight(auth).status_code == 401  # an API key is not a ticket
+    looked_up = requests.get(proxy.url + "/lookup", headers=auth, timeout=5).json()
+    assert looked_up["worker_id"] == "w1" and looked_up["ticket_expires_in"] == 60
+    assert straight({"Authorization": bearer(looked_up["ticket"])}).status_code == 200
+    secret_bytes = secret.read_bytes().strip()
+    expired = issue(secret_bytes, key="alice", model=None, worker="w1", ttl=-5, rate=10, burst=10)
+    other = issue(secret_bytes, key="alice", model=None, worker="w2", ttl=60, rate=10, burst=10)
+    assert straight({"Authorization": bearer(expired)}).status_code == 401
+    assert straight({"Authorization": bearer(other)}).status_code == 403
+    assert requests.get(worker.url + "/healthz", timeout=5).status_code == 200  # the rest of its API stays open
+    for mode in ("p2p", "proxy"):  # the client renews tickets through /lookup; the proxy signs its own
+        with Client(proxy.url, mode=mode, api_key=key) as client:
+            assert [client.predict(IMAGE).predictions[0].label for _ in range(3)][0] in ("a", "b", "c")
