@@ -54,6 +54,11 @@ class WorkerServer(Lifecycle):
         """Start up, serve until told to stop or the models fail to load, shut down."""
         self.install_signal_handlers()
         host, port = self.sock.getsockname()[:2]
+        guard = None
+        if self.settings.pool_secret_file is not None:  # uploads need the proxy's ticket (p2p included), gRPC too
+            tickets = Tickets(read_secret(self.settings.pool_secret_file), self.worker_id(port))
+            self.app.config["TICKETS"] = tickets  # before gRPC starts: no upload gets in unchecked
+            guard = ticket_guard(tickets, self.models.default)
         if self.settings.grpc_port is not None:
             self.grpc, self.grpc_port = start_grpc(
                 self.app,
@@ -66,9 +71,6 @@ class WorkerServer(Lifecycle):
         instance = self.instance(port)
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
-        guard = None
-        if self.settings.pool_secret_file is not None:  # uploads need the proxy's ticket (p2p included)
-            guard = ticket_guard(Tickets(read_secret(self.settings.pool_secret_file), instance.id), self.models.default)
         await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock)
         logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
         if self.announcer:
@@ -77,11 +79,15 @@ class WorkerServer(Lifecycle):
         await self.shutdown()
         return code
 
+    def worker_id(self, port: int) -> str:
+        """This worker's name in the registry, in X-Worker-ID and in the tickets it accepts."""
+        return self.settings.worker_id or f"{self.settings.advertised_host()}:{port}"
+
     def instance(self, port: int) -> Instance:
         """This worker as the registry will know it."""
         host = self.settings.advertised_host()
         url_host = f"[{host}]" if ":" in host else host
-        worker_id = self.settings.worker_id or f"{host}:{port}"
+        worker_id = self.worker_id(port)
         models = {c.name: c.version for c in self.models.configs}
         grpc_address = f"{url_host}:{self.grpc_port}" if self.grpc_port else ""
         return Instance(worker_id, f"http://{url_host}:{port}", models, grpc_address)

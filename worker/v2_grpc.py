@@ -41,10 +41,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -113,6 +116,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @answered
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         started = time.monotonic()
+        tickets = self.app.config.get("TICKETS")
+        if tickets is not None:  # the pool signs tickets: gRPC uploads need one too (metadata "authorization")
+            tickets.admit(dict(context.invocation_metadata()).get("authorization"), request.model_name)
         manager, metrics = get_models(self.app), self.app.extensions[METRICS]
         with metrics.track(manager.metric_label(request.model_name), request.id or uuid.uuid4().hex):
             model = find(self.models(), request.model_name, request.model_version or None)

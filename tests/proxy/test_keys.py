@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from helpers import encode, wait_until, write_sleepy_model
+from helpers import encode, free_port, wait_until, write_sleepy_model
 
 from visionpool.client import Client
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
@@ -133,3 +133,40 @@ def test_p2p_workers_serve_only_whom_the_proxy_sent(start_proxy, start_worker, t
     for mode in ("p2p", "proxy"):  # the client renews tickets through /lookup; the proxy signs its own
         with Client(proxy.url, mode=mode, api_key=key) as client:
             assert [client.predict(IMAGE).predictions[0].label for _ in range(3)][0] in ("a", "b", "c")
+
+
+@pytest.mark.slow
+def test_tritonclient_with_a_key_through_the_proxy_and_a_ticket_over_grpc(
+    start_proxy, start_worker, tmp_path: Path
+) -> None:
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
+    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
+    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
+    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
+    grpc_port = free_port()
+    start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--grpc-port", str(grpc_port), "--pool-secret-file", str(secret),
+        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
+    )  # fmt: skip
+    auth = {"Authorization": bearer(key)}
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    image = np.array([IMAGE], dtype=np.object_)
+    rest = triton_http.InferenceServerClient(proxy.url.removeprefix("http://"))
+    inputs = [triton_http.InferInput("IMAGE", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(image)
+    with pytest.raises(InferenceServerException, match="needs an API key"):
+        rest.infer("sleepy", inputs)
+    assert rest.infer("sleepy", inputs, headers=dict(auth)).as_numpy("COUNT").tolist() == [1]  # it adds to the dict
+    ticket = requests.get(proxy.url + "/lookup?model=sleepy", headers=auth, timeout=5).json()["ticket"]
+    direct = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    grpc_inputs = [triton_grpc.InferInput("IMAGE", [1], "BYTES")]
+    grpc_inputs[0].set_data_from_numpy(image)
+    with pytest.raises(InferenceServerException, match="ticket"):
+        direct.infer("sleepy", grpc_inputs)
+    answer = direct.infer("sleepy", grpc_inputs, headers={"authorization": bearer(ticket)})
+    assert answer.as_numpy("COUNT").tolist() == [1]
