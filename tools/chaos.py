@@ -46,7 +46,7 @@ from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools.loadgen import Measurement, closed_loop, on_this_machine, sample_images
 
-SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill")
+SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill", "auth")
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_CONNECTIONS = 5_000  # no scenario opens more, whatever it is asked
 
@@ -111,7 +111,10 @@ class Chaos:
 
     async def _normal(self, during: Awaitable[Any] | None = None) -> dict[str, Any]:
         """The normal clients for --seconds, alongside ``during`` (an attack) when given."""
-        load = closed_loop("normal", self.target, "proxy", self.model, self.images, self.clients, self.seconds, 1.0)
+        load = closed_loop(
+            "normal", self.target, "proxy", self.model, self.images, self.clients, self.seconds, 1.0,
+            api_key=self.args.api_key,
+        )  # fmt: skip
         if during is None:
             measured: Measurement = await load
         else:
@@ -315,7 +318,9 @@ class Chaos:
                 await asyncio.sleep(seconds / 2)
                 os.kill(pid, sig)
 
-            load = closed_loop("normal", self.proxy, "proxy", self.model, self.images, 16, self.seconds, 1.0)
+            load = closed_loop(
+                "normal", self.proxy, "proxy", self.model, self.images, 16, self.seconds, 1.0, api_key=self.args.api_key
+            )
             measured, _ = await asyncio.gather(load, strike(self.seconds))
             retries = (await self._proxy_counter("visionpool_proxy_retries_total") or 0) - retries_before
             report.answers[f"{sig.name}: requests ok"] = measured.images
@@ -326,9 +331,76 @@ class Chaos:
         await self._wait_for_workers(workers)
         return report
 
+    async def _auth(self) -> Report:
+        report = Report("auth", "no key, a bad key, no ticket and a forged ticket, and 20 MB uploads without a key")
+        if not self.args.api_key or self.proxy is None:
+            report.failed.append(
+                "needs a proxy with keys (--url) and one of its keys (--api-key) for the normal clients"
+            )
+            return report
+        worker, statuses, waits = await self._a_worker(self.proxy), Counter[str](), []
+        forged = "v1.eyJrIjoibWFsbG9yeSJ9.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # no pool's signature
+        cases = [
+            (self.proxy, {}), (self.proxy, {"Authorization": "Bearer vp_00000000_not-a-key"}),
+            (worker, {}), (worker, {"Authorization": f"Bearer {forged}"}),
+        ]  # fmt: skip
+
+        async def refused(session: aiohttp.ClientSession, stop_at: float) -> None:
+            while time.monotonic() < stop_at:
+                for base, headers in cases:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.post(base + self.path, data=b"x" * 100, headers=headers) as answer:
+                            statuses[str(answer.status)] += 1
+
+        async def announced(stop_at: float) -> None:  # 20 MB promised, never sent: the 401 must not wait for it
+            head = f"POST {self.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n".encode()
+            parts = urlsplit(self.proxy)  # type: ignore[arg-type]
+            while time.monotonic() < stop_at:
+                reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+                started = time.monotonic()
+                writer.write(head)
+                said = await _answer_within(reader, 2.0)
+                waits.append(time.monotonic() - started if said == "401" else float("inf"))
+                writer.close()
+                await asyncio.sleep(0.05)
+
+        async def attack(seconds: float) -> None:
+            stop_at = time.monotonic() + seconds
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                await asyncio.gather(announced(stop_at), *(refused(session, stop_at) for _ in range(4)))
+
+        cpu = [self.proxy, worker]
+        quiet = await self._cpu(cpu)
+        report.before = await self._normal()
+        calm = await self._cpu(cpu) - quiet  # the normal load's CPU alone, over as long as the attack lasts
+        loud = await self._cpu(cpu)
+        report.during = await self._normal(attack(self.seconds + 1.0))
+        spent = await self._cpu(cpu) - loud
+        report.answers = dict(statuses)
+        count = max(sum(statuses.values()), 1)
+        report.notes["refused"] = count
+        report.notes["CPU-ms per refused request (beyond the normal load's)"] = round(
+            max(spent - calm, 0.0) * 1000 / count, 3
+        )
+        report.notes["20 MB uploads without a key: slowest 401 (ms)"] = round(max(waits, default=0.0) * 1000, 1)
+        wrong = {status: n for status, n in statuses.items() if status not in ("401", "403")}
+        if wrong:
+            report.failed.append(f"answers other than 401/403: {wrong}")
+        if not waits or max(waits) > 1.0:
+            report.failed.append("a 20 MB upload without a key was not refused at once")
+        if report.during["errors"]:
+            report.failed.append(f"{report.during['errors']} normal requests failed during the attack")
+        rise = _rise(report.before.get("p50_ms"), report.during.get("p50_ms"))
+        report.notes["normal clients' p50 rise"] = rise
+        return report
+
+    async def _cpu(self, urls: list[str]) -> float:
+        """The CPU seconds these servers have used, together."""
+        return sum([await self._metric(url, "process_cpu_seconds_total") or 0.0 for url in urls])
+
     async def _a_worker(self, proxy: str) -> str:
         """The first worker the proxy lists that serves the model, on this machine."""
-        workers = json.loads(await _get(proxy + WORKERS))["workers"]
+        workers = json.loads(await _get(proxy + WORKERS, self.args.api_key))["workers"]
         for worker in workers:
             if self.model is None or self.model in worker["models"]:
                 local_only(worker["url"])
@@ -337,7 +409,7 @@ class Chaos:
 
     async def _count_workers(self) -> int:
         try:
-            return len(json.loads(await _get((self.proxy or self.url) + WORKERS))["workers"])
+            return len(json.loads(await _get((self.proxy or self.url) + WORKERS, self.args.api_key))["workers"])
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             return 0
 
@@ -376,10 +448,11 @@ class Chaos:
         return f"POST {self.path} HTTP/1.1\r\nHost: {urlsplit(self.target).netloc}\r\n{headers}\r\n".encode()
 
 
-async def _get(url: str) -> str:
-    """GET a small document."""
+async def _get(url: str, api_key: str | None = None) -> str:
+    """GET a small document (with the pool's API key, when it has keys)."""
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, headers=headers) as answer:
         return await answer.text()
 
 
@@ -452,6 +525,8 @@ class ChaosSettings:
         default_factory=list, help="Photos for the normal clients (default: generated).", nargs="*", no_env=True
     )
     json: str | None = option(None, "Also write the reports to this JSON file.", metavar="FILE", no_env=True)
+    api_key: str | None = option(None, "The pool's API key, for the normal clients (the auth scenario needs one).",
+                                 secret=True)  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.seconds <= 0 or min(self.clients, self.slow, self.idle, self.oversized, self.fuzz, self.flood) < 0:

@@ -148,6 +148,7 @@ async def closed_loop(
     warmup: float,
     clocks: dict[str, Callable[[], float]] | None = None,
     protocol: str = "predict",
+    api_key: str | None = None,
 ) -> Measurement:
     """``concurrency`` clients, each with its own AsyncClient, posting back to back; measured after ``warmup``.
 
@@ -156,7 +157,9 @@ async def closed_loop(
 
     @contextlib.asynccontextmanager
     async def sender() -> AsyncIterator[Sender]:
-        async with AsyncClient(url, mode=mode, model=model, retries=0, timeout=60, protocol=protocol) as client:
+        async with AsyncClient(
+            url, mode=mode, model=model, retries=0, timeout=60, protocol=protocol, api_key=api_key
+        ) as client:
             yield client.predict
 
     return await _loop(Measurement(target, concurrency), sender, images, seconds, warmup, clocks)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from visionpool.tools.chaos import _mutate, local_only
 
@@ -67,3 +68,30 @@ def test_the_kill_scenario_loses_no_request_to_a_killed_supervised_worker(make_p
     assert kill["answers"]["SIGKILL: requests failed"] == 0 and kill["answers"]["SIGTERM: requests failed"] == 0
     assert kill["answers"]["SIGKILL: requests ok"] > 0 and kill["answers"]["SIGTERM: requests ok"] > 0
     assert "1 of 1 scenarios ok" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_auth_scenario_refuses_everyone_without_a_key_or_ticket(start_proxy, start_worker, tmp_path: Path) -> None:
+    from helpers import wait_until, write_sleepy_model
+
+    from visionpool.proxy.keys import add_key
+
+    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
+    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
+    key = add_key(keys, "normal", rate=10_000, burst=10_000, models=[])
+    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
+    start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01, 8, 64)),
+        "--pool-secret-file", str(secret), "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {key}"}
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    out = tmp_path / "chaos.json"
+    command = [sys.executable, "-m", "visionpool.client", "chaos", "--url", proxy.url, "--seconds", "2",
+               "--scenarios", "auth", "--clients", "2", "--api-key", key, "--json", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [auth_report] = json.loads(out.read_text())
+    assert set(auth_report["answers"]) <= {"401", "403"} and auth_report["notes"]["refused"] > 100
+    assert auth_report["notes"]["20 MB uploads without a key: slowest 401 (ms)"] < 1000
+    assert auth_report["during"]["errors"] == 0
