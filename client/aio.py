@@ -10,6 +10,7 @@ Usage:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
@@ -49,8 +50,13 @@ class AsyncClient:
         retries: int = 3,
         protocol: str = "predict",
         api_key: str | None = None,
+        verify: bool | str = True,
     ) -> None:
         self.route = Route(url, mode, protocol)
+        # as requests takes it: True (the system's CAs), a CA file for a private pool, False (no check)
+        self.tls: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.retries = model, retries
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, links.CONNECT_SECONDS))
@@ -152,7 +158,7 @@ class AsyncClient:
 
     async def _send(self, request: Request) -> Outcome:
         if self._session is None:
-            connector = aiohttp.TCPConnector(socket_factory=links.socket_factory)  # dead links seen in seconds
+            connector = aiohttp.TCPConnector(socket_factory=links.socket_factory, ssl=self.tls)  # dead links: seconds
             self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         try:
             async with self._session.request(

@@ -27,6 +27,8 @@ class PoolSettings:
     model: str | None = option(None, "Model name (default: the workers' default model).", no_env=True)
     timeout: float = option(60.0, "Seconds to wait for one answer.", no_env=True)
     api_key: str | None = option(None, "The pool's API key, when it has keys (sent to the proxy alone).", secret=True)
+    ca: str | None = option(None, "CA certificate to verify an https pool with (default: the system's CAs).",
+                            metavar="FILE")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -83,6 +85,7 @@ def _predict(args: PredictSettings) -> int:
         retries=args.retries,
         protocol=args.protocol,
         api_key=args.api_key,
+        verify=args.ca or True,
     )
     journal = Journal(args.out)
     try:
@@ -110,7 +113,7 @@ def _ask_proxy(name: str, args: PoolSettings, ask: Callable[[Any], Any]) -> int:
     from .sync import Client
 
     try:
-        with Client(args.url, retries=0, timeout=args.timeout, api_key=args.api_key) as client:
+        with Client(args.url, retries=0, timeout=args.timeout, api_key=args.api_key, verify=args.ca or True) as client:
             print(json.dumps(ask(client), indent=2))
     except ClientError as error:
         print(f"visionpool {name}: {error}", file=sys.stderr)

@@ -51,8 +51,10 @@ class Client:
         retries: int = 3,
         protocol: str = "predict",
         api_key: str | None = None,
+        verify: bool | str = True,
     ) -> None:
         self.route = Route(url, mode, protocol)
+        self.verify = verify  # as requests takes it: True (the system's CAs), a CA file for a private pool, False
         self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.timeout, self.retries = model, timeout, retries
         self._local = threading.local()  # one requests.Session per thread
@@ -143,6 +145,7 @@ class Client:
                 params=request.params,
                 headers=signed(request.headers, request.url, self.route.url, self.api_key),
                 data=request.body,
+                verify=self.verify,  # per request: REQUESTS_CA_BUNDLE would override the session's
                 timeout=(min(self.timeout, links.CONNECT_SECONDS), self.timeout),
             )
         except requests.Timeout as error:

@@ -44,7 +44,11 @@ def create_registry(settings: ServiceSettings, role: str) -> Registry | Director
             token = settings.registry_token or load_or_create_token(settings.registry_token_file)
             return EmbeddedRegistry(token, settings.registry_ttl)
         return LocalRegistry(
-            settings.registry_url, settings.registry_token, settings.registry_token_file, settings.registry_ttl
+            settings.registry_url,
+            settings.registry_token,
+            settings.registry_token_file,
+            settings.registry_ttl,
+            ca=settings.tls_ca,
         )
     if settings.registry == "consul":
         from .consul import ConsulRegistry

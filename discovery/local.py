@@ -95,12 +95,14 @@ class LocalRegistry(Registry):
         token_file: Path | None = None,
         ttl: float = 10.0,
         timeout: float = 2.0,
+        ca: Path | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the registry url must look like http://proxy-host:8080, got {url!r}")
         self.url, self.token, self.token_file = url.rstrip("/"), token, token_file
         self.ttl, self.timeout = ttl, timeout
+        self.verify: str | bool = str(ca) if ca is not None else True  # an https registry, verified
         self.renew_interval = ttl / 3
 
     def register(self, instance: Instance) -> None:
@@ -122,7 +124,9 @@ class LocalRegistry(Registry):
     def _send(self, method: str, instance: Instance, body: dict[str, Any] | None) -> None:
         target = self.url + instance_path(instance.id)
         try:
-            response = requests.request(method, target, json=body, headers=self._headers(), timeout=self.timeout)
+            response = requests.request(
+                method, target, json=body, headers=self._headers(), timeout=self.timeout, verify=self.verify
+            )
         except requests.RequestException as error:
             raise RegistryError(f"the registry at {self.url} is unreachable: {error}") from None
         if response.status_code == 401:

@@ -23,6 +23,7 @@ from visionpool.discovery import Directory
 from visionpool.serving.frontdoor import FrontDoor, Limits, error_middleware
 from visionpool.serving.page import page_file
 from visionpool.serving.tickets import TICKET_TTL, read_secret
+from visionpool.serving.tls import client_context
 
 from .auth import api_key_middleware, signer, ticket_for, watch_keys
 from .errors import NoWorker, no_worker
@@ -83,7 +84,12 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout, sock_connect=settings.connect_timeout)
     # socket_factory: a worker whose link died is seen in seconds, and its requests go to another (links.py)
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE, socket_factory=links.socket_factory)
+    # https workers verified against --tls-ca (the system's CAs without it); the proxy presents its own certificate
+    # to them when it has one (for workers that ask for a client certificate)
+    tls = client_context(settings.tls_ca, settings.tls_cert, settings.tls_key) if settings.tls_ca else True
+    connector = aiohttp.TCPConnector(
+        limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE, socket_factory=links.socket_factory, ssl=tls
+    )
     # A proxy keeps no cookies: what one client's worker answer set must never reach the next client.
     jar = aiohttp.DummyCookieJar()
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=jar) as session:

@@ -31,9 +31,11 @@ class ProxyServer(Lifecycle):
         app = create_app(self.settings, create_registry(self.settings, "proxy"))
         door = app[DOOR]
         host, port = self.settings.address
-        await door.start(app, door.bind(host, port))
+        await door.start(app, door.bind(host, port), self.listening_tls(self.settings.tls_cert, self.settings.tls_key))
         self.install_signal_handlers()
-        logger.info("proxy listening on http://%s:%s (registry: %s)", host, port, self.settings.registry)
+        logger.info(
+            "proxy listening on %s://%s:%s (registry: %s)", self.settings.scheme, host, port, self.settings.registry
+        )
         await self.should_exit.wait()
         logger.info("proxy shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
         await door.stop()

@@ -39,6 +39,7 @@ import json
 import logging
 import resource
 import socket
+import ssl
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -195,8 +196,8 @@ class FrontDoor:
         sock.set_inheritable(False)
         return sock
 
-    async def start(self, app: web.Application, sock: socket.socket) -> None:
-        """Serve ``app`` on ``sock`` until stop()."""
+    async def start(self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve ``app`` on ``sock`` (over TLS with ``tls``) until stop()."""
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -214,7 +215,7 @@ class FrontDoor:
         def connection() -> GuardedHandler:
             return GuardedHandler(server, self, loop=asyncio.get_running_loop(), **options)
 
-        self._server = await asyncio.get_running_loop().create_server(connection, sock=sock, backlog=2048)
+        self._server = await asyncio.get_running_loop().create_server(connection, sock=sock, backlog=2048, ssl=tls)
 
     async def stop(self) -> None:
         """Stop listening; answer bodies still arriving 503; let the rest finish within drain_timeout."""

@@ -10,19 +10,45 @@ Usage:
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import ssl
+from pathlib import Path
+
+from .tls import reload, server_context
+
+logger = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    """What a serving process does with signals (uvicorn's ``handle_exit``, split by signal)."""
+    """What a serving process does with signals (uvicorn's ``handle_exit``, split by signal); SIGHUP loads a
+    renewed TLS certificate into the listening context, dropping no connection."""
 
     def __init__(self) -> None:
         self.should_exit = asyncio.Event()
+        self.tls: ssl.SSLContext | None = None
+        self.tls_files: tuple[Path, Path] | None = None
+
+    def listening_tls(self, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+        """The context to listen with (None: plain HTTP), kept for SIGHUP."""
+        if cert is not None and key is not None:
+            self.tls, self.tls_files = server_context(cert, key), (cert, key)
+        return self.tls
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.handle_term)
         loop.add_signal_handler(signal.SIGINT, self.handle_int)
+        loop.add_signal_handler(signal.SIGHUP, self.handle_hup)
+
+    def handle_hup(self) -> None:
+        if self.tls is None or self.tls_files is None:
+            return
+        try:
+            reload(self.tls, *self.tls_files)
+            logger.info("TLS certificate loaded again from %s", self.tls_files[0])
+        except (OSError, ssl.SSLError) as error:
+            logger.error("TLS certificate not reloaded (%s): the one in use stays", error)
 
     def handle_term(self) -> None:
         self.should_exit.set()

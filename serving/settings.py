@@ -55,6 +55,17 @@ class ServiceSettings:
         512 * MiB, "Request bodies held in memory at once, all connections together; beyond, 503 busy."
     )
     drain_timeout: float = option(10.0, "Seconds given to requests in flight to finish at shutdown.")
+    tls_cert: Path | None = option(
+        None, "Certificate (PEM, chain included) to serve HTTPS with; reloaded on SIGHUP.", kind=Path, metavar="FILE"
+    )
+    tls_key: Path | None = option(None, "The certificate's private key (PEM).", kind=Path, metavar="FILE", secret=True)
+    tls_ca: Path | None = option(
+        None,
+        "CA certificate the peers' certificates are verified against: a proxy's workers', a worker's registry "
+        "(default: the system's CAs).",
+        kind=Path,
+        metavar="FILE",
+    )
     pool_secret_file: Path | None = option(
         None,
         "File holding the secret proxies and workers share (32+ bytes): the proxy signs p2p tickets with it, and a "
@@ -83,11 +94,23 @@ class ServiceSettings:
     consul_url: str = option("http://127.0.0.1:8500", "Consul agent URL, for --registry consul.")
     consul_token: str | None = option(None, "Consul ACL token, for --registry consul.", secret=True)
 
+    @property
+    def scheme(self) -> str:
+        """http, or https when the service has a certificate."""
+        return "https" if self.tls_cert is not None else "http"
+
     def __post_init__(self) -> None:
         """Fill in the service's defaults and check every shared field; ValueError says what to pass."""
         self.port = self.default_port() if self.port is None else self.port
         self.registry = self.registry or self.DEFAULT_REGISTRY
         self.registry_token_file = Path(self.registry_token_file)
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"{name}: {value} is not a file")
+            setattr(self, name, Path(value) if value is not None else None)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: pass both (--tls-cert FILE --tls-key FILE) or neither")
         if self.pool_secret_file is not None:
             self.pool_secret_file = Path(self.pool_secret_file)
             try:

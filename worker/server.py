@@ -71,8 +71,12 @@ class WorkerServer(Lifecycle):
         instance = self.instance(port)
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
-        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock)
-        logger.info("worker listening on http://%s:%s (models: %s)", host, port, ", ".join(self.settings.models))
+        tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key)
+        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock, tls)
+        logger.info(
+            "worker listening on %s://%s:%s (models: %s)",
+            self.settings.scheme, host, port, ", ".join(self.settings.models),
+        )  # fmt: skip
         if self.announcer:
             self.announcer.start()
         code = await self.main_loop()
@@ -90,7 +94,7 @@ class WorkerServer(Lifecycle):
         worker_id = self.worker_id(port)
         models = {c.name: c.version for c in self.models.configs}
         grpc_address = f"{url_host}:{self.grpc_port}" if self.grpc_port else ""
-        return Instance(worker_id, f"http://{url_host}:{port}", models, grpc_address)
+        return Instance(worker_id, f"{self.settings.scheme}://{url_host}:{port}", models, grpc_address)
 
     def make_announcer(self, instance: Instance) -> Announcer | None:
         if self.settings.registry == "none":

@@ -1,0 +1,87 @@
+"""TLS on the pool's listeners, with certificates a test CA (trustme) makes: HTTPS that clients verify, workers
+that advertise https and that the proxy verifies, plain HTTP and a wrong CA refused, a renewed certificate
+loaded on SIGHUP without dropping a connection."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import trustme
+from helpers import encode, wait_until, write_sleepy_model
+
+from visionpool.client import Client, ConnectionFailed
+
+pytestmark = pytest.mark.slow  # every test here starts processes
+
+IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+
+
+class Certificates:
+    """A test CA, and a certificate for 127.0.0.1 it signed, in PEM files a service reads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.authority = trustme.CA()
+        self.ca, self.cert, self.key = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+        self.authority.cert_pem.write_to_path(str(self.ca))
+        self.other_ca = folder / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(self.other_ca))
+        self.issue()
+
+    def issue(self) -> None:
+        """A (new) certificate for 127.0.0.1 into cert.pem and key.pem."""
+        issued = self.authority.issue_cert("127.0.0.1", "localhost")
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+
+    def flags(self) -> list[str]:
+        return ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--tls-ca", str(self.ca)]
+
+
+def status(url: str, ca: Path) -> int:
+    try:
+        return requests.get(url, verify=str(ca), timeout=2).status_code
+    except requests.RequestException:
+        return 0
+
+
+def serial(port: int, ca: Path) -> tuple[ssl.SSLSocket, int]:
+    """A TLS connection to the port, and the serial number of the certificate it was shown."""
+    context = ssl.create_default_context(cafile=str(ca))
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")
+    return sock, int(sock.getpeercert()["serialNumber"], 16)
+
+
+def test_an_https_pool(start_proxy, start_worker, tmp_path: Path) -> None:
+    certs = Certificates(tmp_path)
+    proxy = start_proxy("--registry-token", "t", *certs.flags(), ready=False)
+    url = f"https://127.0.0.1:{proxy.port}"
+    wait_until(lambda: status(url + "/healthz", certs.ca) == 200, 30)
+    start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--registry", "local", "--registry-url", url, "--registry-token", "t", *certs.flags(), ready=False,
+    )  # fmt: skip
+    wait_until(lambda: len(requests.get(url + "/workers", verify=str(certs.ca), timeout=5).json()["workers"]) == 1, 30)
+    [worker] = requests.get(url + "/workers", verify=str(certs.ca), timeout=5).json()["workers"]
+    assert worker["url"].startswith("https://127.0.0.1:")  # it registered over https and advertises https
+    for mode in ("proxy", "p2p"):  # through the proxy, which verifies the worker; straight to the worker
+        with Client(url, mode=mode, verify=str(certs.ca)) as client:
+            assert client.predict(IMAGE).predictions[0].label in ("a", "b", "c")
+    with pytest.raises(ConnectionFailed), Client(url, mode="proxy", verify=str(certs.other_ca), retries=0) as client:
+        client.predict(IMAGE)  # a certificate this CA did not sign: refused by the client
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as plain:
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to a TLS port gets no HTTP answer
+        assert not plain.recv(4096).startswith(b"HTTP/1.1 200")
+
+    kept, first = serial(proxy.port, certs.ca)
+    certs.issue()  # renewed on disk
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: serial(proxy.port, certs.ca)[1] != first, 10)  # new handshakes see the new certificate
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection opened before still works
+    assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+    kept.close()
