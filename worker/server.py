@@ -60,12 +60,14 @@ class WorkerServer(Lifecycle):
             self.app.config["TICKETS"] = tickets  # before gRPC starts: no upload gets in unchecked
             guard = ticket_guard(tickets, self.models.default)
         if self.settings.grpc_port is not None:
+            cert, key = self.settings.tls_cert, self.settings.tls_key
             self.grpc, self.grpc_port = start_grpc(
                 self.app,
                 self.settings.host,
                 self.settings.grpc_port,
                 self.settings.threads,
                 self.settings.max_body_bytes,
+                (cert, key) if cert is not None and key is not None else None,
             )
             logger.info("worker serving the Open Inference Protocol over gRPC on %s:%s", host, self.grpc_port)
         instance = self.instance(port)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -166,8 +167,16 @@ def _response(model: V2Model, request: Any, outputs: dict[str, np.ndarray]) -> A
     return answer
 
 
-def start_grpc(app: Flask, host: str, port: int, threads: int, max_message_bytes: int) -> tuple[grpc.Server, int]:
-    """Serve the worker's models over gRPC on host:port (0: any free port); (the server, its port)."""
+def start_grpc(
+    app: Flask,
+    host: str,
+    port: int,
+    threads: int,
+    max_message_bytes: int,
+    tls: tuple[Path, Path] | None = None,
+) -> tuple[grpc.Server, int]:
+    """Serve the worker's models over gRPC on host:port (0: any free port), over TLS with ``tls`` (certificate
+    chain, key); (the server, its port). gRPC reads its certificate at start: a renewed one needs a restart."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[
@@ -176,7 +185,12 @@ def start_grpc(app: Flask, host: str, port: int, threads: int, max_message_bytes
         ],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(app), server)
-    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials([(tls[1].read_bytes(), tls[0].read_bytes())])
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     server.start()

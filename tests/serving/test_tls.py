@@ -85,3 +85,20 @@ def test_an_https_pool(start_proxy, start_worker, tmp_path: Path) -> None:
     kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection opened before still works
     assert kept.recv(4096).startswith(b"HTTP/1.1 200")
     kept.close()
+
+
+def test_grpc_over_tls(start_worker, tmp_path: Path) -> None:
+    import tritonclient.grpc as triton_grpc
+    from helpers import free_port
+
+    certs = Certificates(tmp_path)
+    grpc_port = free_port()
+    worker = start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--grpc-port", str(grpc_port), "--tls-cert", str(certs.cert), "--tls-key", str(certs.key), ready=False,
+    )  # fmt: skip
+    wait_until(lambda: status(f"https://127.0.0.1:{worker.port}/readyz", certs.ca) == 200, 30)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(certs.ca))
+    inputs = [triton_grpc.InferInput("IMAGE", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([IMAGE], dtype=np.object_))
+    assert client.infer("sleepy", inputs).as_numpy("COUNT").tolist() == [1]
