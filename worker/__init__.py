@@ -56,4 +56,7 @@ def _tag_response(response: Response) -> Response:
     if request.endpoint in PREDICT_ENDPOINTS:
         response.headers["Access-Control-Allow-Origin"] = "*"
         response.headers["Access-Control-Expose-Headers"] = f"{Header.REQUEST_ID}, {Header.WORKER_ID}"
+        if request.method == "OPTIONS":  # the page's preflight, for a p2p upload carrying its ticket
+            response.headers["Access-Control-Allow-Headers"] = "Authorization"
+            response.headers["Access-Control-Allow-Methods"] = "POST"
     return response

@@ -10,7 +10,18 @@ const STATE_KIND = {
 };
 
 const $ = (id) => document.getElementById(id);
-const page = { role: null, models: [], files: [], timer: null };
+const page = { role: null, models: [], files: [], timer: null, key: sessionStorage.getItem("visionpool-key") || "" };
+
+// The pool's API key (when it has keys), for the proxy's own routes; kept in this tab's sessionStorage only.
+function withKey(init = {}) {
+  return page.key ? { ...init, headers: { ...(init.headers || {}), Authorization: `Bearer ${page.key}` } } : init;
+}
+
+function askForKey(message) {
+  $("key-form").hidden = false;
+  $("key-note").textContent = message;
+  $("api-key").focus();
+}
 
 // The colour of a class: the same as `visionpool predict --draw` (client/draw.py's class_colour).
 function classColour(classId) {
@@ -64,9 +75,11 @@ async function readJson(response) {
 async function refresh() {
   clearTimeout(page.timer);
   try {
-    const response = await fetch("/pool", { cache: "no-store" });
+    const response = await fetch("/pool", withKey({ cache: "no-store" }));
     const body = await readJson(response);
+    if (response.status === 401) askForKey(errorMessage(body, response.status));
     if (!response.ok) throw new Error(errorMessage(body, response.status));
+    $("key-form").hidden = true;
     showPool(body);
   } catch (error) {
     $("summary").textContent = `Could not read the pool: ${error.message}`;
@@ -196,20 +209,22 @@ function route() {
 async function predict(file, { model, threshold, route }) {
   if (!model) throw new Error("No model is served yet: no worker is ready.");
   const started = performance.now();
-  let base = "", workerId = null;
+  let base = "", workerId = null, ticket = null;
   if (route === "p2p") {
-    const response = await fetch(`/lookup?model=${encodeURIComponent(model)}`, { cache: "no-store" });
+    const response = await fetch(`/lookup?model=${encodeURIComponent(model)}`, withKey({ cache: "no-store" }));
     const found = await readJson(response);
     if (!response.ok) throw new Error(errorMessage(found, response.status));
     base = found.url;
     workerId = found.worker_id;
+    ticket = found.ticket || null;
   }
   const form = new FormData();
   form.append("image", file, file.name);
   const url = `${base}/models/${encodeURIComponent(model)}/predict?threshold=${encodeURIComponent(threshold)}`;
   let response;
   try {
-    response = await fetch(url, { method: "POST", body: form });
+    const init = { method: "POST", body: form };
+    response = await fetch(url, ticket ? { ...init, headers: { Authorization: `Bearer ${ticket}` } } : withKey(init));
   } catch (error) {
     if (route === "p2p") {
       throw new Error(
@@ -379,6 +394,13 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh();
+  });
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    page.key = $("api-key").value.trim();
+    sessionStorage.setItem("visionpool-key", page.key);
+    $("api-key").value = "";
+    refresh();
   });
   dropZone();
   refresh();

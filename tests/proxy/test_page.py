@@ -291,3 +291,41 @@ def test_masks_keypoints_and_embeddings_are_drawn(task_page: WebDriver, tmp_path
 
     card = ask(task_page, "encoder", picture, 3)
     assert card.find_element(By.CSS_SELECTOR, "p.embedding").text.startswith("Embedding: 3 values (norm 1.000)")
+
+
+# ---- a pool with keys: the page asks for one, and sends the tickets p2p ----
+
+
+def test_the_page_asks_for_a_key_and_uses_it(browser: WebDriver, start_proxy, start_worker, tmp_path: Path) -> None:
+    from helpers import write_sleepy_model
+
+    from visionpool.proxy.keys import add_key
+
+    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
+    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
+    key = add_key(keys, "page", rate=1000, burst=1000, models=[])
+    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
+    start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--worker-id", "w1", "--pool-secret-file", str(secret),
+        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {key}"}
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    browser.get(proxy.url + "/")
+    browser.execute_script("sessionStorage.clear()")  # no key from an earlier page of this origin
+    browser.get(proxy.url + "/")
+    wait(browser, lambda: browser.find_element(By.ID, "key-form").is_displayed())
+    assert "API key" in browser.find_element(By.ID, "key-note").text
+    browser.find_element(By.ID, "api-key").send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait(browser, lambda: list(worker_rows(browser)) == ["w1"])
+    assert not browser.find_element(By.ID, "key-form").is_displayed()
+    picture = tmp_path / "grey.png"
+    picture.write_bytes(encode(np.full((32, 32, 3), 90, np.uint8), "PNG"))
+    for count, route in ((1, "p2p"), (2, "proxy")):  # p2p: the worker takes the page's ticket
+        browser.find_element(By.CSS_SELECTOR, f"input[name=route][value={route}]").click()
+        browser.find_element(By.ID, "files").send_keys(str(picture))
+        cards = finished(browser, count)
+        assert "done" in cards[-1].get_attribute("class"), cards[-1].text
+    browser.execute_script("sessionStorage.clear()")
