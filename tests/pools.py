@@ -3,6 +3,7 @@ sleepy model (the conftest.py of tests/client and tests/tools import the fixture
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,3 +56,35 @@ def make_pool(request: pytest.FixtureRequest, start_proxy, start_worker, tmp_pat
         return Pool(proxy, started)
 
     return make
+
+
+@dataclasses.dataclass
+class SecuredPool:
+    """A proxy with API keys and a pool secret, one worker holding the secret, and a key for the pool."""
+
+    proxy: ServerProcess
+    worker: ServerProcess
+    key: str
+    secret: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def secured_pool(start_proxy, start_worker, root: Path, *worker_args: str, rate: float = 1000) -> SecuredPool:  # noqa: ANN001
+    """Start it: the key may send ``rate`` requests a second; the worker serves the sleepy model."""
+    from visionpool.proxy.keys import add_key
+
+    keys, secret = root / "keys.json", root / "pool.secret"
+    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
+    key = add_key(keys, "alice", rate=rate, burst=rate, models=[])
+    proxy = start_proxy("--registry-token", TOKEN, "--api-keys", str(keys), "--pool-secret-file", str(secret))
+    worker = start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(root / "models", 0.01, 8, 64)),
+        "--pool-secret-file", str(secret), "--registry", "local", "--registry-url", proxy.url,
+        "--registry-token", TOKEN, *worker_args,
+    )  # fmt: skip
+    pool = SecuredPool(proxy, worker, key, secret)
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=pool.auth, timeout=5).json()["workers"]) == 1)
+    return pool

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 from helpers import encode, free_port, wait_until, write_sleepy_model
+from pools import secured_pool
 
 from visionpool.client import Client
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
@@ -103,17 +104,8 @@ def test_a_pool_with_keys(start_proxy, start_worker, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_p2p_workers_serve_only_whom_the_proxy_sent(start_proxy, start_worker, tmp_path: Path) -> None:
-    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
-    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
-    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
-    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
-    worker = start_worker(
-        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
-        "--worker-id", "w1", "--pool-secret-file", str(secret),
-        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
-    )  # fmt: skip
-    auth = {"Authorization": bearer(key)}
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    pool = secured_pool(start_proxy, start_worker, tmp_path, "--worker-id", "w1")
+    proxy, worker, key, auth, secret = pool.proxy, pool.worker, pool.key, pool.auth, pool.secret
     png = {"Content-Type": "image/png"}
 
     def straight(headers: dict[str, str]) -> requests.Response:
@@ -143,18 +135,9 @@ def test_tritonclient_with_a_key_through_the_proxy_and_a_ticket_over_grpc(
     import tritonclient.http as triton_http
     from tritonclient.utils import InferenceServerException
 
-    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
-    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
-    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
-    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
     grpc_port = free_port()
-    start_worker(
-        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
-        "--grpc-port", str(grpc_port), "--pool-secret-file", str(secret),
-        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
-    )  # fmt: skip
-    auth = {"Authorization": bearer(key)}
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    pool = secured_pool(start_proxy, start_worker, tmp_path, "--grpc-port", str(grpc_port))
+    proxy, auth = pool.proxy, pool.auth
     image = np.array([IMAGE], dtype=np.object_)
     rest = triton_http.InferenceServerClient(proxy.url.removeprefix("http://"))
     inputs = [triton_http.InferInput("IMAGE", [1], "BYTES")]

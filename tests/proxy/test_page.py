@@ -297,21 +297,10 @@ def test_masks_keypoints_and_embeddings_are_drawn(task_page: WebDriver, tmp_path
 
 
 def test_the_page_asks_for_a_key_and_uses_it(browser: WebDriver, start_proxy, start_worker, tmp_path: Path) -> None:
-    from helpers import write_sleepy_model
+    from pools import secured_pool
 
-    from visionpool.proxy.keys import add_key
-
-    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
-    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
-    key = add_key(keys, "page", rate=1000, burst=1000, models=[])
-    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
-    start_worker(
-        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
-        "--worker-id", "w1", "--pool-secret-file", str(secret),
-        "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
-    )  # fmt: skip
-    auth = {"Authorization": f"Bearer {key}"}
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    pool = secured_pool(start_proxy, start_worker, tmp_path, "--worker-id", "w1")
+    proxy, key = pool.proxy, pool.key
     browser.get(proxy.url + "/")
     browser.execute_script("sessionStorage.clear()")  # no key from an earlier page of this origin
     browser.get(proxy.url + "/")

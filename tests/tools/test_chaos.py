@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from visionpool.tools.chaos import _mutate, local_only
 
@@ -72,20 +71,10 @@ def test_the_kill_scenario_loses_no_request_to_a_killed_supervised_worker(make_p
 
 @pytest.mark.slow
 def test_the_auth_scenario_refuses_everyone_without_a_key_or_ticket(start_proxy, start_worker, tmp_path: Path) -> None:
-    from helpers import wait_until, write_sleepy_model
+    from pools import secured_pool
 
-    from visionpool.proxy.keys import add_key
-
-    keys, secret = tmp_path / "keys.json", tmp_path / "pool.secret"
-    secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
-    key = add_key(keys, "normal", rate=10_000, burst=10_000, models=[])
-    proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys), "--pool-secret-file", str(secret))
-    start_worker(
-        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01, 8, 64)),
-        "--pool-secret-file", str(secret), "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t",
-    )  # fmt: skip
-    auth = {"Authorization": f"Bearer {key}"}
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1)
+    pool = secured_pool(start_proxy, start_worker, tmp_path, rate=10_000)
+    proxy, key = pool.proxy, pool.key
     out = tmp_path / "chaos.json"
     command = [sys.executable, "-m", "visionpool.client", "chaos", "--url", proxy.url, "--seconds", "2",
                "--scenarios", "auth", "--clients", "2", "--api-key", key, "--json", str(out)]  # fmt: skip
