@@ -20,12 +20,11 @@ from PIL import Image
 
 
 def cpu_bf16() -> str | None:
-    """The CPU flag that gives OpenVINO bf16 here (amx_bf16 or avx512_bf16), or None."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    flags = next((line.split() for line in text.splitlines() if line.startswith("flags")), [])
+    """The CPU flag that gives OpenVINO bf16 here (amx_bf16 or avx512_bf16), or None (as visionpool bench reads
+    the CPU's flags)."""
+    from visionpool.tools.bench import cpu
+
+    flags = cpu()["flags"]
     return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
 
 

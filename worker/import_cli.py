@@ -68,26 +68,15 @@ def run(args: ImportSettings) -> int:
     if args.model is None:
         raise ValueError("name a model file to import (or --check DIR/NAME)")
     try:
-        model = args.model
-        if model.name.endswith("-symbol.json"):
-            from .mxnet_import import convert_checkpoint
-
-            model = convert_checkpoint(model, args.repository / ".mxnet", size=args.size)
         report = import_model(
-            model, args.repository, args.name or _default_name(args.model), args.task, args.labels, args.size,
-            args.image, args.force,
-        )  # fmt: skip
+            args.model, args.repository, args.name, args.task, args.labels, args.size, args.image, args.force
+        )
     except ImportFailed as error:
         print(f"visionpool import: {error}")
         print("visionpool import: nothing was written")
         return 1
     print("\n".join(report.lines()))
     return 0
-
-
-def _default_name(model: Path) -> str:
-    stem = model.name if model.is_dir() else model.stem
-    return stem.removesuffix("-symbol") or "model"
 
 
 COMMAND = command(

@@ -85,6 +85,10 @@ def import_model(
     folder = repository / name
     if folder.exists() and not force:
         raise ImportFailed(f"{folder} exists: pass --force to replace it, or --name to import under another name")
+    if model.name.endswith("-symbol.json"):  # an MXNet checkpoint: imported as the ONNX its exporter writes
+        from .mxnet_import import convert_checkpoint
+
+        model = convert_checkpoint(model, repository / ".mxnet", size=size)
     try:
         model_format(model)
         facts = read_facts(model)
@@ -119,10 +123,6 @@ def serve_file(settings: WorkerSettings) -> WorkerSettings:
     where = hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:12]
     repository = settings.cache_dir / "imported" / f"{where}-{stat.st_size}-{int(stat.st_mtime)}"
     if not (repository / name / "config.toml").is_file():
-        if model.name.endswith("-symbol.json"):
-            from .mxnet_import import convert_checkpoint
-
-            model = convert_checkpoint(model, repository / ".mxnet")
         try:
             import_model(model, repository, name, force=True)
         except ImportFailed as error:

@@ -32,16 +32,14 @@ def polygons(mask: MaskPatch, frame: Frame, input_size: tuple[int, int], width: 
     contours, _ = cv2.findContours(mask.bits.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if len(contours) > 1:
         contours = sorted(contours, key=cv2.contourArea, reverse=True)
-    scale, offset = frame.affine(input_size, width, height)
-    offset = offset + scale * np.asarray([mask.left + 0.5, mask.top + 0.5])  # a contour runs through pixel centres
-    limit = np.asarray([width, height], np.float64)
+    corner = np.asarray([mask.left + 0.5, mask.top + 0.5])  # a contour runs through pixel centres
     found = []
     for rank, contour in enumerate(contours):
         if rank and cv2.contourArea(contour) < MIN_AREA:
             break
         epsilon = max(0.75, 0.004 * cv2.arcLength(contour, True))
-        points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2) * scale + offset
-        found.append(np.round(np.minimum(np.maximum(points, 0.0), limit), 1).ravel().tolist())
+        points = (cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2) + corner) / input_size
+        found.append(np.round(frame.points_to_pixels(points, width, height), 1).ravel().tolist())
     return found
 
 

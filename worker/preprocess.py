@@ -42,19 +42,18 @@ class Frame:
         bottom = round(min(max((y2 - self.top) / self.height, 0.0), 1.0) * height)
         return {"x": left, "y": top, "width": max(right - left, 0), "height": max(bottom - top, 0)}
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - frames are small values; one image's masks share one  # fmt: skip
-    def affine(self, input_size: tuple[int, int], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scale, offset) taking model-input pixel coordinates (x, y) to the picture's: ``xy * scale + offset``
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - frames are small values; one image's points share one  # fmt: skip
+    def affine(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset) taking normalised model-space (x, y) to the picture's pixels: ``xy * scale + offset``
         (unclipped). Shared arrays: do not change them."""
-        scale = np.asarray([width / (input_size[0] * self.width), height / (input_size[1] * self.height)])
+        scale = np.asarray([width / self.width, height / self.height])
         offset = np.asarray([-self.left / self.width * width, -self.top / self.height * height])
         return scale, offset
 
     def points_to_pixels(self, points: np.ndarray, width: int, height: int) -> np.ndarray:
         """Normalised (x, y) points in model space, shape (n, 2), as pixels of the picture, clipped to it."""
-        xs = np.clip((points[:, 0] - self.left) / self.width, 0.0, 1.0) * width
-        ys = np.clip((points[:, 1] - self.top) / self.height, 0.0, 1.0) * height
-        return np.stack([xs, ys], axis=1)
+        scale, offset = self.affine(width, height)
+        return np.minimum(np.maximum(points * scale + offset, 0.0), (width, height))
 
     def pixels_to_model(self, xs: np.ndarray, ys: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Picture pixel coordinates as normalised model-space coordinates (the inverse of points_to_pixels)."""

@@ -90,6 +90,11 @@ def pick_output(outputs: Mapping[str, Any], name: str | None, index: int) -> Any
     return values[index]
 
 
+def shape_of(value: Any) -> tuple[int, ...]:
+    """An output's shape, from the array or from a shape (what check() is given) alike."""
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
+
 def shape_error(output: str, found: tuple[int, ...], expected: str) -> ValueError:
     """The one way a decoder says an output does not fit: its name, the shape found, the shape expected."""
     return ValueError(f"output {output!r} has shape {list(found)} (per image), expected {expected}")

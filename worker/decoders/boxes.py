@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Decoder, Prediction, Shapes, shape_error
+from .base import Decoder, Prediction, Shapes, shape_error, shape_of
 
 CONVENTIONS = ("auto", "tf", "rows", "torchvision")
 BOX_ORDERS = ("xyxy", "yxyx", "xywh", "cxcywh")
@@ -139,10 +139,10 @@ def _guess(outputs: Mapping[str, Any], given: dict[str, Any]) -> str:
         return "tf"
     if _find(outputs, given["boxes_output"] or "boxes", "boxes_output", required=False):
         return "torchvision"
-    shapes = [_shape(v) for v in outputs.values()]
+    shapes = [shape_of(v) for v in outputs.values()]
     if len(shapes) == 1 and len(shapes[0]) == 2 and shapes[0][1] == 6:
         return "rows"
-    listed = ", ".join(f"{n} {list(_shape(v))}" for n, v in outputs.items())
+    listed = ", ".join(f"{n} {list(shape_of(v))}" for n, v in outputs.items())
     raise ValueError(
         f"cannot tell which boxes convention the outputs {listed} follow: set convention = 'tf', 'rows' or "
         "'torchvision' under [output.options], with the output names (boxes_output, scores_output, ...)"
@@ -159,7 +159,3 @@ def _find(outputs: Mapping[str, Any], wanted: str | None, role: str, required: b
     if required:
         raise ValueError(f"the model has no output {wanted!r} for {role} (it has {', '.join(outputs)})")
     return None
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)

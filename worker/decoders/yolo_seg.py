@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .base import MaskPatch, Prediction, Shapes, shape_error
+from .base import MaskPatch, Prediction, Shapes, shape_error, shape_of
 from .yolo import YoloHead
 
 
@@ -54,13 +54,13 @@ class YoloSegDecoder(YoloHead):
             head = self.output or next((n for n in names if n != self.masks_output), "")
             protos = self.masks_output or next((n for n in names if n != self.output), "")
         else:
-            by_axes = {len(_shape(outputs[n])): n for n in names}
+            by_axes = {len(shape_of(outputs[n])): n for n in names}
             head, protos = by_axes.get(2, ""), by_axes.get(3, "")
         for name, what in ((head, "output"), (protos, "masks_output")):
             if name not in outputs:
                 raise ValueError(
                     f"yolo-seg needs a detection head ([4+C+M, A]) and mask prototypes ([M, H/4, W/4]); the model's "
-                    f"outputs are {', '.join(f'{n} {list(_shape(outputs[n]))}' for n in names)}: name them with "
+                    f"outputs are {', '.join(f'{n} {list(shape_of(outputs[n]))}' for n in names)}: name them with "
                     f"options output and masks_output ({what} {name or 'not found'})"
                 )
         return head, protos
@@ -94,7 +94,3 @@ def instance_mask(
     left, top = round(px1 / sx), round(py1 / sy)
     bits = upsampled[y1 - top : y2 - top, x1 - left : x2 - left] > 0.0  # logit > 0 <=> sigmoid > 0.5
     return MaskPatch(x1, y1, bits)
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
