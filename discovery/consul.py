@@ -209,12 +209,7 @@ class ConsulRegistry(Registry, Directory):
 
     def _aio_client(self) -> consul.aio.Consul:
         """An aiohttp-based client for the watch loop; it must be created inside the running loop."""
-        with _WARNINGS_LOCK, warnings.catch_warnings():
-            # py-consul 1.8 still passes aiohttp's deprecated verify_ssl/ssl_context; harmless, not ours to fix
-            warnings.filterwarnings("ignore", "(verify_ssl|ssl_context) is deprecated", DeprecationWarning)
-            client = consul.aio.Consul(host=self.host, port=self.port, scheme=self.scheme, token=self.token)
-        self._pin_token(client)
-        return client
+        return aio_client(self.scheme, self.host, self.port, self.token)
 
     def _pin_token(self, client: consul.Consul | consul.aio.Consul) -> None:
         """Make an explicit token win: py-consul otherwise prefers CONSUL_HTTP_TOKEN over the argument."""
@@ -272,6 +267,17 @@ class ConsulRegistry(Registry, Directory):
             delay,
         )
         await asyncio.sleep(delay)
+
+
+def aio_client(scheme: str, host: str, port: int, token: str | None) -> consul.aio.Consul:
+    """An aiohttp-based client for a watch loop (made inside the running loop); an explicit token wins."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        # py-consul 1.8 still passes aiohttp's deprecated verify_ssl/ssl_context; harmless, not ours to fix
+        warnings.filterwarnings("ignore", "(verify_ssl|ssl_context) is deprecated", DeprecationWarning)
+        client = consul.aio.Consul(host=host, port=port, scheme=scheme, token=token)
+    if token is not None:
+        client.token = token  # py-consul otherwise prefers CONSUL_HTTP_TOKEN over the argument
+    return client
 
 
 def next_index(previous: int, current: int) -> int:

@@ -20,9 +20,10 @@ from aiohttp import web
 from visionpool.client import links, wire
 from visionpool.client.wire import Header
 from visionpool.discovery import Directory
+from visionpool.discovery.kv import load_secret
 from visionpool.serving.frontdoor import FrontDoor, Limits, error_middleware
 from visionpool.serving.page import page_file
-from visionpool.serving.tickets import TICKET_TTL, read_secret
+from visionpool.serving.tickets import TICKET_TTL
 from visionpool.serving.tls import client_context
 
 from .auth import api_key_middleware, signer, ticket_for, watch_keys
@@ -58,7 +59,7 @@ def create_app(settings: ProxySettings, registry: Directory) -> web.Application:
         app[KEYS] = KeyRing(settings.api_keys)
         app.cleanup_ctx.append(watch_keys)
     if settings.pool_secret_file is not None:
-        app[SECRET] = read_secret(settings.pool_secret_file)
+        app[SECRET] = load_secret(settings.pool_secret_file, settings.consul_url, settings.consul_token)
     app.add_routes(
         [
             web.post(wire.PREDICT, predict, expect_handler=door.expect),

@@ -3,7 +3,7 @@ forwarded requests) when the pool has a secret.
 
 Usage (the app factory does this):
     middlewares.append(api_key_middleware)          # with --api-keys: 401, 403, 429 before the body is read
-    app.cleanup_ctx.append(watch_keys)              # the key file read again when it changes
+    app.cleanup_ctx.append(watch_keys)              # the keys read again when they change (file or Consul KV)
     forward(..., ticket=signer(request, model))     # with --pool-secret-file: a ticket per worker tried
 """
 
@@ -17,9 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from visionpool.client import wire
+from visionpool.discovery.kv import ConsulKV
+from visionpool.serving.settings import kv_key
 from visionpool.serving.tickets import issue
 
-from .state import KEYS, SECRET
+from .keys import parse
+from .state import KEYS, SECRET, SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +46,35 @@ async def api_key_middleware(
 
 
 async def watch_keys(app: web.Application) -> AsyncIterator[None]:
-    """Read the key file again whenever it changes; a file that breaks keeps the keys in force and is logged."""
+    """Read the keys again whenever they change: a file every half second, a KV key as Consul tells of a change.
+    Keys that break keep the ones read before in force, and are logged."""
+    ring = app[KEYS]
 
-    async def watch() -> None:
+    async def watch_file() -> None:
         while True:
             await asyncio.sleep(KEYS_POLL)
             try:
-                if app[KEYS].reload():
-                    logger.info("API keys read again from %s: %d keys", app[KEYS].path, len(app[KEYS].grants))
+                if ring.reload():
+                    logger.info("API keys read again from %s: %d keys", ring.where, len(ring.grants))
             except (OSError, ValueError) as error:
                 logger.error("API keys: %s; the keys read before stay in force", error)
 
-    task = asyncio.create_task(watch(), name="watch-api-keys")
+    async def watch_kv(key: str) -> None:
+        settings = app[SETTINGS]
+        async for value in ConsulKV(settings.consul_url, settings.consul_token).watch(key):
+            if value is None:  # no keys at all: every request is refused, as the store says
+                ring.load({})
+                logger.error("API keys: consul at %s has no key %s: every request is refused until it has "
+                             "(visionpool keys add NAME --file %s)", settings.consul_url, key, ring.where)  # fmt: skip
+                continue
+            try:
+                ring.load(parse(value, str(ring.where)))
+                logger.info("API keys read from %s: %d keys", ring.where, len(ring.grants))
+            except ValueError as error:
+                logger.error("API keys: %s; the keys read before stay in force", error)
+
+    key = kv_key(ring.where)
+    task = asyncio.create_task(watch_file() if key is None else watch_kv(key), name="watch-api-keys")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

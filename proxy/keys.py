@@ -1,14 +1,18 @@
-"""API keys at the proxy: a file that holds only their hashes, each key's models and rate, watched for changes.
+"""API keys at the proxy: only their hashes are kept (in a file, or in Consul's KV store), with each key's models
+and rate, watched for changes.
 
 Usage:
-    key = add_key(Path("keys.json"), "alice", rate=10, burst=20, models=["coco-ssd"])   # shown once, never stored
+    store = open_store(Path("keys.json"))      # or open_store("consul:visionpool/api-keys", consul_url, token)
+    key = add_key(store, "alice", rate=10, burst=20, models=["coco-ssd"])   # shown once, never stored
     ring = KeyRing(Path("keys.json"))          # ring.reload() when the file changed (the proxy polls it)
+    ring.load(parse(value, where))             # a new value of a KV key (the proxy watches it)
     name = ring.admit(request.headers.get("Authorization"), model)   # Unauthorized, Forbidden or RateLimited
 
 A key is ``vp_<id>_<secret>``: the id finds its entry, the secret's SHA-256 is compared in constant time (a
-random 32-byte secret needs no slow hash). The file is JSON written atomically with mode 0600; a key revoked
-in it stops working at the proxy's next look at the file (every half second). Each key has a token bucket per
-proxy: ``rate`` requests a second on average, ``burst`` at once.
+random 32-byte secret needs no slow hash). The keys are JSON: a file written atomically with mode 0600, or a key
+of Consul's KV store written with check-and-set. A key revoked there stops working at the proxy's next look: every
+half second for a file, at once for Consul (a blocking query). Each key has a token bucket per proxy: ``rate``
+requests a second on average, ``burst`` at once.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
+from visionpool.discovery.kv import ConsulKV
+from visionpool.serving.settings import kv_key
 
 PREFIX = "vp"
+Entries = dict[str, dict[str, Any]]  # a key's name -> its id, hash, rate, burst, models, creation time
 
 
 @dataclass
@@ -55,23 +63,30 @@ class Grant:
 
 
 class KeyRing:
-    """The keys of one file, as this proxy last read it."""
+    """The keys of one file or KV key, as this proxy last read them."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, where: Path | str) -> None:
+        self.where = where
         self.grants: dict[str, Grant] = {}  # key id -> grant
         self.by_name: dict[str, Grant] = {}  # the same grants by key name
         self.stamp: tuple[int, int] | None = None
-        self.reload()
+        if kv_key(where) is None:
+            self.reload()  # a file now; a KV key by the proxy's watch (until it answers, every key is refused)
 
     def reload(self) -> bool:
         """Read the file again when it changed (a new or revoked key); True when it did. A file that cannot be
         read keeps the keys in force and raises, so the caller can say so."""
-        stat = self.path.stat()
+        path = Path(self.where)
+        stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self.stamp:
             return False
-        entries = read_file(self.path)
+        self.load(read_file(path))
+        self.stamp = stamp
+        return True
+
+    def load(self, entries: Entries) -> None:
+        """Hold these keys instead of the ones held; a key that stays keeps its bucket."""
         old = self.grants
         self.grants = {}
         for name, entry in entries.items():
@@ -82,8 +97,6 @@ class KeyRing:
                 grant.tokens, grant.refilled = kept.tokens, kept.refilled
             self.grants[grant.key_id] = grant
         self.by_name = {grant.name: grant for grant in self.grants.values()}
-        self.stamp = stamp
-        return True
 
     def admit(self, authorization: str | None, model: str | None) -> str:
         """The name of the key that may send this request; Unauthorized, Forbidden or RateLimited otherwise."""
@@ -116,49 +129,113 @@ class KeyRing:
         return grant
 
 
-def add_key(path: Path, name: str, rate: float, burst: float, models: list[str]) -> str:
-    """Add a key called ``name`` to the file (made if missing); the key itself, which only its hash keeps."""
+class Store(Protocol):
+    """Where keys are kept: a file, or a key of Consul's KV store."""
+
+    where: str
+
+    def read(self) -> Entries: ...
+
+    def modify(self, change: Callable[[Entries], None]) -> None: ...
+
+
+class FileStore:
+    """Keys in a JSON file, written atomically and readable by its owner alone: a proxy never reads half a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.where = path, str(path)
+
+    def read(self) -> Entries:
+        return read_file(self.path)
+
+    def modify(self, change: Callable[[Entries], None]) -> None:
+        entries = read_file(self.path) if self.path.exists() else {}
+        change(entries)
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(dump(entries))
+        os.replace(partial, self.path)
+
+
+class ConsulStore:
+    """Keys in one key of Consul's KV store, written with check-and-set: two writers at once lose no key."""
+
+    def __init__(self, where: str, key: str, kv: ConsulKV) -> None:
+        self.where, self.key, self.kv = where, key, kv
+
+    def read(self) -> Entries:
+        _, value = self.kv.get(self.key)
+        if value is None:
+            raise ValueError(f"{self.where}: consul at {self.kv.url} has no such key (visionpool keys add makes it)")
+        return parse(value, self.where)
+
+    def modify(self, change: Callable[[Entries], None]) -> None:
+        def changed(value: bytes | None) -> bytes:
+            entries = parse(value, self.where) if value is not None else {}
+            change(entries)
+            return dump(entries)
+
+        self.kv.update(self.key, changed)
+
+
+def open_store(where: Path | str, consul_url: str = "", consul_token: str | None = None) -> Store:
+    """The store ``where`` names: ``consul:<key>`` (through the agent at ``consul_url``) or a file's path."""
+    key = kv_key(where)
+    if key is None:
+        return FileStore(Path(where))
+    return ConsulStore(str(where), key, ConsulKV(consul_url, consul_token))
+
+
+def add_key(store: Store, name: str, rate: float, burst: float, models: list[str]) -> str:
+    """Add a key called ``name`` (the store is made if missing); the key itself, which only its hash keeps."""
     if not name or not name.replace("-", "").replace(".", "").isalnum():
         raise ValueError(f"a key's name is letters, digits, '-' and '.', got {name!r}")
     if rate <= 0 or burst < 1:
         raise ValueError(f"rate must be above 0 and burst at least 1, got {rate} and {burst}")
-    entries = read_file(path) if path.exists() else {}
-    if name in entries:
-        raise ValueError(f"{path} has a key called {name!r} already: revoke it first, or choose another name")
     key_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
-    entries[name] = {"id": key_id, "sha256": _digest(secret), "rate": rate, "burst": burst, "models": models,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    _write(path, entries)
+
+    def add(entries: Entries) -> None:
+        if name in entries:
+            raise ValueError(f"{store.where} has a key called {name!r} already: revoke it first, or choose another")
+        entries[name] = {"id": key_id, "sha256": _digest(secret), "rate": rate, "burst": burst, "models": models,
+                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+
+    store.modify(add)
     return f"{PREFIX}_{key_id}_{secret}"
 
 
-def revoke_key(path: Path, name: str) -> None:
-    entries = read_file(path)
-    if name not in entries:
-        raise ValueError(f"{path} has no key called {name!r} (it has {', '.join(entries) or 'none'})")
-    del entries[name]
-    _write(path, entries)
+def revoke_key(store: Store, name: str) -> None:
+    def revoke(entries: Entries) -> None:
+        if name not in entries:
+            raise ValueError(f"{store.where} has no key called {name!r} (it has {', '.join(entries) or 'none'})")
+        del entries[name]
+
+    store.modify(revoke)
 
 
-def read_file(path: Path) -> dict[str, dict[str, Any]]:
+def read_file(path: Path) -> Entries:
     """The file's entries by name; ValueError naming the file when it is not a key file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["keys"]
+        text = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path} is not an API key file ({type(error).__name__}: {error})") from None
+    return parse(text, str(path))
+
+
+def parse(text: bytes, where: str) -> Entries:
+    """The entries by name in a key file's text; ValueError naming where it came from when it is not one."""
+    try:
+        entries = json.loads(text)["keys"]
         for entry in entries.values():
             entry["id"], entry["sha256"], entry["rate"], entry["burst"]  # noqa: B018 - every entry has them
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{path} is not an API key file ({type(error).__name__}: {error})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{where} is not an API key file ({type(error).__name__}: {error})") from None
     return dict(entries)
 
 
-def _write(path: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Atomically, readable by its owner alone: a proxy never reads half a file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump({"version": 1, "keys": entries}, file, indent=2)
-    os.replace(partial, path)
+def dump(entries: Entries) -> bytes:
+    return json.dumps({"version": 1, "keys": entries}, indent=2).encode()
 
 
 def _digest(secret: str) -> str:

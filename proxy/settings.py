@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from visionpool.serving.options import option
-from visionpool.serving.settings import ServiceSettings
+from visionpool.serving.settings import ServiceSettings, kv_key
 
 
 @dataclass
@@ -25,15 +25,16 @@ class ProxySettings(ServiceSettings):
     )
     api_keys: Path | None = option(
         None,
-        "API key file (visionpool keys add): requests need Authorization: Bearer <key>; watched, so a revoked key "
-        "stops working within a second. Unset: the pool is open.",
+        "API key file (visionpool keys add), or consul:KEY for a key of Consul's KV store: requests need "
+        "Authorization: Bearer <key>; watched, so a revoked key stops working within a second. Unset: the pool is "
+        "open.",
         kind=Path,
         metavar="FILE",
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.api_keys is not None:
+        if self.api_keys is not None and kv_key(self.api_keys) is None:  # a KV key is watched once serving
             self.api_keys = Path(self.api_keys)
             if not self.api_keys.is_file():
                 raise ValueError(f"api_keys: {self.api_keys} is not a file (make it with: visionpool keys add NAME "

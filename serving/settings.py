@@ -20,8 +20,20 @@ from .options import configure_logging, option
 from .tickets import read_secret
 
 MiB = 1024 * 1024
+CONSUL_PREFIX = "consul:"  # where a secret's file is expected, consul:<key> names a key of Consul's KV store
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("plain", "json")
+
+
+def kv_key(where: str | Path | None) -> str | None:
+    """The key of Consul's KV store that ``consul:<key>`` names; None for anything else (a file's path)."""
+    text = str(where) if where is not None else ""
+    if not text.startswith(CONSUL_PREFIX):
+        return None
+    key = text[len(CONSUL_PREFIX) :].strip("/")
+    if not key:
+        raise ValueError(f"{text!r} names no key: write consul:<key>, e.g. consul:visionpool/pool-secret")
+    return key
 
 
 def default_token_file() -> Path:
@@ -68,8 +80,9 @@ class ServiceSettings:
     )
     pool_secret_file: Path | None = option(
         None,
-        "File holding the secret proxies and workers share (32+ bytes): the proxy signs p2p tickets with it, and a "
-        "worker given it serves uploads only with a valid ticket.",
+        "File holding the secret proxies and workers share (32+ bytes), or consul:KEY for a key of Consul's KV store "
+        "(--consul-url, --consul-token): the proxy signs p2p tickets with it, and a worker given it serves uploads "
+        "only with a valid ticket.",
         kind=Path,
         metavar="FILE",
     )
@@ -111,7 +124,7 @@ class ServiceSettings:
             setattr(self, name, Path(value) if value is not None else None)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: pass both (--tls-cert FILE --tls-key FILE) or neither")
-        if self.pool_secret_file is not None:
+        if self.pool_secret_file is not None and kv_key(self.pool_secret_file) is None:  # a KV key is read at start
             self.pool_secret_file = Path(self.pool_secret_file)
             try:
                 read_secret(self.pool_secret_file)

@@ -31,9 +31,14 @@ MAX_TRACKED = 10_000  # tickets whose rate a worker tracks at once (the oldest i
 
 def read_secret(path: Path) -> bytes:
     """The pool secret: the file's bytes, at least 32 of them."""
-    secret = path.read_bytes().strip()
+    return check_secret(path.read_bytes(), str(path))
+
+
+def check_secret(secret: bytes, where: str) -> bytes:
+    """The secret read from ``where`` without surrounding white space; ValueError when it is too short."""
+    secret = secret.strip()
     if len(secret) < 32:
-        raise ValueError(f"{path}: a pool secret has at least 32 bytes (make one: head -c 48 /dev/urandom | base64)")
+        raise ValueError(f"{where}: a pool secret has at least 32 bytes (make one: head -c 48 /dev/urandom | base64)")
     return secret
 
 

@@ -74,11 +74,11 @@ class SecuredPool:
 
 def secured_pool(start_proxy, start_worker, root: Path, *worker_args: str, rate: float = 1000) -> SecuredPool:  # noqa: ANN001
     """Start it: the key may send ``rate`` requests a second; the worker serves the sleepy model."""
-    from visionpool.proxy.keys import add_key
+    from visionpool.proxy.keys import add_key, open_store
 
     keys, secret = root / "keys.json", root / "pool.secret"
     secret.write_bytes(b"a pool secret of at least thirty-two bytes\n")
-    key = add_key(keys, "alice", rate=rate, burst=rate, models=[])
+    key = add_key(open_store(keys), "alice", rate=rate, burst=rate, models=[])
     proxy = start_proxy("--registry-token", TOKEN, "--api-keys", str(keys), "--pool-secret-file", str(secret))
     worker = start_worker(
         "--model", "sleepy", "--model-repository", str(write_sleepy_model(root / "models", 0.01, 8, 64)),

@@ -20,9 +20,10 @@ import time
 import grpc
 
 from visionpool.discovery import Instance, create_registry
+from visionpool.discovery.kv import load_secret
 from visionpool.serving.frontdoor import FrontDoor, Limits, run
 from visionpool.serving.lifecycle import Lifecycle
-from visionpool.serving.tickets import Tickets, read_secret
+from visionpool.serving.tickets import Tickets
 
 from . import create_app
 from .announce import Announcer
@@ -56,7 +57,9 @@ class WorkerServer(Lifecycle):
         host, port = self.sock.getsockname()[:2]
         guard = None
         if self.settings.pool_secret_file is not None:  # uploads need the proxy's ticket (p2p included), gRPC too
-            tickets = Tickets(read_secret(self.settings.pool_secret_file), self.worker_id(port))
+            settings = self.settings
+            secret = load_secret(settings.pool_secret_file, settings.consul_url, settings.consul_token)  # file or KV
+            tickets = Tickets(secret, self.worker_id(port))
             self.app.config["TICKETS"] = tickets  # before gRPC starts: no upload gets in unchecked
             guard = ticket_guard(tickets, self.models.default)
         if self.settings.grpc_port is not None:

@@ -36,12 +36,20 @@ features/blocking, api-structure) and hashicorp/consul's agent/agent_endpoint.go
   ?token=; an unknown token gets 403 "ACL not found"; a write without a token gets 403 "Permission
   denied: anonymous token lacks permission 'service:write' ..."; a read without one gets 200 with
   the entries filtered out and X-Consul-Results-Filtered-By-ACLs: true.
-Not reproduced: ?filter, ?near, ?dc, namespaces, Connect, TCP/gRPC/script checks, other endpoints.
+- KV (developer.hashicorp.com/consul/api-docs/kv, agent/kvs_endpoint.go): GET /v1/kv/<key> answers
+  [{"Key", "Value" (base64), "Flags", "LockIndex", "CreateIndex", "ModifyIndex"}] or 404, with
+  X-Consul-Index (the KV table's index), ?raw, and blocking on ?index/?wait until that key changes;
+  PUT with the raw value as body (at most 512 KiB, else 413), ?cas=<ModifyIndex> (0: only while
+  missing) answering true or false; DELETE likewise. Under ACLs an anonymous read or write gets 403
+  "Permission denied: anonymous token lacks permission 'key:read' ..." ('key:write' for writes).
+Not reproduced: ?filter, ?near, ?dc, namespaces, Connect, TCP/gRPC/script checks, KV's ?recurse, ?keys,
+sessions and locks, other endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -176,6 +184,9 @@ class ConsulDouble:
         self._checks: dict[str, dict[str, Any]] = {}  # check ID -> check as /health shows it
         self._index = 10  # the raft index; Consul's is never 0
         self._service_index: dict[str, int] = {}  # service name -> index of its last change
+        self._kv: dict[str, dict[str, Any]] = {}  # key -> entry, Value as bytes
+        self._kv_changed: dict[str, int] = {}  # key -> index of its last write or delete
+        self._kv_index = 1  # the KV table's index
         self._runner: web.AppRunner | None = None
         self._loop = asyncio.new_event_loop()
         self._changed = asyncio.Event()
@@ -282,6 +293,9 @@ class ConsulDouble:
         app.router.add_put("/v1/agent/service/deregister/{id}", self._deregister)
         app.router.add_get("/v1/health/service/{name}", self._health_service)
         app.router.add_get("/v1/agent/services", self._agent_services)
+        app.router.add_get("/v1/kv/{key:.+}", self._kv_get)
+        app.router.add_put("/v1/kv/{key:.+}", self._kv_put)
+        app.router.add_delete("/v1/kv/{key:.+}", self._kv_delete)
         return app
 
     @web.middleware
@@ -313,6 +327,96 @@ class ConsulDouble:
         if self.token is not None and token is not _ANONYMOUS and token != self.token:
             return text(403, "ACL not found")
         return None
+
+    def _key_denied(self, request: web.Request, access: str) -> web.Response | None:
+        """403 for an unknown token, or the anonymous one under ACLs, on a KV key (reads are denied, not filtered)."""
+        rejected = self._unknown_token(request)
+        if rejected or self.token is None or self._token(request) is not _ANONYMOUS:
+            return rejected
+        return text(
+            403,
+            f"Permission denied: anonymous token lacks permission 'key:{access}' on \"{request.match_info['key']}\". "
+            "The anonymous token is used implicitly when a request does not specify a token.",
+        )
+
+    def kv_put(self, key: str, value: bytes) -> None:
+        """Write a key as `consul kv put` would (no token asked): what an operator does beside the pool."""
+        self._call(self._kv_write(key, value))
+
+    async def _kv_get(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/kv/<key>, blocking when asked to."""
+        rejected = self._key_denied(request, "read")
+        if rejected:
+            return rejected
+        key = request.match_info["key"]
+        try:
+            min_index = int(request.query.get("index", "0"))
+        except ValueError:
+            return text(400, "Invalid index")
+        wait = go_duration(request.query["wait"]) if "wait" in request.query else DEFAULT_WAIT
+        if wait is None:
+            return text(400, "Invalid wait time")
+        if min_index:
+            deadline = self._loop.time() + min(wait, MAX_WAIT)
+            while self._kv_changed.get(key, 0) <= min_index:  # a change to another key wakes it to wait again
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+        headers = {"X-Consul-Index": str(self._kv_index), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
+        entry = self._kv.get(key)
+        if entry is None:
+            return web.Response(status=404, headers=headers)
+        if "raw" in request.query:
+            return web.Response(body=entry["Value"], headers=headers)
+        shown = dict(entry, Value=base64.b64encode(entry["Value"]).decode() if entry["Value"] else None)
+        return web.json_response([shown], headers=headers)
+
+    async def _kv_put(self, request: web.Request) -> web.Response:
+        """PUT /v1/kv/<key>: the body is the value; ?cas makes it conditional."""
+        rejected = self._key_denied(request, "write")
+        if rejected:
+            return rejected
+        value = await request.read()
+        if len(value) > 512 * 1024:
+            return text(413, f"Request body(Value) too large, max size: {512 * 1024} bytes. See ...")
+        key, cas = request.match_info["key"], request.query.get("cas")
+        if cas is not None and not self._cas_holds(key, cas):
+            return web.json_response(False)
+        await self._kv_write(key, value)
+        return web.json_response(True)
+
+    async def _kv_delete(self, request: web.Request) -> web.Response:
+        """DELETE /v1/kv/<key>, with ?cas as for a write."""
+        rejected = self._key_denied(request, "write")
+        if rejected:
+            return rejected
+        key, cas = request.match_info["key"], request.query.get("cas")
+        if cas is not None and not self._cas_holds(key, cas):
+            return web.json_response(False)
+        if self._kv.pop(key, None) is not None:
+            self._kv_index = max(self._kv_index, self._index) + 1
+            self._index = self._kv_index
+            self._kv_changed[key] = self._kv_index
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return web.json_response(True)
+
+    def _cas_holds(self, key: str, cas: str) -> bool:
+        """?cas=0 holds while the key is missing, ?cas=N while its ModifyIndex is N."""
+        entry = self._kv.get(key)
+        return int(cas) == (entry["ModifyIndex"] if entry else 0)
+
+    async def _kv_write(self, key: str, value: bytes) -> None:
+        self._kv_index = max(self._kv_index, self._index) + 1
+        self._index = self._kv_index
+        old = self._kv.get(key)
+        self._kv[key] = {"LockIndex": 0, "Key": key, "Flags": 0, "Value": value,
+                         "CreateIndex": old["CreateIndex"] if old else self._kv_index, "ModifyIndex": self._kv_index}  # fmt: skip
+        self._kv_changed[key] = self._kv_index
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _write_denied(self, request: web.Request, name: str) -> web.Response | None:
         """403 when the anonymous token tries to write a service under ACLs."""

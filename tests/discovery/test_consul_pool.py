@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,33 @@ def test_worker_and_proxy_meet_through_consul(live_consul, start_worker, start_p
     worker.stop(signal.SIGTERM)
     assert worker.proc.returncode == 0
     wait_until(lambda: registered() == [], timeout=10)  # deregistered, and the blocking query told the proxy
+
+
+def test_keys_and_the_pool_secret_kept_in_consul(make_consul, start_worker, start_proxy, tmp_path: Path) -> None:
+    from visionpool.client import Client
+    from visionpool.proxy.keys import add_key, open_store, revoke_key
+
+    consul = make_consul(run_checks=True, token="root")
+    consul.kv_put("visionpool/pool-secret", b"a pool secret of at least thirty-two bytes\n")
+    store = open_store("consul:visionpool/api-keys", consul.url, "root")
+    key = add_key(store, "alice", rate=1000, burst=1000, models=[])
+    flags = ["--registry", "consul", "--consul-url", consul.url, "--consul-token", "root",
+             "--pool-secret-file", "consul:visionpool/pool-secret"]  # fmt: skip
+    proxy = start_proxy(*flags, "--api-keys", "consul:visionpool/api-keys")
+    worker = start_worker("--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+                          *flags)  # fmt: skip
+    auth = {"Authorization": f"Bearer {key}"}
+    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=auth, timeout=5).json()["workers"]) == 1, 10)
+    assert post(proxy.url).status_code == 401  # no key
+    assert post(worker.url).status_code == 401  # no ticket: the worker read the secret from Consul
+    for mode in ("proxy", "p2p"):  # p2p: the proxy's ticket, signed with the secret from Consul, opens the worker
+        with Client(proxy.url, mode=mode, api_key=key) as client:
+            assert client.predict(IMAGE).predictions
+
+    add_key(store, "bob", rate=1000, burst=1000, models=[])  # any writer: the proxy hears of it from Consul
+    revoke_key(store, "alice")
+    revoked = time.monotonic()
+    headers = {"Content-Type": "image/png", **auth}
+    wait_until(lambda: requests.post(proxy.url + "/predict", data=IMAGE, headers=headers, timeout=10).status_code
+               == 401, 5)  # fmt: skip
+    assert time.monotonic() - revoked < 1.0

@@ -18,7 +18,7 @@ from pools import secured_pool
 
 from visionpool.client import Client
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
-from visionpool.proxy.keys import KeyRing, add_key, revoke_key
+from visionpool.proxy.keys import KeyRing, add_key, open_store, revoke_key
 from visionpool.serving.tickets import issue
 
 IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
@@ -30,17 +30,17 @@ def bearer(key: str) -> str:
 
 def test_the_file_holds_only_hashes_and_only_its_owner_reads_it(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    key = add_key(path, "alice", rate=10, burst=20, models=[])
+    key = add_key(open_store(path), "alice", rate=10, burst=20, models=[])
     assert key.startswith("vp_") and key.split("_", 2)[2] not in path.read_text()
     assert json.loads(path.read_text())["keys"]["alice"]["sha256"]
     assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError, match="has a key called 'alice' already"):
-        add_key(path, "alice", rate=10, burst=20, models=[])
+        add_key(open_store(path), "alice", rate=10, burst=20, models=[])
 
 
 def test_refusals(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    key = add_key(path, "alice", rate=1, burst=2, models=["cat"])
+    key = add_key(open_store(path), "alice", rate=1, burst=2, models=["cat"])
     ring = KeyRing(path)
     for header in (None, "Basic abc", "Bearer ", "Bearer vp_nope_x", bearer(key[:-1] + "!")):
         with pytest.raises(Unauthorized):
@@ -59,10 +59,10 @@ def test_refusals(tmp_path: Path) -> None:
 
 def test_a_revoked_key_is_refused_once_the_file_is_read_again(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    key, other = add_key(path, "alice", 10, 20, []), add_key(path, "bob", 10, 20, [])
+    key, other = add_key(open_store(path), "alice", 10, 20, []), add_key(open_store(path), "bob", 10, 20, [])
     ring = KeyRing(path)
     assert ring.admit(bearer(key), None) == "alice"
-    revoke_key(path, "alice")
+    revoke_key(open_store(path), "alice")
     assert ring.reload()
     with pytest.raises(Unauthorized):
         ring.admit(bearer(key), None)
@@ -72,7 +72,7 @@ def test_a_revoked_key_is_refused_once_the_file_is_read_again(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_pool_with_keys(start_proxy, start_worker, tmp_path: Path) -> None:
     keys = tmp_path / "keys.json"
-    key = add_key(keys, "alice", rate=1000, burst=1000, models=[])
+    key = add_key(open_store(keys), "alice", rate=1000, burst=1000, models=[])
     proxy = start_proxy("--registry-token", "t", "--api-keys", str(keys))
     start_worker("--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
                  "--registry", "local", "--registry-url", proxy.url, "--registry-token", "t")  # fmt: skip
