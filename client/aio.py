@@ -51,12 +51,17 @@ class AsyncClient:
         protocol: str = "predict",
         api_key: str | None = None,
         verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
     ) -> None:
         self.route = Route(url, mode, protocol)
         # as requests takes it: True (the system's CAs), a CA file for a private pool, False (no check)
-        self.tls: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
+        self.tls: ssl.SSLContext | bool = verify
+        if isinstance(verify, str) or cert:
+            self.tls = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            if verify is False:
+                self.tls.check_hostname, self.tls.verify_mode = False, ssl.CERT_NONE
+        if cert and isinstance(self.tls, ssl.SSLContext):  # as requests takes it: one PEM file, or (cert, key)
+            self.tls.load_cert_chain(*((cert,) if isinstance(cert, str) else cert))
         self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.retries = model, retries
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, links.CONNECT_SECONDS))

@@ -29,10 +29,20 @@ class PoolSettings:
     api_key: str | None = option(None, "The pool's API key, when it has keys (sent to the proxy alone).", secret=True)
     ca: str | None = option(None, "CA certificate to verify an https pool with (default: the system's CAs).",
                             metavar="FILE")  # fmt: skip
+    cert: str | None = option(None, "Client certificate (PEM, with its key unless --cert-key), for a pool that asks "
+                              "for one (--tls-client-ca).", metavar="FILE")  # fmt: skip
+    cert_key: str | None = option(None, "The client certificate's private key (PEM).", metavar="FILE", secret=True)
+
+    @property
+    def client_cert(self) -> str | tuple[str, str] | None:
+        """The certificate as requests takes it."""
+        return (self.cert, self.cert_key) if self.cert and self.cert_key else self.cert
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
             raise ValueError(f"timeout must be above 0 seconds, got {self.timeout}")
+        if self.cert_key and not self.cert:
+            raise ValueError("cert_key is the key of --cert: pass the certificate too (--cert FILE --cert-key FILE)")
 
 
 @dataclass
@@ -86,6 +96,7 @@ def _predict(args: PredictSettings) -> int:
         protocol=args.protocol,
         api_key=args.api_key,
         verify=args.ca or True,
+        cert=args.client_cert,
     )
     journal = Journal(args.out)
     try:
@@ -113,7 +124,8 @@ def _ask_proxy(name: str, args: PoolSettings, ask: Callable[[Any], Any]) -> int:
     from .sync import Client
 
     try:
-        with Client(args.url, retries=0, timeout=args.timeout, api_key=args.api_key, verify=args.ca or True) as client:
+        with Client(args.url, retries=0, timeout=args.timeout, api_key=args.api_key, verify=args.ca or True,
+                    cert=args.client_cert) as client:
             print(json.dumps(ask(client), indent=2))
     except ClientError as error:
         print(f"visionpool {name}: {error}", file=sys.stderr)

@@ -52,9 +52,11 @@ class Client:
         protocol: str = "predict",
         api_key: str | None = None,
         verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
     ) -> None:
         self.route = Route(url, mode, protocol)
         self.verify = verify  # as requests takes it: True (the system's CAs), a CA file for a private pool, False
+        self.cert = cert  # as requests takes it: a PEM file with certificate and key, or (certificate, key) files
         self.api_key = api_key  # sent to the proxy alone (Authorization: Bearer), when the pool has keys
         self.model, self.timeout, self.retries = model, timeout, retries
         self._local = threading.local()  # one requests.Session per thread
@@ -146,6 +148,7 @@ class Client:
                 headers=signed(request.headers, request.url, self.route.url, self.api_key),
                 data=request.body,
                 verify=self.verify,  # per request: REQUESTS_CA_BUNDLE would override the session's
+                cert=self.cert,  # for a pool whose listeners ask for client certificates (--tls-client-ca)
                 timeout=(min(self.timeout, links.CONNECT_SECONDS), self.timeout),
             )
         except requests.Timeout as error:

@@ -49,6 +49,7 @@ def create_registry(settings: ServiceSettings, role: str) -> Registry | Director
             settings.registry_token_file,
             settings.registry_ttl,
             ca=settings.tls_ca,
+            cert=(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None,
         )
     if settings.registry == "consul":
         from .consul import ConsulRegistry

@@ -96,6 +96,7 @@ class LocalRegistry(Registry):
         ttl: float = 10.0,
         timeout: float = 2.0,
         ca: Path | None = None,
+        cert: tuple[Path, Path] | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -103,6 +104,7 @@ class LocalRegistry(Registry):
         self.url, self.token, self.token_file = url.rstrip("/"), token, token_file
         self.ttl, self.timeout = ttl, timeout
         self.verify: str | bool = str(ca) if ca is not None else True  # an https registry, verified
+        self.cert = (str(cert[0]), str(cert[1])) if cert is not None else None  # shown to a proxy that asks (mTLS)
         self.renew_interval = ttl / 3
 
     def register(self, instance: Instance) -> None:
@@ -125,8 +127,9 @@ class LocalRegistry(Registry):
         target = self.url + instance_path(instance.id)
         try:
             response = requests.request(
-                method, target, json=body, headers=self._headers(), timeout=self.timeout, verify=self.verify
-            )
+                method, target, json=body, headers=self._headers(), timeout=self.timeout, verify=self.verify,
+                cert=self.cert,
+            )  # fmt: skip
         except requests.RequestException as error:
             raise RegistryError(f"the registry at {self.url} is unreachable: {error}") from None
         if response.status_code == 401:

@@ -31,7 +31,8 @@ class ProxyServer(Lifecycle):
         app = create_app(self.settings, create_registry(self.settings, "proxy"))
         door = app[DOOR]
         host, port = self.settings.address
-        await door.start(app, door.bind(host, port), self.listening_tls(self.settings.tls_cert, self.settings.tls_key))
+        s = self.settings
+        await door.start(app, door.bind(host, port), self.listening_tls(s.tls_cert, s.tls_key, s.tls_client_ca))
         self.install_signal_handlers()
         logger.info(
             "proxy listening on %s://%s:%s (registry: %s)", self.settings.scheme, host, port, self.settings.registry

@@ -29,10 +29,13 @@ class Lifecycle:
         self.tls: ssl.SSLContext | None = None
         self.tls_files: tuple[Path, Path] | None = None
 
-    def listening_tls(self, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-        """The context to listen with (None: plain HTTP), kept for SIGHUP."""
+    def listening_tls(
+        self, cert: Path | None, key: Path | None, client_ca: Path | None = None
+    ) -> ssl.SSLContext | None:
+        """The context to listen with (None: plain HTTP), asking for client certificates with ``client_ca``; kept
+        for SIGHUP."""
         if cert is not None and key is not None:
-            self.tls, self.tls_files = server_context(cert, key), (cert, key)
+            self.tls, self.tls_files = server_context(cert, key, client_ca), (cert, key)
         return self.tls
 
     def install_signal_handlers(self) -> None:

@@ -78,6 +78,13 @@ class ServiceSettings:
         kind=Path,
         metavar="FILE",
     )
+    tls_client_ca: Path | None = option(
+        None,
+        "CA whose certificates clients must present (mutual TLS): with it, HTTPS and gRPC refuse a handshake without "
+        "one (a worker's: the proxy's, and p2p clients' too).",
+        kind=Path,
+        metavar="FILE",
+    )
     pool_secret_file: Path | None = option(
         None,
         "File holding the secret proxies and workers share (32+ bytes), or consul:KEY for a key of Consul's KV store "
@@ -117,13 +124,15 @@ class ServiceSettings:
         self.port = self.default_port() if self.port is None else self.port
         self.registry = self.registry or self.DEFAULT_REGISTRY
         self.registry_token_file = Path(self.registry_token_file)
-        for name in ("tls_cert", "tls_key", "tls_ca"):
+        for name in ("tls_cert", "tls_key", "tls_ca", "tls_client_ca"):
             value = getattr(self, name)
             if value is not None and not Path(value).is_file():
                 raise ValueError(f"{name}: {value} is not a file")
             setattr(self, name, Path(value) if value is not None else None)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: pass both (--tls-cert FILE --tls-key FILE) or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca asks clients for certificates over TLS: pass --tls-cert and --tls-key too")
         if self.pool_secret_file is not None and kv_key(self.pool_secret_file) is None:  # a KV key is read at start
             self.pool_secret_file = Path(self.pool_secret_file)
             try:

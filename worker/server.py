@@ -71,12 +71,13 @@ class WorkerServer(Lifecycle):
                 self.settings.threads,
                 self.settings.max_body_bytes,
                 (cert, key) if cert is not None and key is not None else None,
+                self.settings.tls_client_ca,
             )
             logger.info("worker serving the Open Inference Protocol over gRPC on %s:%s", host, self.grpc_port)
         instance = self.instance(port)
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
-        tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key)
+        tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca)
         await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock, tls)
         logger.info(
             "worker listening on %s://%s:%s (models: %s)",

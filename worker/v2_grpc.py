@@ -174,9 +174,11 @@ def start_grpc(
     threads: int,
     max_message_bytes: int,
     tls: tuple[Path, Path] | None = None,
+    client_ca: Path | None = None,
 ) -> tuple[grpc.Server, int]:
     """Serve the worker's models over gRPC on host:port (0: any free port), over TLS with ``tls`` (certificate
-    chain, key); (the server, its port). gRPC reads its certificate at start: a renewed one needs a restart."""
+    chain, key), asking clients for a certificate ``client_ca`` signed when given; (the server, its port). gRPC
+    reads its certificate at start: a renewed one needs a restart."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[
@@ -189,7 +191,11 @@ def start_grpc(
     if tls is None:
         bound = server.add_insecure_port(address)
     else:
-        credentials = grpc.ssl_server_credentials([(tls[1].read_bytes(), tls[0].read_bytes())])
+        credentials = grpc.ssl_server_credentials(
+            [(tls[1].read_bytes(), tls[0].read_bytes())],
+            root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+            require_client_auth=client_ca is not None,
+        )
         bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")

@@ -102,3 +102,47 @@ def test_grpc_over_tls(start_worker, tmp_path: Path) -> None:
     inputs = [triton_grpc.InferInput("IMAGE", [1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([IMAGE], dtype=np.object_))
     assert client.infer("sleepy", inputs).as_numpy("COUNT").tolist() == [1]
+
+
+def test_workers_that_ask_for_client_certificates(start_proxy, start_worker, tmp_path: Path) -> None:
+    """Mutual TLS: a worker given --tls-client-ca serves the proxy (which shows its certificate) and clients with a
+    certificate the CA signed, over HTTPS and gRPC; a client without one fails the handshake."""
+    import tritonclient.grpc as triton_grpc
+    from helpers import free_port
+
+    certs = Certificates(tmp_path)
+    proxy = start_proxy("--registry-token", "t", *certs.flags(), "--tls-client-ca", str(certs.ca), ready=False)
+    url = f"https://127.0.0.1:{proxy.port}"
+    grpc_port = free_port()
+    start_worker(
+        "--model", "sleepy", "--model-repository", str(write_sleepy_model(tmp_path / "models", 0.01)),
+        "--registry", "local", "--registry-url", url, "--registry-token", "t", *certs.flags(),
+        "--tls-client-ca", str(certs.ca), "--grpc-port", str(grpc_port), ready=False,
+    )  # fmt: skip
+    mine = (str(certs.cert), str(certs.key))
+
+    def workers() -> list[dict[str, str]]:
+        try:
+            answer = requests.get(url + "/workers", verify=str(certs.ca), cert=mine, timeout=5)
+        except requests.RequestException:
+            return []  # not listening yet
+        return answer.json()["workers"]  # type: ignore[no-any-return]
+
+    wait_until(lambda: len(workers()) == 1, 30)  # the worker showed its certificate to register
+    worker_url = workers()[0]["url"]
+    with pytest.raises(requests.ConnectionError):  # TLS 1.3: the server refuses after the handshake, and hangs up
+        requests.get(worker_url + "/healthz", verify=str(certs.ca), timeout=5)  # no certificate: no handshake
+    for mode in ("proxy", "p2p"):  # the proxy shows its certificate to the worker; in p2p the client shows its own
+        with Client(url, mode=mode, verify=str(certs.ca), cert=mine) as client:
+            assert client.predict(IMAGE).predictions[0].label in ("a", "b", "c")
+    with pytest.raises(ConnectionFailed), Client(url, mode="p2p", verify=str(certs.ca), retries=0) as client:
+        client.predict(IMAGE)
+
+    with_cert = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(certs.ca),
+                                                  private_key=str(certs.key), certificate_chain=str(certs.cert))  # fmt: skip
+    inputs = [triton_grpc.InferInput("IMAGE", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([IMAGE], dtype=np.object_))
+    assert with_cert.infer("sleepy", inputs).as_numpy("COUNT").tolist() == [1]
+    without = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(certs.ca))
+    with pytest.raises(Exception, match="(?i)unavailable|handshake|ssl|certificate"):
+        without.infer("sleepy", inputs, client_timeout=5)
