@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from visionpool.client import wire
@@ -74,17 +76,30 @@ def worker_stats() -> dict[str, Any]:
 def _predict(name: str | None) -> Response:
     models, metrics = get_models(), current_app.extensions[METRICS]
     with metrics.track(models.metric_label(name or models.default), g.request_id) as tracked:
-        return _answer(models.get(name), tracked)
+        model = models.get(name)
+        body = answer_body(model, tracked, _image_bytes(), request.args, current_app.config["VISIONPOOL"])
+        return current_app.response_class(body, mimetype="application/json")
 
 
-def _answer(model: Pipeline, tracked: Tracked) -> Response:
+def predict_direct(app: Flask, name: str | None, data: bytes, content_type: str, args: Mapping[str, str],
+                   request_id: str) -> bytes:  # fmt: skip
+    """POST /predict of a raw image body, answered without Flask (the fast path; worker/fast.py): the JSON
+    answer, or a ServiceError, exactly as the Flask route would give them."""
+    models, metrics = get_models(app), app.extensions[METRICS]
+    with metrics.track(models.metric_label(name or models.default), request_id) as tracked:
+        model = models.get(name)
+        mimetype = content_type.partition(";")[0].strip().lower()
+        return answer_body(model, tracked, raw_image(data, mimetype), args, app.config["VISIONPOOL"])
+
+
+def answer_body(
+    model: Pipeline, tracked: Tracked, data: bytes, args: Mapping[str, str], settings: WorkerSettings
+) -> bytes:
+    """The JSON answer to one image."""
     started = time.monotonic()
-    settings: WorkerSettings = current_app.config["VISIONPOOL"]
-    threshold, top_k = _query(model)
-    masks = _masks_format()
-    answer = model.predict(
-        _image_bytes(), deadline=settings.deadline(started), threshold=threshold, top_k=top_k, masks=masks
-    )
+    threshold, top_k = _query(model, args)
+    masks = _masks_format(args)
+    answer = model.predict(data, deadline=settings.deadline(started), threshold=threshold, top_k=top_k, masks=masks)
     tracked.batch_size, tracked.stages = answer.batch_size, answer.stages
     body: dict[str, Any] = {
         "model": {"name": model.config.name, "version": model.config.version},
@@ -95,7 +110,7 @@ def _answer(model: Pipeline, tracked: Tracked) -> Response:
         body["embedding"] = answer.embedding.tolist()
     body["batch_size"] = answer.batch_size
     body["timing_ms"] = _ms(**answer.stages, total=time.monotonic() - started)
-    return jsonify(body)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 @bp.get(wire.METRICS)
@@ -108,21 +123,21 @@ def _ms(**seconds: float) -> dict[str, float]:
     return {stage: round(value * 1000.0, 2) for stage, value in seconds.items()}
 
 
-def _query(model: Pipeline) -> tuple[float, int]:
-    threshold = _number("threshold", float, model.config.output.score_threshold, 0.0, 1.0)
-    top_k = _number("top_k", int, model.config.output.top_k, 1, 10_000)
+def _query(model: Pipeline, args: Mapping[str, str]) -> tuple[float, int]:
+    threshold = _number(args, "threshold", float, model.config.output.score_threshold, 0.0, 1.0)
+    top_k = _number(args, "top_k", int, model.config.output.top_k, 1, 10_000)
     return float(threshold), int(top_k)
 
 
-def _masks_format() -> str:
-    raw = request.args.get("masks", MASK_FORMATS[0])
+def _masks_format(args: Mapping[str, str]) -> str:
+    raw = args.get("masks", MASK_FORMATS[0])
     if raw not in MASK_FORMATS:
         raise InvalidParameter(f"Query parameter masks must be one of {', '.join(MASK_FORMATS)}, got {raw!r}.")
     return raw
 
 
-def _number(key: str, kind: type, default: float, low: float, high: float) -> float:
-    raw = request.args.get(key)
+def _number(args: Mapping[str, str], key: str, kind: type, default: float, low: float, high: float) -> float:
+    raw = args.get(key)
     if raw is None:
         return default
     try:
@@ -147,13 +162,17 @@ def _image_bytes() -> bytes:
                     raise EmptyBody(f"The form's file field {field!r} is empty.")
                 return data
         raise EmptyBody("The multipart form has no file field 'image' (or 'data'): send -F image=@photo.jpg.")
-    if request.mimetype not in CONTENT_TYPES:
-        sent = request.mimetype or "none"
+    return raw_image(request.get_data(cache=False), request.mimetype)
+
+
+def raw_image(data: bytes, mimetype: str) -> bytes:
+    """A raw body's image; UnsupportedMediaType for a type no image has, EmptyBody for nothing."""
+    if mimetype not in CONTENT_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type {sent} is not an image type this worker takes; send image/jpeg, image/png, image/webp, "
-            "image/bmp, image/gif, image/tiff or application/octet-stream, or a multipart form with a file 'image'."
+            f"Content-Type {mimetype or 'none'} is not an image type this worker takes; send image/jpeg, image/png, "
+            "image/webp, image/bmp, image/gif, image/tiff or application/octet-stream, or a multipart form with a "
+            "file 'image'."
         )
-    data = request.get_data(cache=False)
     if not data:
         raise EmptyBody("The request body is empty; send the image's bytes.")
     return data

@@ -31,6 +31,7 @@ from .metrics import METRICS
 from .models import get_models
 from .settings import WorkerSettings
 from .v2_grpc import start_grpc
+from .fast import direct_predict
 from .wsgi import ticket_guard, wsgi_app
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class WorkerServer(Lifecycle):
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
         tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca)
-        await self.door.start(wsgi_app(self.app, self.door, self.settings.threads, guard), self.sock, tls)
+        http = wsgi_app(self.app, self.door, self.settings.threads, guard, direct_predict(self.app))
+        await self.door.start(http, self.sock, tls)
         logger.info(
             "worker listening on %s://%s:%s (models: %s)",
             self.settings.scheme, host, port, ", ".join(self.settings.models),

@@ -38,20 +38,25 @@ def wsgi_app(
     door: FrontDoor,
     threads: int,
     guard: Callable[[web.Request], None] | None = None,
+    direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
 ) -> web.Application:
     """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread; ``guard`` may
-    refuse a request (a ServiceError) before its body is read."""
+    refuse a request (a ServiceError) before its body is read; ``direct`` may take a request from the app
+    (answering it from its body in the same threads: worker/fast.py)."""
     work = ThreadPoolExecutor(threads, thread_name_prefix="request")
     reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
 
     async def handle(request: web.Request) -> web.Response:
         if guard is not None:
             guard(request)
+        answer = direct(request) if direct is not None else None
         async with door.body(request) as body:
-            pool = reads if request.method in READ_METHODS else work
-            status, headers, payload = await asyncio.get_running_loop().run_in_executor(
-                pool, call, app, environ(request, body)
-            )
+            loop = asyncio.get_running_loop()
+            if answer is not None:
+                status, headers, payload = await loop.run_in_executor(work, answer, body)
+            else:
+                pool = reads if request.method in READ_METHODS else work
+                status, headers, payload = await loop.run_in_executor(pool, call, app, environ(request, body))
         return web.Response(status=status, headers=headers, body=payload)
 
     async def stop_threads(_: web.Application) -> None:

@@ -82,12 +82,43 @@ def test_io_binding_answers_what_a_plain_run_answers(onnx_models: Path) -> None:
             np.testing.assert_allclose(one[name], other[name], rtol=1e-5, atol=1e-5)
 
 
+def test_on_a_cpu_batches_run_in_parallel_each_on_its_share_of_the_cores(onnx_models: Path) -> None:
+    import threading
+
+    from visionpool.worker.batching import Batcher
+
+    config = ModelRepository(onnx_models).load(SSD)
+    engine = create_engine("onnxruntime", config.files, config.input.name, {}, EngineHints(threads=2))
+    assert engine.details()["parallel"] == 2  # as OpenVINO's streams: at most 2 within the worker's share
+    assert engine.session.get_session_options().intra_op_num_threads == 1
+    batcher = Batcher(SSD, [engine], config.batching)
+    assert len(batcher.threads) == 2  # a batcher thread per run in flight
+    batcher.close()
+    one = create_engine("onnxruntime", config.files, config.input.name, {"parallel": 1}, EngineHints(threads=2))
+    assert one.parallel == 1 and one.session.get_session_options().intra_op_num_threads == 2
+    assert create_engine("onnxruntime", config.files, config.input.name, {}, EngineHints(threads=4, streams=4)).parallel == 4
+
+    batches = [np.random.default_rng(seed).uniform(-1, 1, (2, 300, 300, 3)).astype(np.float32) for seed in range(4)]
+    alone = [one.run(batch) for batch in batches]
+    together: list[list[dict[str, np.ndarray]]] = [[] for _ in batches]
+    runs = [threading.Thread(target=lambda i=i: together[i].extend(engine.run(batches[i]))) for i in range(4)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    for expected, got in zip(alone, together, strict=True):  # runs at once answer what runs alone answer
+        for a, b in zip(expected, got, strict=True):
+            for name in a:
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-4)
+
+
 def test_engine_options_are_checked_by_name(model_repository: Path) -> None:
     config = ModelRepository(model_repository).load(SSD)
     for options, message in (
         ({"device_id": 1}, "--device cuda:N chooses the GPU"),
         ({"warp_speed": True}, "unknown engine_options warp_speed"),
         ({"max_batch": 0}, "max_batch must be at least 1"),
+        ({"parallel": 0}, "parallel must be at least 1"),
     ):
         with pytest.raises(ValueError, match=message):
             create_engine("onnxruntime", config.files, config.input.name, options, EngineHints())

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import requests
+from flask import Flask
 from flask.testing import FlaskClient
-from helpers import cpu_bf16, encode, iou
+from helpers import cpu_bf16, encode, iou, sample, scrape
 from PIL import Image
+
+from visionpool.client.wire import Header
+from visionpool.serving.frontdoor import FrontDoor, Limits
+from visionpool.worker.fast import direct_predict
+from visionpool.worker.wsgi import wsgi_app
 
 from visionpool.worker.engines import host_cores
 
@@ -207,3 +218,83 @@ def test_an_image_just_under_the_limit_is_decoded(sleepy_app) -> None:
     assert app.test_client().post("/predict", data=small, content_type="image/png").status_code == 200
     refused = app.test_client().post("/predict", data=over, content_type="image/png")
     assert refused.status_code == 413 and "at most 3,072" in refused.get_json()["error"]["message"]
+
+
+# The prediction path without Flask (worker/fast.py): behind the real front door, a raw upload to /predict gets
+# exactly what the Flask route answers (status, JSON, the headers a caller reads), counts in the same metrics and
+# logs the same line; forms and the rest of the API still reach Flask.
+
+READ_HEADERS = (Header.REQUEST_ID, Header.WORKER_ID, "Content-Type", "Retry-After", "Access-Control-Allow-Origin",
+                "Access-Control-Expose-Headers")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(onnx_app: Flask) -> Iterator[str]:
+    """The ONNX worker app behind its front door on a free loopback port, the fast path on, as a worker runs it."""
+    loop = asyncio.new_event_loop()
+    door = FrontDoor(Limits.of(onnx_app.config["VISIONPOOL"]))
+    sock = door.bind("127.0.0.1", 0)
+    http = wsgi_app(onnx_app, door, 4, None, direct_predict(onnx_app))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(door.start(http, sock), loop).result(timeout=10)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    asyncio.run_coroutine_threadsafe(door.stop(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+def flask_answer(app: Flask, path: str, data: bytes, content_type: str, request_id: str) -> tuple[int, dict, dict]:
+    headers = {Header.REQUEST_ID: request_id} | ({"Content-Type": content_type} if content_type else {})
+    answer = app.test_client().post(path, data=data, headers=headers)
+    return answer.status_code, answer.get_json(), {k: answer.headers.get(k) for k in READ_HEADERS}
+
+
+def door_answer(url: str, path: str, data: bytes, content_type: str, request_id: str) -> tuple[int, dict, dict]:
+    headers = {Header.REQUEST_ID: request_id, "Content-Type": content_type}  # requests drops an empty one
+    answer = requests.post(url + path, data=data, headers={k: v for k, v in headers.items() if v}, timeout=30)
+    return answer.status_code, answer.json(), {k: answer.headers.get(k) for k in READ_HEADERS}
+
+
+def without_timing(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "timing_ms"}
+
+
+def test_an_answer_is_the_flask_routes_to_the_byte_that_matters(onnx_app: Flask, served: str, jpegs) -> None:
+    for path in ("/predict", "/models/efficientnet-lite0/predict?top_k=3", "/predict?threshold=0.9"):
+        flask = flask_answer(onnx_app, path, jpegs["chelsea"], "image/jpeg", "id-1")
+        fast = door_answer(served, path, jpegs["chelsea"], "image/jpeg", "id-1")
+        assert fast[0] == flask[0] == 200
+        assert without_timing(fast[1]) == without_timing(flask[1])
+        assert set(fast[1]["timing_ms"]) == set(flask[1]["timing_ms"])
+        assert fast[2] == flask[2] and fast[2][Header.REQUEST_ID] == "id-1"
+
+
+@pytest.mark.parametrize(("data", "content_type", "path", "status", "code"), ERRORS)
+def test_every_refusal_is_the_flask_routes(onnx_app: Flask, served: str, data, content_type, path, status, code) -> None:
+    flask = flask_answer(onnx_app, path, data, content_type, "id-2")
+    fast = door_answer(served, path, data, content_type, "id-2")
+    assert fast == flask and fast[0] == status and fast[1]["error"]["code"] == code
+
+
+def test_it_counts_and_logs_as_the_flask_route(served: str, jpegs, caplog: pytest.LogCaptureFixture) -> None:
+    before = sample(scrape(served), "visionpool_worker_requests_total", model="ssd-mobilenet-v2", status="200",
+                    outcome="ok")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="visionpool.worker.requests"):
+        answer = requests.post(served + "/predict", data=jpegs["chelsea"], headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200
+    after = sample(scrape(served), "visionpool_worker_requests_total", model="ssd-mobilenet-v2", status="200", outcome="ok")
+    assert after == before + 1
+    [line] = [r for r in caplog.records if getattr(r, "request_id", None) == answer.headers[Header.REQUEST_ID]]
+    assert line.status == 200 and line.model == "ssd-mobilenet-v2"  # type: ignore[attr-defined]
+
+
+def test_forms_and_the_rest_of_the_api_still_reach_flask(served: str, jpegs) -> None:
+    form = requests.post(served + "/predict", files={"image": ("cat.jpg", jpegs["chelsea"], "image/jpeg")})
+    assert form.status_code == 200 and form.json()["predictions"][0]["label"] == "cat"
+    assert requests.get(served + "/models", timeout=10).json()["default"] == "ssd-mobilenet-v2"
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    v2 = requests.post(served + "/v2/models/efficientnet-lite0/infer", data=png, timeout=10,
+                       headers={"Content-Type": "image/png"})  # fmt: skip
+    assert v2.status_code in (200, 400)  # Flask's v2 route answered (a raw PNG is not a v2 request)
+    assert "error" in v2.json() or "outputs" in v2.json()

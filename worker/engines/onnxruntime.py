@@ -6,7 +6,9 @@ Options (``[engine_options.onnxruntime]``):
     fp16 = false                      # TensorRT: build fp16 engines
     max_batch = 32                    # TensorRT: the largest batch its engines are built for
     io_binding = false                # bind input and outputs in host memory for each run (CUDA, TensorRT)
-    intra_op_threads = 2              # CPU threads (default: this worker's share of the cores)
+    parallel = 2                      # CPU: batches run at once, each by its own batcher thread (default: the
+                                      # worker's --engine-streams, else its share of the cores, at most 2)
+    intra_op_threads = 1              # CPU threads per run (default: the worker's share of the cores / parallel)
     inter_op_threads = 1
     spinning = false                  # let idle CPU threads spin (they would take the cores decoding needs)
 
@@ -60,14 +62,19 @@ class OnnxRuntimeEngine(Engine):
         fp16 = bool(options.pop("fp16", False))
         max_batch = int(options.pop("max_batch", TENSORRT_MAX_BATCH))
         self.io_binding = bool(options.pop("io_binding", False))
-        session_options = _session_options(options, hints.threads)
+        path, gpu = files[0], hints.gpu()
+        # On a CPU, like OpenVINO's streams: several batches at once, each on its own threads, so one batch's
+        # inference overlaps the next one's decoding (one run at a time left a core waiting). A GPU runs one.
+        self.parallel = int(options.pop("parallel", (hints.streams or min(hints.threads, 2)) if gpu is None else 1))
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {self.parallel}")
+        session_options = _session_options(options, max(1, hints.threads // self.parallel))
         if "device_id" in options:
             raise ValueError("device_id is no engine option: the worker's --device cuda:N chooses the GPU")
         if options:
             raise ValueError(f"unknown engine_options {', '.join(sorted(options))} for onnxruntime")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        path, gpu = files[0], hints.gpu()
         tensorrt = None
         if gpu is not None and "tensorrt" in wanted:
             tensorrt = TensorrtPlan.of(path, input_name, max_batch, hints.cache_dir, fp16)
