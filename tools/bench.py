@@ -35,6 +35,7 @@ import requests
 from visionpool.client import wire
 from visionpool.serving.commands import command
 from visionpool.serving.options import option
+from visionpool.tools import overhead
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
 from visionpool.tools.loadgen import (
     Measurement,
@@ -78,7 +79,8 @@ class BenchSettings:
     targets: str = option(
         "engine,worker,proxy,p2p",
         "What to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), inference "
-        "(the engine alone at each batch size: a GPU's own limit).",
+        "(the engine alone at each batch size: a GPU's own limit), overhead (a worker's CPU per request around a "
+        "model that does no work, beside gunicorn + Flask doing the same; 64x64 JPEGs unless --images).",
         no_env=True,
     )
     soak: int = option(
@@ -98,6 +100,17 @@ def run(args: BenchSettings) -> int:
     images = sample_images(args.images)
     report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration, "cpu": cpu()}
     print(f"CPU: {report['cpu']['model']}, {host_cores()} cores; {', '.join(report['cpu']['flags']) or 'no bf16/AMX'}")
+    if "overhead" in targets:
+        small = sample_images(args.images) if args.images else [_small_jpeg()]
+        report["overhead"] = [
+            overhead.measure(small, concurrency, args.duration, args.warmup) for concurrency in concurrencies
+        ]
+        for rows in report["overhead"]:
+            print(overhead.table(rows))
+        targets.discard("overhead")
+        if not targets:
+            _write(args, report)
+            return 0
     limits = _engines(args, images, targets) if targets & {"engine", "inference"} else {}
     served = _served_engine(args) if limits else None
     limit = max((m.rate for m in limits.get(served or "", ([], {}))[0] if m.target == "engine"), default=0.0)
@@ -127,10 +140,28 @@ def run(args: BenchSettings) -> int:
     report["served_engine"] = served
     print(table(rows))
     print(_findings(report))
+    _write(args, report)
+    return 0
+
+
+def _write(args: BenchSettings, report: dict[str, Any]) -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2)
-    return 0
+
+
+def _small_jpeg() -> bytes:
+    """A 64x64 photo-like JPEG: the request whose cost is all overhead."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = np.clip(rng.normal(128, 40, (64, 64, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 CPU_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512f", "avx2")  # what decides OpenVINO's speed and precision

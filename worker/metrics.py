@@ -128,6 +128,15 @@ class WorkerMetrics:
             registry=registry,
         )
         self.recent = Recent(self)
+        self._children: dict[tuple[str, ...], Any] = {}  # (metric, labels...) -> its labelled child
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus-client validates and locks on every call."""
+        key = (metric._name, *labels)  # noqa: SLF001 - the metric's own name tells the families apart
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def in_flight_now(self) -> int:
         """Predict requests being handled at this moment."""
@@ -155,10 +164,12 @@ class WorkerMetrics:
             self._record(request, time.monotonic() - started)
 
     def _record(self, request: Tracked, total: float) -> None:
-        self.requests.labels(request.model, str(request.status), request.outcome).inc()
-        self.latency.labels(request.model).observe(total)
+        self.child(self.requests, request.model, str(request.status), request.outcome).inc()
+        self.child(self.latency, request.model).observe(total)
         for stage, seconds in request.stages.items():
-            self.stage.labels(request.model, stage).observe(seconds)
+            self.child(self.stage, request.model, stage).observe(seconds)
+        if not logger.isEnabledFor(logging.INFO):  # --log-level WARNING: no line, and none built
+            return
         fields: dict[str, Any] = {
             "request_id": request.request_id,
             "model": request.model,

@@ -67,7 +67,9 @@ def preprocess(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Frame]:
         resized = resized[:, :, ::-1]
     if spec.dtype == "float32":
         mean, scale = _normaliser(spec.mean, spec.std)
-        tensor = (resized.astype(np.float32) - mean) * scale
+        tensor = resized.astype(np.float32)  # one new array, changed in place: half the memory traffic
+        tensor -= mean
+        tensor *= scale
     else:
         tensor = resized
     if spec.layout == "NCHW":
