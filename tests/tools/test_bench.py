@@ -89,3 +89,17 @@ def test_bench_measures_a_running_pool(make_pool, tmp_path: Path) -> None:
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["rows"])
     missing = bench("--url", pool.url, "--model", "nope", "--targets", "proxy")
     assert missing.returncode != 0 and "no worker" in missing.stderr
+
+
+def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = bench("--targets", "overhead", "--concurrency", "2", "--duration", "1", "--warmup", "0.3",
+                   "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [rows] = json.loads(out.read_text())["overhead"]
+    assert [row["server"] for row in rows] == ["visionpool worker", "gunicorn + Flask"]
+    for row in rows:  # both served every request, and their CPU per request is measured and printed
+        assert row["images_per_s"] > 0 and row["errors"] == 0 and row["cpu_ms_per_request"] > 0
+        assert str(row["cpu_ms_per_request"]) in result.stdout
+    assert "gunicorn" in rows[1]["versions"] and "flask" in rows[0]["versions"]
+    assert "the worker's CPU per request" in result.stdout
