@@ -194,7 +194,8 @@ class Batcher:
     def _run(self, engine: Engine, batch: list[Job]) -> None:
         started = time.monotonic()
         try:
-            outputs = engine.run(np.stack([job.tensor for job in batch]))
+            tensors = batch[0].tensor[None] if len(batch) == 1 else np.stack([job.tensor for job in batch])
+            outputs = engine.run(tensors)  # a lone image is a view of itself: no copy
         except Exception:
             logger.exception("model %s failed on a batch of %d", self.name, len(batch))
             error = EngineFailed(f"Model {self.name!r} failed to run; the worker log has the details.")
