@@ -36,6 +36,7 @@ from visionpool.client import wire
 from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools import overhead
+from visionpool.tools.peer import serve_peer
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
 from visionpool.tools.loadgen import (
     Measurement,
@@ -80,7 +81,8 @@ class BenchSettings:
         "engine,worker,proxy,p2p",
         "What to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), inference "
         "(the engine alone at each batch size: a GPU's own limit), overhead (a worker's CPU per request around a "
-        "model that does no work, beside gunicorn + Flask doing the same; 64x64 JPEGs unless --images).",
+        "model that does no work, beside gunicorn + Flask doing the same; 64x64 JPEGs unless --images), peer (the "
+        "model's ONNX file in gunicorn + Flask + ONNX Runtime, with the same images and clients).",
         no_env=True,
     )
     soak: int = option(
@@ -129,6 +131,8 @@ def run(args: BenchSettings) -> int:
             for target in ("v2-rest", "v2-grpc"):
                 if target in targets:
                     measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
+        if "peer" in targets:
+            measured += _peer_series(args, images, concurrencies, limit, report)
         rows += _medians(measured)
         if {"worker", "proxy"} <= targets:
             report["proxy_overhead"] = asyncio.run(
@@ -260,6 +264,27 @@ def _series(
     if target != "worker" and carried is not None:
         after = _proxy_bytes(report["proxy"])
         report.setdefault("proxy_bytes", {})[target] = after - carried if after is not None else None
+    return rows
+
+
+def _peer_series(
+    args: BenchSettings, images: list[bytes], concurrencies: list[int], limit: float, report: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The model in gunicorn + Flask + ONNX Runtime (tools/peer.py), at every concurrency; none when it cannot run."""
+    from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
+
+    config = ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model)
+    rows = []
+    with serve_peer(config) as (url, clock, versions):
+        report["peer"] = {"versions": versions} if url else {"not_measured": versions}
+        if url is None:
+            print(f"peer not measured: {versions}")
+            return []
+        for concurrency in concurrencies:
+            load = closed_loop("peer", url, "proxy", None, images, concurrency, args.duration, args.warmup,
+                               {"worker": clock})  # fmt: skip
+            rows.append(asyncio.run(load).row(limit))
+    print(f"peer: gunicorn + Flask + ONNX Runtime ({versions})")
     return rows
 
 
@@ -406,6 +431,11 @@ def _findings(report: dict[str, Any]) -> str:
                 f"{row['worker_cores']} cores busy, {row['worker_cpu_ms'] - ceiling['cpu_ms_per_image']:+.2f} CPU-ms "
                 "per image beyond the pipeline's own"
             )
+    peers = {row["concurrency"]: row for row in report["rows"] if row["target"] == "peer" and row["images_per_s"]}
+    for row in report["rows"]:
+        if row["target"] == "worker" and row["concurrency"] in peers:
+            ratio = row["images_per_s"] / peers[row["concurrency"]]["images_per_s"]
+            lines.append(f"worker at {row['concurrency']}: {ratio:.2f}x the img/s of gunicorn + Flask + ONNX Runtime")
     if "proxy_overhead" in report:
         o = report["proxy_overhead"]
         lines.append(

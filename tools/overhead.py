@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -132,31 +131,34 @@ def _worker(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str
     (model / "1" / "model.py").write_text(NOOP_MODEL)
     (model / "labels.txt").write_text("\n".join(LABELS) + "\n")
     (model / "config.toml").write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "visionpool.worker", "--model", "noop", "--model-repository",
                str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING"]  # fmt: skip
-    with _running(command, f"http://127.0.0.1:{port}", folder / "worker.log") as process:
-        yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), _versions("visionpool", "aiohttp", "flask")
+    with running(command, f"http://127.0.0.1:{port}", folder / "worker.log") as process:
+        yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), versions("visionpool", "aiohttp", "flask")
 
 
 @contextlib.contextmanager
 def _gunicorn(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str]]:
-    if shutil.which("gunicorn") is None and not _installed("gunicorn"):
+    if not installed("gunicorn"):
         yield None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn"
         return
     (folder / "overhead_peer.py").write_text(PEER)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--chdir", str(folder), "-w", "1", "-k", "gthread", "--threads",
                "4", "-b", f"127.0.0.1:{port}", "overhead_peer:app"]  # fmt: skip
-    with _running(command, f"http://127.0.0.1:{port}", folder / "gunicorn.log", path="/predict") as process:
-        yield f"http://127.0.0.1:{port}", _family_clock(process.pid), _versions("gunicorn", "flask", "pillow")
+    with running(command, f"http://127.0.0.1:{port}", folder / "gunicorn.log", path="/predict") as process:
+        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow")
 
 
 @contextlib.contextmanager
-def _running(command: list[str], url: str, log: Path, path: str = wire.READYZ) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    command: list[str], url: str, log: Path, path: str = wire.READYZ, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server started, ready (GET ``path`` answers, or POST for the peer's only route), then stopped."""
     with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=output, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        environ = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, stdout=output, stderr=output, env=environ)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -175,7 +177,7 @@ def _running(command: list[str], url: str, log: Path, path: str = wire.READYZ) -
         process.wait(30)
 
 
-def _family_clock(pid: int) -> Callable[[], float]:
+def family_clock(pid: int) -> Callable[[], float]:
     """CPU seconds of a process and its children (gunicorn's master and its worker)."""
     clocks = [cpu_clock(pid)]
     with contextlib.suppress(OSError):
@@ -184,7 +186,7 @@ def _family_clock(pid: int) -> Callable[[], float]:
     return lambda: sum(clock() for clock in clocks)
 
 
-def _versions(*packages: str) -> str:
+def versions(*packages: str) -> str:
     found = []
     for package in packages:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -192,7 +194,7 @@ def _versions(*packages: str) -> str:
     return ", ".join(found)
 
 
-def _installed(package: str) -> bool:
+def installed(package: str) -> bool:
     try:
         importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -200,7 +202,7 @@ def _installed(package: str) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from graphs import channel_means_model
 from helpers import write_sleepy_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
@@ -103,3 +104,22 @@ def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> N
         assert str(row["cpu_ms_per_request"]) in result.stdout
     assert "gunicorn" in rows[1]["versions"] and "flask" in rows[0]["versions"]
     assert "the worker's CPU per request" in result.stdout
+
+
+def test_the_peer_serves_the_same_onnx_model_beside_the_worker(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "means"
+    (folder / "1").mkdir(parents=True)
+    channel_means_model(folder / "1" / "model.onnx", (32, 32))
+    (folder / "labels.txt").write_text("r\ng\nb\n")
+    (folder / "config.toml").write_text('task = "classification"\nengine = "onnxruntime"\nfiles = ["model.onnx"]\n'
+                                        'labels = "labels.txt"\n[input]\nwidth = 32\nheight = 32\n'
+                                        '[output]\ndecoder = "softmax"\nscore_threshold = 0.0\ntop_k = 3\n')  # fmt: skip
+    out = tmp_path / "bench.json"
+    result = bench("--model-repository", str(tmp_path / "models"), "--model", "means", "--targets", "worker,peer",
+                   "--concurrency", "2", "--duration", "0.8", "--warmup", "0.2", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    rows = {row["target"]: row for row in report["rows"]}
+    assert rows["peer"]["images_per_s"] > 0 and rows["peer"]["errors"] == 0 and rows["peer"]["worker_cpu_ms"] > 0
+    assert "onnxruntime" in report["peer"]["versions"]
+    assert "x the img/s of gunicorn + Flask + ONNX Runtime" in result.stdout
