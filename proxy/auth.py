@@ -61,17 +61,26 @@ async def watch_keys(app: web.Application) -> AsyncIterator[None]:
 
     async def watch_kv(key: str) -> None:
         settings = app[SETTINGS]
-        async for value in ConsulKV(settings.consul_url, settings.consul_token).watch(key):
-            if value is None:  # no keys at all: every request is refused, as the store says
-                ring.load({})
-                logger.error("API keys: consul at %s has no key %s: every request is refused until it has "
-                             "(visionpool keys add NAME --file %s)", settings.consul_url, key, ring.where)  # fmt: skip
-                continue
+        while True:  # a watch that fails must not leave the keys unwatched: log it and watch again
             try:
-                ring.load(parse(value, str(ring.where)))
-                logger.info("API keys read from %s: %d keys", ring.where, len(ring.grants))
-            except ValueError as error:
-                logger.error("API keys: %s; the keys read before stay in force", error)
+                async for value in ConsulKV(settings.consul_url, settings.consul_token).watch(key):
+                    take(value, key, settings.consul_url)
+            except Exception:
+                logger.exception("API keys: watching %s failed; the keys read before stay in force, again in 1 s",
+                                 ring.where)  # fmt: skip
+                await asyncio.sleep(1.0)
+
+    def take(value: bytes | None, key: str, consul_url: str) -> None:
+        if value is None:  # no keys at all: every request is refused, as the store says
+            ring.load({})
+            logger.error("API keys: consul at %s has no key %s: every request is refused until it has "
+                         "(visionpool keys add NAME --file %s)", consul_url, key, ring.where)  # fmt: skip
+            return
+        try:
+            ring.load(parse(value, str(ring.where)))
+            logger.info("API keys read from %s: %d keys", ring.where, len(ring.grants))
+        except ValueError as error:
+            logger.error("API keys: %s; the keys read before stay in force", error)
 
     key = kv_key(ring.where)
     task = asyncio.create_task(watch_file() if key is None else watch_kv(key), name="watch-api-keys")

@@ -86,17 +86,17 @@ class KeyRing:
         return True
 
     def load(self, entries: Entries) -> None:
-        """Hold these keys instead of the ones held; a key that stays keeps its bucket."""
-        old = self.grants
-        self.grants = {}
+        """Hold these keys instead of the ones held (all of them, or none: a bad entry raises first); a key that
+        stays keeps its bucket."""
+        old, grants = self.grants, {}
         for name, entry in entries.items():
             grant = Grant(name, entry["id"], entry["sha256"], float(entry["rate"]), float(entry["burst"]),
                           tuple(entry.get("models", ())))  # fmt: skip
             kept = old.get(grant.key_id)
             if kept is not None and kept.sha256 == grant.sha256:  # the same key keeps its bucket
                 grant.tokens, grant.refilled = kept.tokens, kept.refilled
-            self.grants[grant.key_id] = grant
-        self.by_name = {grant.name: grant for grant in self.grants.values()}
+            grants[grant.key_id] = grant
+        self.grants, self.by_name = grants, {grant.name: grant for grant in grants.values()}
 
     def admit(self, authorization: str | None, model: str | None) -> str:
         """The name of the key that may send this request; Unauthorized, Forbidden or RateLimited otherwise."""
@@ -227,8 +227,13 @@ def parse(text: bytes, where: str) -> Entries:
     """The entries by name in a key file's text; ValueError naming where it came from when it is not one."""
     try:
         entries = json.loads(text)["keys"]
-        for entry in entries.values():
-            entry["id"], entry["sha256"], entry["rate"], entry["burst"]  # noqa: B018 - every entry has them
+        for name, entry in entries.items():
+            if not (isinstance(entry["id"], str) and isinstance(entry["sha256"], str)):
+                raise TypeError(f"key {name!r}: id and sha256 are strings")
+            if float(entry["rate"]) <= 0 or float(entry["burst"]) < 1:
+                raise ValueError(f"key {name!r}: rate above 0 and burst at least 1")
+            if not all(isinstance(model, str) for model in entry.get("models", [])):
+                raise TypeError(f"key {name!r}: models is a list of names")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{where} is not an API key file ({type(error).__name__}: {error})") from None
     return dict(entries)

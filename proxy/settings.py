@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from visionpool.serving.options import option
+from visionpool.discovery.consul import split_url
 from visionpool.serving.settings import ServiceSettings, kv_key
 
 
@@ -34,7 +35,9 @@ class ProxySettings(ServiceSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.api_keys is not None and kv_key(self.api_keys) is None:  # a KV key is watched once serving
+        if kv_key(self.api_keys) is not None:  # a KV key is watched once serving, through this agent
+            split_url(self.consul_url, "consul_url", "http://consul:8500")
+        elif self.api_keys is not None:
             self.api_keys = Path(self.api_keys)
             if not self.api_keys.is_file():
                 raise ValueError(f"api_keys: {self.api_keys} is not a file (make it with: visionpool keys add NAME "

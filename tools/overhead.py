@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +103,10 @@ def measure(images: Sequence[bytes], concurrency: int, seconds: float, warmup: f
                     closed_loop(name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
                 )
                 row = measured.row(0.0)
+                if row["errors"]:
+                    log = (folder / ("worker.log" if name.startswith("visionpool") else "gunicorn.log")).read_text()
+                    raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
+                                     f"its log ends:\n{log[-2000:]}")  # fmt: skip
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],
                              "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
@@ -133,7 +138,8 @@ def _worker(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str
     (model / "config.toml").write_text(CONFIG)
     port = free_port()
     command = [sys.executable, "-m", "visionpool.worker", "--model", "noop", "--model-repository",
-               str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING"]  # fmt: skip
+               str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING",
+               "--registry", "none"]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}", folder / "worker.log") as process:
         yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), versions("visionpool", "aiohttp", "flask")
 
@@ -156,9 +162,11 @@ def running(
     command: list[str], url: str, log: Path, path: str = wire.READYZ, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server started, ready (GET ``path`` answers, or POST for the peer's only route), then stopped."""
-    with log.open("wb") as output:
-        environ = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, stdout=output, stderr=output, env=environ)
+    with log.open("wb") as output:  # none of this shell's VISIONPOOL_* settings: a registry, a secret, TLS
+        environ = {k: v for k, v in (env or os.environ).items() if not k.startswith("VISIONPOOL_")}
+        environ.update({k: v for k, v in (env or {}).items() if k.startswith("VISIONPOOL_PEER")})
+        process = subprocess.Popen(command, stdout=output, stderr=output, env={**environ, "PYTHONUNBUFFERED": "1"},
+                                   start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -173,8 +181,19 @@ def running(
             raise SystemExit(f"visionpool bench: {url} not ready after 60 s")
         yield process
     finally:
-        process.terminate()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (gunicorn's workers too), SIGKILL when it has not gone in 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
         process.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
 
 
 def family_clock(pid: int) -> Callable[[], float]:

@@ -194,8 +194,9 @@ class Batcher:
     def _run(self, engine: Engine, batch: list[Job]) -> None:
         started = time.monotonic()
         try:
-            tensors = batch[0].tensor[None] if len(batch) == 1 else np.stack([job.tensor for job in batch])
-            outputs = engine.run(tensors)  # a lone image is a view of itself: no copy
+            lone = batch[0].tensor if len(batch) == 1 and batch[0].tensor.flags.writeable else None
+            tensors = lone[None] if lone is not None else np.stack([job.tensor for job in batch])
+            outputs = engine.run(tensors)  # a lone image is a view of itself, writable as a stacked batch is
         except Exception:
             logger.exception("model %s failed on a batch of %d", self.name, len(batch))
             error = EngineFailed(f"Model {self.name!r} failed to run; the worker log has the details.")

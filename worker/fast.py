@@ -46,7 +46,8 @@ def direct_predict(app: Flask) -> Callable[[web.Request], Callable[[bytes], Answ
         if content_type.lower().startswith("multipart/"):
             return None  # forms are rare and Flask parses them
         name, path, args = match.group("name"), request.path, request.query
-        request_id = request.headers.get(Header.REQUEST_ID) or secrets.token_hex(16)  # uuid4().hex's form, cheaper
+        sent = request.headers.getall(Header.REQUEST_ID, [])  # several join as Flask (WSGI) joins them
+        request_id = ",".join(sent) or secrets.token_hex(16)  # uuid4().hex's form, cheaper
 
         def answer(body: bytes) -> Answer:
             headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *CORS, JSON]

@@ -18,7 +18,7 @@ from pools import secured_pool
 
 from visionpool.client import Client
 from visionpool.client.wire import Forbidden, RateLimited, Unauthorized
-from visionpool.proxy.keys import KeyRing, add_key, open_store, revoke_key
+from visionpool.proxy.keys import KeyRing, add_key, open_store, parse, revoke_key
 from visionpool.serving.tickets import issue
 
 IMAGE = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
@@ -67,6 +67,25 @@ def test_a_revoked_key_is_refused_once_the_file_is_read_again(tmp_path: Path) ->
     with pytest.raises(Unauthorized):
         ring.admit(bearer(key), None)
     assert ring.admit(bearer(other), None) == "bob"
+
+
+def test_a_key_file_that_breaks_keeps_the_keys_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(open_store(path), "alice", 10, 20, [])
+    ring = KeyRing(path)
+    good = json.loads(path.read_text())
+    for broken in ({"rate": None}, {"models": 5}, {"burst": 0}, {"id": 7}):
+        entries = {**good["keys"], "bob": {**good["keys"]["alice"], "id": "b0b", **broken}}
+        with pytest.raises(ValueError, match="is not an API key file"):
+            ring.load(parse(json.dumps({"keys": entries}).encode(), str(path)))
+        assert ring.admit(bearer(key), None) == "alice"  # the keys read before, all of them
+
+
+def test_a_proxy_watching_consul_needs_a_consul_url() -> None:
+    from visionpool.proxy.settings import ProxySettings
+
+    with pytest.raises(ValueError, match="consul_url must look like http://consul:8500"):
+        ProxySettings(api_keys="consul:visionpool/api-keys", consul_url="consul:8500")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,9 @@ from helpers import write_sleepy_model
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "visionpool.client", "bench", *args], capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "visionpool.client", "bench", *args], capture_output=True, text=True, timeout=180, env=env
     )
 
 
@@ -94,8 +95,11 @@ def test_bench_measures_a_running_pool(make_pool, tmp_path: Path) -> None:
 
 def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    (tmp_path / "pool.secret").write_text("a pool secret of at least thirty-two bytes")
+    shell = {**os.environ, "VISIONPOOL_POOL_SECRET_FILE": str(tmp_path / "pool.secret"),  # this shell's pool settings
+             "VISIONPOOL_REGISTRY": "consul", "VISIONPOOL_CONSUL_URL": "http://127.0.0.1:9"}  # must not reach it
     result = bench("--targets", "overhead", "--concurrency", "2", "--duration", "1", "--warmup", "0.3",
-                   "--json", str(out))  # fmt: skip
+                   "--json", str(out), env=shell)  # fmt: skip
     assert result.returncode == 0, result.stderr
     [rows] = json.loads(out.read_text())["overhead"]
     assert [row["server"] for row in rows] == ["visionpool worker", "gunicorn + Flask"]

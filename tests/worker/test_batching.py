@@ -107,3 +107,27 @@ def test_a_batch_waits_for_a_request_still_decoding(sleepy_app: Callable[..., Fl
         second = batcher.submit(tensor, time.monotonic() + 30, second_arrival)
     first.wait(), second.wait()
     assert first.batch_size == second.batch_size == 2
+
+
+def test_the_engine_may_change_its_batch_in_place_whatever_its_size() -> None:
+    """A lone image goes to the engine without a copy; one that arrived read-only (v2's binary tensors) is copied,
+    so a Python model that scales its batch in place works for one image as for several."""
+    from visionpool.worker.batching import Batcher
+    from visionpool.worker.engines import Engine
+    from visionpool.worker.repository import BatchingSpec
+
+    class InPlace(Engine):
+        max_batch_size = 8
+
+        def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+            batch /= 2.0
+            return [{"out": image.copy()} for image in batch]
+
+    batcher = Batcher("in-place", [InPlace()], BatchingSpec(max_batch_size=8, max_queue_delay_ms=0))
+    try:
+        frozen = np.frombuffer(np.full(4, 8.0, np.float32).tobytes(), np.float32)  # as v2 reads a binary tensor
+        assert not frozen.flags.writeable
+        job = batcher.submit(frozen, time.monotonic() + 10)
+        assert job.wait()["out"].tolist() == [4.0] * 4 and frozen.tolist() == [8.0] * 4
+    finally:
+        batcher.close()
