@@ -46,6 +46,28 @@ def test_float32_input_is_scaled_per_channel() -> None:
     np.testing.assert_allclose(tensor[0, 0], [(10 - 10) / 2, (100 - 20) / 4, (200 - 30) / 5])
 
 
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [
+        pytest.param((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), id="imagenet-per-channel"),
+        pytest.param((127.0,) * 3, (128.0,) * 3, id="one-for-all"),
+        pytest.param((0.0,) * 3, (255.0,) * 3, id="scale-only"),
+        pytest.param((0.0,) * 3, (1.0,) * 3, id="none"),
+    ],
+)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_every_normalisation_gives_the_textbook_values(mean, std, layout: str, color: str) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    spec = InputSpec(width=24, height=24, layout=layout, color=color, mean=mean, std=std)
+    tensor, _ = preprocess(pixels, spec)
+    ordered = pixels[:, :, ::-1] if color == "BGR" else pixels
+    expected = (ordered.astype(np.float32) - np.float32(mean)) * (1 / np.float32(std))
+    expected = expected.transpose(2, 0, 1) if layout == "NCHW" else expected
+    assert tensor.dtype == np.float32 and tensor.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(tensor, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_ssd_scaling_maps_0_255_to_minus_1_plus_1() -> None:
     spec = InputSpec(width=2, height=1, layout="NHWC", mean=(127.5,) * 3, std=(127.5,) * 3)
     pixels = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)
