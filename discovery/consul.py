@@ -53,7 +53,7 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 _META_KEY_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _META_KEY_MAX = 128  # Consul rejects longer meta keys
 _WARNINGS_LOCK = threading.Lock()  # catch_warnings swaps process-wide state: one thread at a time
-_WATCH_ERRORS = (consul.ConsulException, aiohttp.ClientError, asyncio.TimeoutError, ValueError)
+WATCH_ERRORS = (consul.ConsulException, aiohttp.ClientError, asyncio.TimeoutError, ValueError)  # a failed query
 
 
 def parse_duration(value: str, name: str) -> float:
@@ -124,10 +124,7 @@ class ConsulRegistry(Registry, Directory):
         if recheck <= 0:
             raise ValueError(f"recheck must be a positive number of seconds such as 3.0, not {recheck!r}")
         self.renew_interval = recheck  # how often a worker checks that the agent still lists it
-        self._client = consul.Consul(
-            host=self.host, port=self.port, scheme=self.scheme, token=token, connections_timeout=REQUEST_TIMEOUT
-        )
-        self._pin_token(self._client)
+        self._client = sync_client(self.scheme, self.host, self.port, token)
 
     def register(self, instance: Instance) -> None:
         """Add the worker to the local agent with an HTTP check on its /readyz."""
@@ -194,27 +191,12 @@ class ConsulRegistry(Registry, Directory):
 
     def _agent(self, action: str, call: Callable[[consul.Consul], Any]) -> Any:
         """Run one agent call, turning py-consul's and requests' errors into RegistryError."""
-        try:
-            return call(self._client)
-        except consul.ACLPermissionDenied as exc:
-            raise RegistryError(
-                f"consul at {self.url} refused to {action}: {exc}; pass a token with service:write on {self.service!r}"
-            ) from exc
-        except consul.ConsulException as exc:
-            raise RegistryError(f"consul at {self.url} refused to {action}: {exc}") from exc
-        except requests.RequestException as exc:
-            raise RegistryError(
-                f"cannot reach consul at {self.url} to {action} ({type(exc).__name__}); is the agent running?"
-            ) from exc
+        needs = f"pass a token with service:write on {self.service!r}"
+        return call_agent(self.url, action, needs, lambda: call(self._client))
 
     def _aio_client(self) -> consul.aio.Consul:
         """An aiohttp-based client for the watch loop; it must be created inside the running loop."""
         return aio_client(self.scheme, self.host, self.port, self.token)
-
-    def _pin_token(self, client: consul.Consul | consul.aio.Consul) -> None:
-        """Make an explicit token win: py-consul otherwise prefers CONSUL_HTTP_TOKEN over the argument."""
-        if self.token is not None:
-            client.token = self.token
 
     async def _poll(self, client: consul.aio.Consul, state: _WatchState) -> list[Instance] | None:
         """One blocking query: the passing instances, or None after a failure (logged, then backed off)."""
@@ -225,7 +207,7 @@ class ConsulRegistry(Registry, Directory):
             # query fails, and the watch then never stops (seen as a watcher outliving its proxy's shutdown)
             async with asyncio.timeout(self._query_timeout):
                 index, entries, filtered = await self._query(client, state.index)
-        except _WATCH_ERRORS as exc:
+        except WATCH_ERRORS as exc:
             await self._back_off(state, exc)
             return None
         if state.failures:
@@ -254,8 +236,7 @@ class ConsulRegistry(Registry, Directory):
     async def _back_off(self, state: _WatchState, exc: BaseException) -> None:
         """Log a failed query, then sleep an exponentially growing, jittered, capped delay."""
         state.failures += 1
-        ceiling = min(self.retry_max, BACKOFF_START * 2 ** min(state.failures - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
+        delay = backoff(state.failures, self.retry_max)
         known = "none yet" if state.last is None else len(state.last)
         logger.warning(
             "watching %s on consul at %s failed (%s: %s); keeping the last known instances (%s), retry in %.1f s",
@@ -267,6 +248,36 @@ class ConsulRegistry(Registry, Directory):
             delay,
         )
         await asyncio.sleep(delay)
+
+
+def sync_client(scheme: str, host: str, port: int, token: str | None) -> consul.Consul:
+    """A client for one agent; an explicit token wins (py-consul otherwise prefers CONSUL_HTTP_TOKEN)."""
+    client = consul.Consul(host=host, port=port, scheme=scheme, token=token, connections_timeout=REQUEST_TIMEOUT)
+    if token is not None:
+        client.token = token
+    return client
+
+
+def call_agent(url: str, action: str, needs: str, call: Callable[[], Any]) -> Any:
+    """Run one call to the agent at ``url``, turning py-consul's and requests' errors into RegistryError (a refused
+    token is told what it ``needs``)."""
+    try:
+        return call()
+    except consul.ACLPermissionDenied as exc:
+        raise RegistryError(f"consul at {url} refused to {action}: {exc}; {needs}") from exc
+    except consul.ConsulException as exc:
+        raise RegistryError(f"consul at {url} refused to {action}: {exc}") from exc
+    except requests.RequestException as exc:
+        raise RegistryError(
+            f"cannot reach consul at {url} to {action} ({type(exc).__name__}); is the agent running?"
+        ) from exc
+
+
+def backoff(failures: int, ceiling: float) -> float:
+    """Seconds before retrying after ``failures`` failed queries in a row: doubling from BACKOFF_START up to
+    ``ceiling``, jittered down to half so that watchers do not retry in step."""
+    top = min(ceiling, BACKOFF_START * 2 ** min(failures - 1, 30))
+    return random.uniform(top / 2, top)
 
 
 def aio_client(scheme: str, host: str, port: int, token: str | None) -> consul.aio.Consul:

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-
-import aiohttp
-import consul
-import requests
 
 from visionpool.serving.settings import kv_key
 from visionpool.serving.tickets import check_secret, read_secret
 
 from .base import RegistryError
-from .consul import REQUEST_TIMEOUT, aio_client, next_index, split_url
+from .consul import (
+    REQUEST_TIMEOUT,
+    WATCH_ERRORS,
+    aio_client,
+    backoff,
+    call_agent,
+    next_index,
+    split_url,
+    sync_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +50,7 @@ class ConsulKV:
     def __init__(self, url: str, token: str | None = None) -> None:
         self.scheme, self.host, self.port = split_url(url, "consul url", "http://consul:8500")
         self.url, self.token = url.rstrip("/"), token
-        self._client = consul.Consul(
-            host=self.host, port=self.port, scheme=self.scheme, token=token, connections_timeout=REQUEST_TIMEOUT
-        )
-        if token is not None:
-            self._client.token = token  # py-consul would otherwise prefer CONSUL_HTTP_TOKEN
+        self._client = sync_client(self.scheme, self.host, self.port, token)
 
     def get(self, key: str) -> tuple[int, bytes | None]:
         """(index, value) of a key; the value is None when the key is missing."""
@@ -76,9 +76,9 @@ class ConsulKV:
                 try:
                     async with asyncio.timeout(REQUEST_TIMEOUT + 60):
                         current, entry = await client.kv.get(key, index=index or None, wait=WAIT)
-                except (consul.ConsulException, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                except WATCH_ERRORS as error:
                     failures += 1
-                    delay = random.uniform(0.5, 1.0) * min(BACKOFF_MAX, 0.25 * 2 ** min(failures, 10))
+                    delay = backoff(failures, BACKOFF_MAX)
                     logger.warning("watching %s on consul at %s failed (%s: %s); what was read stays, retry in "
                                    "%.1f s", key, self.url, type(error).__name__, error, delay)  # fmt: skip
                     await asyncio.sleep(delay)
@@ -92,16 +92,8 @@ class ConsulKV:
             await client.close()
 
     def _call(self, action: str, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except consul.ACLPermissionDenied as error:
-            raise RegistryError(f"consul at {self.url} refused to {action}: {error}; the token needs key:read "
-                                "(proxies, workers) or key:write (visionpool keys) on it") from error  # fmt: skip
-        except consul.ConsulException as error:
-            raise RegistryError(f"consul at {self.url} refused to {action}: {error}") from error
-        except requests.RequestException as error:
-            raise RegistryError(f"cannot reach consul at {self.url} to {action} ({type(error).__name__}); "
-                                "is the agent running?") from error  # fmt: skip
+        needs = "the token needs key:read (proxies, workers) or key:write (visionpool keys) on it"
+        return call_agent(self.url, action, needs, call)
 
 
 def _value(entry: Any) -> bytes | None:

@@ -14,6 +14,17 @@ from helpers import ServerProcess, wait_until, write_sleepy_model
 TOKEN = "client-tests-token"
 
 
+def joining(proxy: ServerProcess, token: str = TOKEN) -> tuple[str, ...]:
+    """A worker's flags to register with ``proxy``'s local registry."""
+    return ("--registry", "local", "--registry-url", proxy.url, "--registry-token", token)
+
+
+def wait_for_workers(proxy: ServerProcess, count: int, headers: dict[str, str] | None = None) -> None:
+    """Until ``proxy`` has ``count`` workers in its rotation."""
+    url = proxy.url + "/workers"
+    wait_until(lambda: len(requests.get(url, headers=headers, timeout=5).json()["workers"]) == count)
+
+
 class Pool:
     """A proxy and its workers."""
 
@@ -37,22 +48,10 @@ def make_pool(request: pytest.FixtureRequest, start_proxy, start_worker, tmp_pat
             repository = request.getfixturevalue("model_repository")
         proxy = start_proxy("--registry-token", TOKEN)
         started = [
-            start_worker(
-                "--model",
-                model,
-                "--model-repository",
-                str(repository),
-                "--registry",
-                "local",
-                "--registry-url",
-                proxy.url,
-                "--registry-token",
-                TOKEN,
-                *worker_args,
-            )
+            start_worker("--model", model, "--model-repository", str(repository), *joining(proxy), *worker_args)
             for _ in range(workers)
         ]
-        wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == workers)
+        wait_for_workers(proxy, workers)
         return Pool(proxy, started)
 
     return make
@@ -82,9 +81,8 @@ def secured_pool(start_proxy, start_worker, root: Path, *worker_args: str, rate:
     proxy = start_proxy("--registry-token", TOKEN, "--api-keys", str(keys), "--pool-secret-file", str(secret))
     worker = start_worker(
         "--model", "sleepy", "--model-repository", str(write_sleepy_model(root / "models", 0.01, 8, 64)),
-        "--pool-secret-file", str(secret), "--registry", "local", "--registry-url", proxy.url,
-        "--registry-token", TOKEN, *worker_args,
+        "--pool-secret-file", str(secret), *joining(proxy), *worker_args,
     )  # fmt: skip
     pool = SecuredPool(proxy, worker, key, secret)
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", headers=pool.auth, timeout=5).json()["workers"]) == 1)
+    wait_for_workers(proxy, 1, pool.auth)
     return pool

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools import overhead
 from visionpool.tools.peer import serve_peer
+from visionpool.tools.servers import free_port, total
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
 from visionpool.tools.loadgen import (
     Measurement,
@@ -103,7 +103,7 @@ def run(args: BenchSettings) -> int:
     report: dict[str, Any] = {"model": args.model, "images": len(images), "duration_s": args.duration, "cpu": cpu()}
     print(f"CPU: {report['cpu']['model']}, {host_cores()} cores; {', '.join(report['cpu']['flags']) or 'no bf16/AMX'}")
     if "overhead" in targets:
-        small = sample_images(args.images) if args.images else [_small_jpeg()]
+        small = sample_images(args.images) if args.images else [overhead.small_jpeg()]
         report["overhead"] = [
             overhead.measure(small, concurrency, args.duration, args.warmup) for concurrency in concurrencies
         ]
@@ -153,19 +153,6 @@ def _write(args: BenchSettings, report: dict[str, Any]) -> None:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2)
 
-
-def _small_jpeg() -> bytes:
-    """A 64x64 photo-like JPEG: the request whose cost is all overhead."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    pixels = np.clip(rng.normal(128, 40, (64, 64, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 CPU_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512f", "avx2")  # what decides OpenVINO's speed and precision
@@ -348,12 +335,8 @@ def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
                 reader()  # readable: the process is really here
                 readers.append(reader)
         if readers:
-            clocks[name] = _total(readers)
+            clocks[name] = total(readers)
     return clocks
-
-
-def _total(readers: list[Callable[[], float]]) -> Callable[[], float]:
-    return lambda: sum(read() for read in readers)
 
 
 def _proxy_bytes(proxy: str) -> float | None:
@@ -463,8 +446,8 @@ def _pool(args: BenchSettings) -> Iterator[tuple[str, str]]:
             raise SystemExit(f"visionpool bench: no worker at {args.url} serves {args.model!r}")
         yield args.url.rstrip("/"), serving[0]
         return
-    token, ports = secrets.token_urlsafe(16), [_free_port() for _ in range(args.workers + 1)]
-    grpc_ports = [_free_port() for _ in range(args.workers)]
+    token, ports = secrets.token_urlsafe(16), [free_port() for _ in range(args.workers + 1)]
+    grpc_ports = [free_port() for _ in range(args.workers)]
     env = {**os.environ, "VISIONPOOL_REGISTRY_TOKEN": token}
     proxy_url, *worker_urls = (f"http://127.0.0.1:{port}" for port in ports)
     worker_args = ["--model", args.model, "--registry", "local", "--registry-url", proxy_url]
@@ -518,12 +501,6 @@ def _wait(url: str, processes: list[subprocess.Popen[bytes]], log: Any, timeout:
                 return
         time.sleep(0.1)
     raise SystemExit(f"visionpool bench: {url} not ready after {timeout:.0f} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 COMMAND = command(

@@ -16,23 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
-import os
-import signal
-import socket
-import subprocess
+import io
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from visionpool.client import wire
-
 from .loadgen import closed_loop, cpu_clock
+from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
 
 SIZE = 224  # the model's input: what both servers resize to
 LABELS = [f"class-{i}" for i in range(10)]
@@ -89,13 +81,25 @@ def predict():
 '''
 
 
+def small_jpeg() -> bytes:
+    """A 64x64 photo-like JPEG: the request whose cost is all overhead."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = np.clip(rng.normal(128, 40, (64, 64, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def measure(images: Sequence[bytes], concurrency: int, seconds: float, warmup: float) -> list[dict[str, Any]]:
     """One row per server (the worker, then gunicorn + Flask when gunicorn is installed): rate, cores, CPU-ms."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         folder = Path(scratch)
         for name, start in (("visionpool worker", _worker), ("gunicorn + Flask", _gunicorn)):
-            with start(folder) as (url, clock, versions):
+            with start(folder) as (url, clock, versions, log):
                 if url is None:
                     rows.append({"server": name, "versions": versions})
                     continue
@@ -104,9 +108,8 @@ def measure(images: Sequence[bytes], concurrency: int, seconds: float, warmup: f
                 )
                 row = measured.row(0.0)
                 if row["errors"]:
-                    log = (folder / ("worker.log" if name.startswith("visionpool") else "gunicorn.log")).read_text()
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
-                                     f"its log ends:\n{log[-2000:]}")  # fmt: skip
+                                     f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],
                              "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
@@ -129,8 +132,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not started), CPU clock, versions, log
+
+
 @contextlib.contextmanager
-def _worker(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str]]:
+def _worker(folder: Path) -> Iterator[Served]:
     model = folder / "models" / "noop"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(NOOP_MODEL)
@@ -140,88 +146,19 @@ def _worker(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str
     command = [sys.executable, "-m", "visionpool.worker", "--model", "noop", "--model-repository",
                str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING",
                "--registry", "none"]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}", folder / "worker.log") as process:
-        yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), versions("visionpool", "aiohttp", "flask")
+    log = folder / "worker.log"
+    with running(command, f"http://127.0.0.1:{port}", log) as process:
+        yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), versions("visionpool", "aiohttp", "flask"), log
 
 
 @contextlib.contextmanager
-def _gunicorn(folder: Path) -> Iterator[tuple[str | None, Callable[[], float], str]]:
+def _gunicorn(folder: Path) -> Iterator[Served]:
+    log = folder / "gunicorn.log"
     if not installed("gunicorn"):
-        yield None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn"
+        yield None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn", log
         return
     (folder / "overhead_peer.py").write_text(PEER)
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--chdir", str(folder), "-w", "1", "-k", "gthread", "--threads",
-               "4", "-b", f"127.0.0.1:{port}", "overhead_peer:app"]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}", folder / "gunicorn.log", path="/predict") as process:
-        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow")
-
-
-@contextlib.contextmanager
-def running(
-    command: list[str], url: str, log: Path, path: str = wire.READYZ, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server started, ready (GET ``path`` answers, or POST for the peer's only route), then stopped."""
-    with log.open("wb") as output:  # none of this shell's VISIONPOOL_* settings: a registry, a secret, TLS
-        environ = {k: v for k, v in (env or os.environ).items() if not k.startswith("VISIONPOOL_")}
-        environ.update({k: v for k, v in (env or {}).items() if k.startswith("VISIONPOOL_PEER")})
-        process = subprocess.Popen(command, stdout=output, stderr=output, env={**environ, "PYTHONUNBUFFERED": "1"},
-                                   start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"visionpool bench: {command[2]} failed to start:\n{log.read_text(errors='replace')}")
-            with contextlib.suppress(requests.RequestException):
-                answer = requests.get(url + path, timeout=1)
-                if answer.status_code in (200, 405):  # 405: the peer listens (it takes POST only)
-                    break
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"visionpool bench: {url} not ready after 60 s")
-        yield process
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (gunicorn's workers too), SIGKILL when it has not gone in 30 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-def family_clock(pid: int) -> Callable[[], float]:
-    """CPU seconds of a process and its children (gunicorn's master and its worker)."""
-    clocks = [cpu_clock(pid)]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        clocks += [cpu_clock(int(child)) for child in children]
-    return lambda: sum(clock() for clock in clocks)
-
-
-def versions(*packages: str) -> str:
-    found = []
-    for package in packages:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found.append(f"{package} {importlib.metadata.version(package)}")
-    return ", ".join(found)
-
-
-def installed(package: str) -> bool:
-    try:
-        importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    command = gunicorn_command(folder, "overhead_peer:app", port)
+    with running(command, f"http://127.0.0.1:{port}", log, path="/predict") as process:
+        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow"), log

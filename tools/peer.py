@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .overhead import family_clock, free_port, installed, running, versions
+from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
 
 PEER = '''"""gunicorn + Flask + ONNX Runtime serving one model as its config says (visionpool bench --targets peer)."""
 import io
@@ -90,10 +88,8 @@ def serve_peer(config: Any) -> Iterator[tuple[str | None, Callable[[], float], s
     with tempfile.TemporaryDirectory(prefix="visionpool-peer-") as scratch:
         folder = Path(scratch)
         (folder / "model_peer.py").write_text(PEER)
-        port = free_port()
-        command = [sys.executable, "-m", "gunicorn", "--chdir", str(folder), "-w", "1", "-k", "gthread", "--threads",
-                   "4", "-b", f"127.0.0.1:{port}", "model_peer:app"]  # fmt: skip
-        environ = {**os.environ, "VISIONPOOL_PEER_SPEC": json.dumps(spec)}
-        with running(command, f"http://127.0.0.1:{port}", folder / "peer.log", path="/predict", env=environ) as process:
+        port, spec_env = free_port(), {"VISIONPOOL_PEER_SPEC": json.dumps(spec)}
+        command = gunicorn_command(folder, "model_peer:app", port)
+        with running(command, f"http://127.0.0.1:{port}", folder / "peer.log", "/predict", spec_env) as process:
             yield (f"http://127.0.0.1:{port}", family_clock(process.pid),
                    versions("gunicorn", "flask", "pillow", "onnxruntime"))  # fmt: skip

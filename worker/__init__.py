@@ -16,7 +16,7 @@ from visionpool.client.wire import Header
 from . import models, page, v2_rest
 from .errors import register_error_handlers
 from .metrics import METRICS, WorkerMetrics
-from .routes import bp
+from .routes import PREDICT_CORS, bp
 from .settings import WorkerSettings
 
 __all__ = ["WorkerSettings", "create_app"]
@@ -54,8 +54,8 @@ def _tag_response(response: Response) -> Response:
     response.headers[Header.REQUEST_ID] = g.get("request_id") or uuid.uuid4().hex
     response.headers[Header.WORKER_ID] = current_app.config["WORKER_ID"]
     if request.endpoint in PREDICT_ENDPOINTS:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = f"{Header.REQUEST_ID}, {Header.WORKER_ID}"
+        for header, value in PREDICT_CORS:
+            response.headers[header] = value
         if request.method == "OPTIONS":  # the page's preflight, for a p2p upload carrying its ticket
             response.headers["Access-Control-Allow-Headers"] = "Authorization"
             response.headers["Access-Control-Allow-Methods"] = "POST"

@@ -23,16 +23,12 @@ from flask import Flask
 
 from visionpool.client.wire import Header, ServiceError
 
-from .routes import predict_direct
+from .routes import PREDICT_CORS, predict_answer, raw_image
 
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 PATHS = re.compile(r"^/predict$|^/models/(?P<name>[^/]+)/predict$")  # what Flask routes to the predict views
-CORS = [
-    ("Access-Control-Allow-Origin", "*"),  # a page from another origin (the proxy's, in p2p mode) reads answers
-    ("Access-Control-Expose-Headers", f"{Header.REQUEST_ID}, {Header.WORKER_ID}"),
-]
 JSON = ("Content-Type", "application/json")
 
 
@@ -46,13 +42,15 @@ def direct_predict(app: Flask) -> Callable[[web.Request], Callable[[bytes], Answ
         if content_type.lower().startswith("multipart/"):
             return None  # forms are rare and Flask parses them
         name, path, args = match.group("name"), request.path, request.query
+        mimetype = content_type.partition(";")[0].strip().lower()
         sent = request.headers.getall(Header.REQUEST_ID, [])  # several join as Flask (WSGI) joins them
         request_id = ",".join(sent) or secrets.token_hex(16)  # uuid4().hex's form, cheaper
 
         def answer(body: bytes) -> Answer:
-            headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *CORS, JSON]
+            headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *PREDICT_CORS]
+            headers.append(JSON)
             try:
-                return 200, headers, predict_direct(app, name, body, content_type, args, request_id)
+                return 200, headers, predict_answer(app, name, lambda: raw_image(body, mimetype), args, request_id)
             except ServiceError as error:
                 return error.status, headers + list(error.headers.items()), orjson.dumps(error.body(path))
             except Exception:

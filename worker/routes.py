@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,6 +21,10 @@ from .pipeline import MASK_FORMATS, Pipeline
 from .settings import WorkerSettings
 
 bp = Blueprint("worker", __name__)
+PREDICT_CORS = (  # a page from another origin (the proxy's, in p2p mode) may read predictions, nothing else
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", f"{wire.Header.REQUEST_ID}, {wire.Header.WORKER_ID}"),
+)
 FILE_FIELDS = ("image", "data")  # "data" is what simple-ml-serving's clients send
 
 
@@ -74,22 +78,18 @@ def worker_stats() -> dict[str, Any]:
 
 
 def _predict(name: str | None) -> Response:
-    models, metrics = get_models(), current_app.extensions[METRICS]
-    with metrics.track(models.metric_label(name or models.default), g.request_id) as tracked:
-        model = models.get(name)
-        body = answer_body(model, tracked, _image_bytes(), request.args, current_app.config["VISIONPOOL"])
-        return current_app.response_class(body, mimetype="application/json")
+    body = predict_answer(current_app, name, _image_bytes, request.args, g.request_id)
+    return current_app.response_class(body, mimetype="application/json")
 
 
-def predict_direct(app: Flask, name: str | None, data: bytes, content_type: str, args: Mapping[str, str],
-                   request_id: str) -> bytes:  # fmt: skip
-    """POST /predict of a raw image body, answered without Flask (the fast path; worker/fast.py): the JSON
-    answer, or a ServiceError, exactly as the Flask route would give them."""
+def predict_answer(
+    app: Flask, name: str | None, image: Callable[[], bytes], args: Mapping[str, str], request_id: str
+) -> bytes:
+    """The JSON answer to one upload (``image()`` reads it: a form, or a raw body), counted and logged; a
+    ServiceError instead. The Flask route and the path without Flask (worker/fast.py) both answer with it."""
     models, metrics = get_models(app), app.extensions[METRICS]
     with metrics.track(models.metric_label(name or models.default), request_id) as tracked:
-        model = models.get(name)
-        mimetype = content_type.partition(";")[0].strip().lower()
-        return answer_body(model, tracked, raw_image(data, mimetype), args, app.config["VISIONPOOL"])
+        return answer_body(models.get(name), tracked, image(), args, app.config["VISIONPOOL"])
 
 
 def answer_body(

@@ -15,7 +15,8 @@ import requests
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from graphs import task_repository
-from helpers import encode, free_port, iou, wait_until
+from helpers import encode, free_port, iou
+from pools import joining, wait_for_workers
 from tritonclient.utils import InferenceServerException
 
 from visionpool.client import Box, Client, ModelNotFound, v2
@@ -34,9 +35,9 @@ def pool(start_proxy, start_worker, model_repository: Path) -> dict[str, str]:
     grpc_port = free_port()
     worker = start_worker(
         "--model", SSD, "efficientnet-lite0", "--model-repository", str(model_repository), "--grpc-port",
-        str(grpc_port), "--registry", "local", "--registry-url", proxy.url, "--registry-token", TOKEN,
+        str(grpc_port), *joining(proxy, TOKEN),
     )  # fmt: skip
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == 1)
+    wait_for_workers(proxy, 1)
     return {"proxy": proxy.url, "worker": worker.url, "grpc": f"127.0.0.1:{grpc_port}"}
 
 
@@ -125,16 +126,11 @@ def two_workers(start_proxy, start_worker, tmp_path: Path):
             str(root),
             "--worker-id",
             f"w{i}",
-            "--registry",
-            "local",
-            "--registry-url",
-            proxy.url,
-            "--registry-token",
-            TOKEN,
+            *joining(proxy, TOKEN),
         )  # fmt: skip
         for i in (1, 2)
     ]
-    wait_until(lambda: len(requests.get(proxy.url + "/workers", timeout=5).json()["workers"]) == 2)
+    wait_for_workers(proxy, 2)
     return proxy, workers
 
 

@@ -1,0 +1,108 @@
+"""Servers the benchmark starts on loopback beside the pool (a no-op worker, gunicorn + Flask peers): started with
+none of this shell's VISIONPOOL_* settings (a registry, a secret, TLS), waited for, measured from /proc, stopped,
+and killed when they will not stop.
+
+Usage:
+    with running(gunicorn_command(folder, "peer:app", port), url, folder / "peer.log", path="/predict") as process:
+        clock = family_clock(process.pid)          # its CPU seconds, its workers' included
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import requests
+
+from visionpool.client import wire
+
+from .loadgen import cpu_clock
+
+
+def gunicorn_command(folder: Path, app: str, port: int) -> list[str]:
+    """gunicorn serving ``app`` (module:variable, in ``folder``) as most teams first serve a model: one process,
+    four threads."""
+    return [sys.executable, "-m", "gunicorn", "--chdir", str(folder), "-w", "1", "-k", "gthread", "--threads", "4",
+            "-b", f"127.0.0.1:{port}", app]  # fmt: skip
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], url: str, log: Path, path: str = wire.READYZ, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started, ready (GET ``path`` answers, or 405 for a peer that takes only POST there), then stopped."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("VISIONPOOL_")}
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True,
+                                   env={**environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"visionpool bench: {command[2]} failed to start:\n{log.read_text(errors='replace')}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url + path, timeout=1).status_code in (200, 405):
+                    break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"visionpool bench: {url} not ready after 60 s")
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (gunicorn's workers too), SIGKILL when it has not gone in 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def family_clock(pid: int) -> Callable[[], float]:
+    """CPU seconds of a process and its children (gunicorn's master and its worker)."""
+    clocks = [cpu_clock(pid)]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        clocks += [cpu_clock(int(child)) for child in children]
+    return total(clocks)
+
+
+def total(clocks: list[Callable[[], float]]) -> Callable[[], float]:
+    """One CPU clock adding up several."""
+    return lambda: sum(clock() for clock in clocks)
+
+
+def versions(*packages: str) -> str:
+    """"name version" of each package installed, comma-separated."""
+    found = []
+    for package in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{package} {importlib.metadata.version(package)}")
+    return ", ".join(found)
+
+
+def installed(package: str) -> bool:
+    try:
+        importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
