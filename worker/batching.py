@@ -36,8 +36,9 @@ QUEUED, RUNNING, DONE, ABANDONED = "queued", "running", "done", "abandoned"
 class Job:
     """One image waiting for, or done by, the engine."""
 
-    def __init__(self, tensor: np.ndarray, deadline: float) -> None:
+    def __init__(self, tensor: np.ndarray, deadline: float, on_done: Callable[[Job], None] | None = None) -> None:
         self.tensor, self.deadline = tensor, deadline
+        self.on_done = on_done  # told when the job ends, however it ends (front processes: worker/fronts.py)
         self.enqueued = time.monotonic()
         self.queue_s = self.inference_s = 0.0
         self.batch_size = 0
@@ -52,28 +53,38 @@ class Job:
         with self._lock:
             if self._state != QUEUED:
                 return False
-            if now > self.deadline:
-                self._state = ABANDONED
-                self.error = DeadlineExceeded("The request waited past its deadline in the queue and was not run.")
-                self._done.set()
+            if now <= self.deadline:
+                self._state = RUNNING
+                self.queue_s = now - self.enqueued
+                return True
+        self.abandon()
+        return False
+
+    def abandon(self) -> bool:
+        """Give up on a job still queued (its deadline passed): it ends with DeadlineExceeded and is never run.
+        False when it is already in a batch or done."""
+        with self._lock:
+            if self._state != QUEUED:
                 return False
-            self._state = RUNNING
-        self.queue_s = now - self.enqueued
+            self._state = ABANDONED
+            self.error = DeadlineExceeded("The request waited past its deadline in the queue and was not run.")
+        self._done.set()
+        if self.on_done is not None:
+            self.on_done(self)
         return True
 
     def finish(self, outputs: dict[str, np.ndarray] | None, error: Exception | None = None) -> None:
         self.outputs, self.error = outputs, error
         self._state = DONE
         self._done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
     def wait(self) -> dict[str, np.ndarray]:
         """The job's outputs; DeadlineExceeded when it is still queued at its deadline."""
         if not self._done.wait(max(self.deadline - time.monotonic(), 0.0)):
-            with self._lock:
-                if self._state == QUEUED:
-                    self._state = ABANDONED
-                    raise DeadlineExceeded("The request waited past its deadline in the queue and was not run.")
-            self._done.wait()  # already in a batch: its answer is milliseconds away
+            self.abandon()
+            self._done.wait()  # abandoned now, or already in a batch: its answer is milliseconds away
         if self.error is not None:
             raise self.error
         assert self.outputs is not None
@@ -134,9 +145,16 @@ class Batcher:
             with self._changed:
                 self._end(arrival)
 
-    def submit(self, tensor: np.ndarray, deadline: float, arrival: Arrival | None = None) -> Job:
-        """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full."""
-        job = Job(tensor, deadline)
+    def submit(
+        self,
+        tensor: np.ndarray,
+        deadline: float,
+        arrival: Arrival | None = None,
+        on_done: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full. ``on_done``
+        is told when the job ends (in the thread that ends it)."""
+        job = Job(tensor, deadline, on_done)
         with self._changed:
             if arrival is not None:
                 self._end(arrival)

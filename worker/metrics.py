@@ -145,25 +145,16 @@ class WorkerMetrics:
     @contextlib.contextmanager
     def track(self, model: str, request_id: str) -> Iterator[Tracked]:
         """Count and time one predict request, whatever its outcome; log one line for it."""
-        request = Tracked(model, request_id)
-        started = time.monotonic()
         self.in_flight.inc()
         try:
-            yield request
-        except ServiceError as error:
-            request.status, request.outcome = error.status, error.code
-            raise
-        except HTTPException as error:  # werkzeug's own: a body over the limit, a malformed form
-            request.status, request.outcome = http_error_code(error)
-            raise
-        except Exception:
-            request.status, request.outcome = 500, "internal"
-            raise
+            with tracking(model, request_id, self.record) as request:
+                yield request
         finally:
             self.in_flight.dec()
-            self._record(request, time.monotonic() - started)
 
-    def _record(self, request: Tracked, total: float) -> None:
+    def record(self, request: Tracked, total: float) -> None:
+        """Count, time and log one predict request that took ``total`` seconds (track() calls it; so do the
+        front processes' requests, reported to this process: worker/fronts.py)."""
         self.child(self.requests, request.model, str(request.status), request.outcome).inc()
         self.child(self.latency, request.model).observe(total)
         for stage, seconds in request.stages.items():
@@ -180,6 +171,26 @@ class WorkerMetrics:
             **{f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in request.stages.items()},
         }
         log_fields(logger, fields)
+
+
+@contextlib.contextmanager
+def tracking(model: str, request_id: str, record: Callable[[Tracked, float], None]) -> Iterator[Tracked]:
+    """One predict request measured: its status and outcome from what it raises, then ``record(it, seconds)``."""
+    request = Tracked(model, request_id)
+    started = time.monotonic()
+    try:
+        yield request
+    except ServiceError as error:
+        request.status, request.outcome = error.status, error.code
+        raise
+    except HTTPException as error:  # werkzeug's own: a body over the limit, a malformed form
+        request.status, request.outcome = http_error_code(error)
+        raise
+    except Exception:
+        request.status, request.outcome = 500, "internal"
+        raise
+    finally:
+        record(request, time.monotonic() - started)
 
 
 @dataclass(frozen=True)

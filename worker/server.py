@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 
 import grpc
@@ -32,6 +33,7 @@ from .models import get_models
 from .settings import WorkerSettings
 from .v2_grpc import start_grpc
 from .fast import direct_predict
+from .fronts import EngineHub, Fronts
 from .wsgi import ticket_guard, wsgi_app
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class WorkerServer(Lifecycle):
         self.announcer: Announcer | None = None
         self.grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
+        self.fronts: Fronts | None = None
 
     async def serve(self) -> int:
         """Start up, serve until told to stop or the models fail to load, shut down."""
@@ -79,17 +82,30 @@ class WorkerServer(Lifecycle):
         self.app.config.update(WORKER_ID=instance.id, WORKER_URL=instance.url, WORKER_GRPC=instance.grpc)
         self.announcer = self.make_announcer(instance)
         tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca)
-        http = wsgi_app(self.app, self.door, self.settings.threads, guard, direct_predict(self.app))
-        await self.door.start(http, self.sock, tls)
+        if self.settings.front_processes:  # they take the port; this process answers what they pass on
+            hub = EngineHub(self.models, self.app.extensions[METRICS])
+            self.fronts = Fronts(self.settings, self.sock, hub, self.models, instance.id)
+            http = wsgi_app(self.app, self.door, self.settings.threads, None, direct_predict(self.app))
+            await self.door.start(http, self.fronts.internal)  # the fronts checked tickets and TLS
+            self.fronts.start()
+        else:
+            http = wsgi_app(self.app, self.door, self.settings.threads, guard, direct_predict(self.app))
+            await self.door.start(http, self.sock, tls)
         logger.info(
-            "worker listening on %s://%s:%s (models: %s)",
+            "worker listening on %s://%s:%s (models: %s%s)",
             self.settings.scheme, host, port, ", ".join(self.settings.models),
+            f"; {self.settings.front_processes} front processes" if self.fronts else "",
         )  # fmt: skip
         if self.announcer:
             self.announcer.start()
         code = await self.main_loop()
         await self.shutdown()
         return code
+
+    def handle_hup(self) -> None:
+        super().handle_hup()
+        if self.fronts is not None:  # each front holds its own TLS context
+            self.fronts.signal(signal.SIGHUP)
 
     def worker_id(self, port: int) -> str:
         """This worker's name in the registry, in X-Worker-ID and in the tickets it accepts."""
@@ -130,6 +146,8 @@ class WorkerServer(Lifecycle):
             await asyncio.to_thread(self.announcer.stop)  # first: proxies stop sending before this worker stops taking
         logger.info("shutting down: finishing requests in flight (up to %.0f s)", self.settings.drain_timeout)
         stopped = self.grpc.stop(grace=self.settings.drain_timeout) if self.grpc else None
+        if self.fronts is not None:  # they finish what they hold, with this process still answering them
+            await asyncio.to_thread(self.fronts.stop, self.settings.drain_timeout + 5)
         await self.door.stop()
         if stopped is not None:
             await asyncio.to_thread(stopped.wait)

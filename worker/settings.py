@@ -63,6 +63,12 @@ class WorkerSettings(ServiceSettings):
         None, "Port for the Open Inference Protocol over gRPC (0: any free port); none when unset."
     )
     threads: int = option(32, "Request threads: requests run at once once their body is in (they decode in parallel).")
+    front_processes: int = option(
+        0,
+        "Processes that take this worker's HTTP requests, decode, preprocess and answer, handing their images to "
+        "this process's models through shared memory: Python on every core for one model (0: this process does "
+        "it all).",
+    )
     engine: str | None = option(
         None, "Serve every model with this engine instead of its config's (openvino, onnxruntime: e.g. for GPUs)."
     )
@@ -100,6 +106,8 @@ class WorkerSettings(ServiceSettings):
         for name in ("threads", "max_image_pixels", "workers_per_host"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.front_processes < 0:
+            raise ValueError(f"front_processes must be 0 (none) or more, got {self.front_processes}")
         if self.engine_threads < 0 or self.engine_streams < 0:
             raise ValueError("engine_threads and engine_streams must be 0 (automatic) or more")
         if self.request_timeout <= 0:

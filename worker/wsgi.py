@@ -16,7 +16,7 @@ import asyncio
 import io
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
@@ -33,6 +33,9 @@ READ_THREADS = 2
 DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
+Other = Callable[[web.Request, bytes, ThreadPoolExecutor], Awaitable[web.StreamResponse]]
+
+
 def wsgi_app(
     app: Callable[..., Iterable[bytes]],
     door: FrontDoor,
@@ -43,30 +46,51 @@ def wsgi_app(
     """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread; ``guard`` may
     refuse a request (a ServiceError) before its body is read; ``direct`` may take a request from the app
     (answering it from its body in the same threads: worker/fast.py)."""
-    work = ThreadPoolExecutor(threads, thread_name_prefix="request")
     reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
 
-    async def handle(request: web.Request) -> web.Response:
+    async def call_app(request: web.Request, body: bytes, work: ThreadPoolExecutor) -> web.StreamResponse:
+        pool = reads if request.method in READ_METHODS else work
+        answer = await asyncio.get_running_loop().run_in_executor(pool, call, app, environ(request, body))
+        return respond(answer)
+
+    return http_app(door, threads, call_app, guard, direct, [reads])
+
+
+def http_app(
+    door: FrontDoor,
+    threads: int,
+    other: Other,
+    guard: Callable[[web.Request], None] | None = None,
+    direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
+    pools: Sequence[ThreadPoolExecutor] = (),
+) -> web.Application:
+    """An aiohttp app serving every path: ``guard`` may refuse a request before its body is read, ``direct``
+    may answer it from its body in a pool of ``threads`` threads; ``other`` answers the rest (given the body
+    and that pool). ``pools`` stop with it."""
+    work = ThreadPoolExecutor(threads, thread_name_prefix="request")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
         if guard is not None:
             guard(request)
         answer = direct(request) if direct is not None else None
         async with door.body(request) as body:
-            loop = asyncio.get_running_loop()
-            if answer is not None:
-                status, headers, payload = await loop.run_in_executor(work, answer, body)
-            else:
-                pool = reads if request.method in READ_METHODS else work
-                status, headers, payload = await loop.run_in_executor(pool, call, app, environ(request, body))
-        return web.Response(status=status, headers=headers, body=payload)
+            if answer is None:
+                return await other(request, body, work)
+            return respond(await asyncio.get_running_loop().run_in_executor(work, answer, body))
 
     async def stop_threads(_: web.Application) -> None:
-        for pool in (work, reads):
+        for pool in (work, *pools):
             pool.shutdown(wait=False, cancel_futures=True)
 
     http = web.Application(middlewares=[error_middleware], **door.app_options())
     http.router.add_route("*", "/{path:.*}", handle, expect_handler=door.expect)
     http.on_cleanup.append(stop_threads)
     return http
+
+
+def respond(answer: Answer) -> web.Response:
+    status, headers, payload = answer
+    return web.Response(status=status, headers=headers, body=payload)
 
 
 UPLOADS = re.compile(r"^/models/(?P<name>[^/]+)/predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$")
@@ -92,7 +116,8 @@ def ticket_guard(tickets: Tickets, default_model: str) -> Callable[[web.Request]
 
 def environ(request: web.Request, body: bytes) -> dict[str, Any]:
     """The WSGI environ of a request whose body is whole (PEP 3333)."""
-    host, port = (request.transport.get_extra_info("sockname") or ("", 0))[:2] if request.transport else ("", 0)
+    where = request.transport.get_extra_info("sockname") if request.transport else None
+    host, port = where[:2] if isinstance(where, tuple) else ("", 0)  # a Unix socket's is a path
     env: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",

@@ -1,0 +1,329 @@
+"""Front processes (--front-processes N): HTTP, decoding and answers in N processes, the models in one.
+
+In this process first (both ends of the link over a socketpair: tensors through shared memory, answers, errors,
+deadlines, a front that goes), then real workers: the same answers as one process gives, the rest of the API
+passed through, batches across fronts, metrics and log lines, a front that dies, shutdown, tickets and TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from graphs import TASK_MODELS, task_repository
+from helpers import encode, sample, scrape, wait_until, write_sleepy_model
+from pools import secured_pool
+from visionpool.client.wire import Header
+from visionpool.worker import WorkerSettings, create_app
+from visionpool.worker.errors import Overloaded, ServiceError
+from visionpool.worker.front import EngineLink, RemoteBatcher
+from visionpool.worker.fronts import EngineHub, Link, error_fields, pack, relayed, unpack
+from visionpool.worker.metrics import METRICS
+from visionpool.worker.models import get_models
+
+# ---- in this process ----
+
+
+class Linked:
+    """A worker app's EngineHub and a front's EngineLink, joined by a socketpair and one shared region."""
+
+    def __init__(self, root: Path, seconds: float, slots: int = 8, **batching: int) -> None:
+        repository = write_sleepy_model(root, seconds, **batching)
+        self.app = create_app(WorkerSettings(models=["sleepy"], model_repository=repository), background=False)
+        self.models = get_models(self.app)
+        ours, theirs = socket.socketpair()
+        slot = 8 * 8 * 3 * 4  # the sleepy model's float32 input
+        region = mmap.mmap(-1, slot * slots)
+        self.hub_thread = EngineHub(self.models, self.app.extensions[METRICS]).attach(Link(ours), region, slot, "hub")
+        self.engine = EngineLink(Link(theirs), region, slot, slots)
+        self.lost = threading.Event()
+        threading.Thread(target=self.engine.receive, args=(self.lost.set,), daemon=True).start()
+        config = self.models.configs[0]
+        self.batcher = RemoteBatcher(self.engine, "sleepy", config.batching)
+
+    def close(self) -> None:
+        self.engine.link.close()
+        self.hub_thread.join(10)
+        self.models.close()
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Iterator[Linked]:
+    pair = Linked(tmp_path, seconds=0.3, max_batch_size=4, max_queue_size=8)
+    yield pair
+    pair.close()
+
+
+def tensor(value: float) -> np.ndarray:
+    return np.full((3, 8, 8), value, np.float32)
+
+
+def test_a_tensor_goes_through_shared_memory_and_its_outputs_come_back(linked: Linked) -> None:
+    jobs = [linked.batcher.submit(tensor(i), time.monotonic() + 10) for i in range(3)]
+    for job in jobs:
+        outputs = job.wait()
+        assert outputs["logits"].shape == (3,) and outputs["logits"].dtype == np.float32
+        assert job.batch_size >= 1 and job.inference_s >= 0.25
+    assert sorted(linked.engine.free) == list(range(8))  # every slot back once answered
+    assert not linked.engine.waiting
+
+
+def test_a_tensor_with_no_free_slot_travels_in_its_message(tmp_path: Path) -> None:
+    pair = Linked(tmp_path, seconds=0.05, slots=1, max_batch_size=4)
+    try:
+        jobs = [pair.batcher.submit(tensor(i), time.monotonic() + 10) for i in range(3)]  # one slot, three images
+        assert [job.slot for job in jobs] == [0, None, None]
+        assert all(job.wait()["logits"].shape == (3,) for job in jobs)
+        big = pair.batcher.submit(np.zeros((3, 8, 8), np.float64), time.monotonic() + 10)  # bigger than a slot
+        assert big.slot is None and big.wait()["logits"].shape == (3,)
+    finally:
+        pair.close()
+
+
+def test_a_job_still_queued_at_its_deadline_is_dropped_and_answered_504(linked: Linked) -> None:
+    running = [linked.batcher.submit(tensor(0), time.monotonic() + 10) for _ in range(4)]  # a full batch: 0.3 s
+    started = time.monotonic()
+    late = linked.batcher.submit(tensor(1), time.monotonic() + 0.1)
+    with pytest.raises(ServiceError) as refused:
+        late.wait()
+    assert (refused.value.status, refused.value.code) == (504, "deadline_exceeded")
+    assert time.monotonic() - started < 0.28  # dropped when asked, not when the engine got to it
+    assert all(job.wait() for job in running)
+    assert late.slot is not None and sorted(linked.engine.free) == list(range(8))
+
+
+def test_a_full_queue_is_answered_as_one_process_answers_it(linked: Linked) -> None:
+    jobs = [linked.batcher.submit(tensor(0), time.monotonic() + 10) for _ in range(16)]  # 4 running, 8 queued
+    errors = []
+    for job in jobs:
+        try:
+            job.wait()
+        except ServiceError as error:
+            errors.append(error)
+    assert errors and all(e.status == 503 and e.code == "overloaded" for e in errors)
+    assert errors[0].headers["Retry-After"] == "1"
+
+
+def test_errors_cross_with_status_code_message_and_headers() -> None:
+    error = relayed(error_fields(Overloaded("sleepy", retry_after_s=3)))
+    assert (error.status, error.code, error.headers["Retry-After"]) == (503, "overloaded", "3")
+    assert error.message == "Model 'sleepy' has a full queue; retry after 3 s."
+    assert relayed(error_fields(RuntimeError("boom"))).code == "engine_failed"  # never a traceback's words
+    arrays = {"boxes": np.arange(12, dtype=np.float32).reshape(3, 4), "count": np.array(2.0, np.float64)}
+    back = unpack(pack(arrays))
+    assert all(np.array_equal(back[k], arrays[k]) and back[k].dtype == arrays[k].dtype for k in arrays)
+
+
+def test_a_front_that_goes_leaves_no_arrival_or_job_behind(tmp_path: Path) -> None:
+    pair = Linked(tmp_path, seconds=0.3, max_batch_size=4, max_queue_size=8)
+    try:
+        batcher = pair.models.get("sleepy").batcher
+        pair.batcher.announce = True
+        arriving = pair.batcher.arriving()
+        arriving.__enter__()  # announced, never submitted
+        jobs = [pair.batcher.submit(tensor(0), time.monotonic() + 10) for _ in range(8)]
+        wait_until(lambda: batcher._arriving == 1)
+        pair.engine.link.close()  # the front died
+        pair.hub_thread.join(10)
+        assert batcher._arriving == 0  # no batch waits for it
+        wait_until(lambda: batcher.depth() == 0)  # the queued ones are dropped, not run for nobody
+        for job in jobs:  # the front's side: each answered, none hangs
+            with pytest.raises(ServiceError):
+                job.wait()
+        assert pair.lost.is_set()
+    finally:
+        pair.models.close()
+
+
+# ---- real workers ----
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (its front processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def post(url: str, data: bytes, content_type: str = "image/png", **headers: str) -> requests.Response:
+    return requests.post(url, data=data, headers={"Content-Type": content_type, **headers}, timeout=30)
+
+
+def without_timing(body: dict) -> dict:
+    return {key: value for key, value in body.items() if key != "timing_ms"}
+
+
+@pytest.mark.slow
+def test_fronts_answer_every_task_and_refusal_as_one_process_does(start_worker, tmp_path: Path) -> None:
+    repository = task_repository(tmp_path)
+    args = ("--model", *TASK_MODELS, "--model-repository", str(repository))
+    single = start_worker(*args)
+    fronted = start_worker(*args, "--front-processes", "2")
+    assert len(children(fronted.proc.pid)) == 2 and not children(single.proc.pid)
+    picture = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8), "JPEG")
+    paths = [f"/models/{name}/predict" for name in TASK_MODELS]
+    paths += ["/predict?threshold=0.6", "/models/seg/predict?masks=png", "/models/yolo8/predict?top_k=1"]
+    for path in paths:
+        one, many = post(single.url + path, picture, "image/jpeg"), post(fronted.url + path, picture, "image/jpeg")
+        assert many.status_code == one.status_code == 200, (path, many.text)
+        assert without_timing(many.json()) == without_timing(one.json()), path
+        assert set(many.json()["timing_ms"]) == set(one.json()["timing_ms"])
+    refusals = [
+        (b"", "image/jpeg", "/predict"), (b"hello", "image/jpeg", "/predict"), (b"{}", "application/json", "/predict"),
+        (picture, "image/jpeg", "/models/nope/predict"), (picture, "image/jpeg", "/predict?top_k=0"),
+        (picture, "image/jpeg", "/models/seg/predict?masks=svg"),
+    ]  # fmt: skip
+    for data, content_type, path in refusals:
+        one = post(single.url + path, data, content_type, **{Header.REQUEST_ID: "r-1"})
+        many = post(fronted.url + path, data, content_type, **{Header.REQUEST_ID: "r-1"})
+        assert (many.status_code, many.json()) == (one.status_code, one.json()), path
+        assert many.headers[Header.REQUEST_ID] == "r-1" and one.status_code >= 400
+
+
+@pytest.mark.slow
+def test_the_rest_of_the_api_passes_through_and_metrics_count_the_fronts_requests(start_worker, tmp_path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0, max_batch_size=8, max_queue_size=64)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    assert requests.get(worker.url + "/healthz", timeout=5).json()["pid"] == worker.proc.pid  # the engine process
+    assert requests.get(worker.url + "/models", timeout=5).json()["default"] == "sleepy"
+    form = requests.post(worker.url + "/predict", files={"image": ("a.png", png, "image/png")}, timeout=10)
+    assert form.status_code == 200 and form.json()["predictions"]  # a form: passed on, Flask parses it
+    data = struct.pack("<I", len(png)) + png
+    head = json.dumps({"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1],
+                                   "parameters": {"binary_data_size": len(data)}}]}).encode()  # fmt: skip
+    v2 = requests.post(worker.url + "/v2/models/sleepy/infer", data=head + data, timeout=10,
+                       headers={"Inference-Header-Content-Length": str(len(head))})  # fmt: skip
+    assert v2.status_code == 200 and v2.json()["model_name"] == "sleepy"  # the Open Inference Protocol, binary
+    before = sample(scrape(worker.url), "visionpool_worker_requests_total", model="sleepy", status="200", outcome="ok")
+    ids = [post(worker.url + "/predict", png).headers[Header.REQUEST_ID] for _ in range(20)]
+    bad = post(worker.url + "/predict", b"nope")
+    assert bad.status_code == 400
+
+    def counted() -> bool:
+        samples = scrape(worker.url)
+        ok = sample(samples, "visionpool_worker_requests_total", model="sleepy", status="200", outcome="ok")
+        refused = sample(samples, "visionpool_worker_requests_total", model="sleepy", status="400",
+                         outcome="invalid_image")  # fmt: skip
+        return ok == before + 20 and refused == 1
+
+    wait_until(counted, timeout=5)  # each front sends its records every 0.1 s
+    log = worker.output()
+    assert all(f"request_id={rid}" in log for rid in ids)  # one line each, written by the engine process
+    stats = requests.get(worker.url + "/stats", timeout=5).json()
+    assert stats["state"] == "ready" and stats["in_flight"] == 0
+
+
+@pytest.mark.slow
+def test_images_from_every_front_share_batches(start_worker, tmp_path: Path) -> None:
+    marker = tmp_path / "batches"
+    repository = write_sleepy_model(tmp_path / "models", 0.5, max_batch_size=8, max_queue_size=64, marker=marker)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    answers: list[requests.Response] = []
+    posts = [threading.Thread(target=lambda: answers.append(post(worker.url + "/predict", png))) for _ in range(12)]
+    for thread in posts:
+        thread.start()
+    for thread in posts:
+        thread.join()
+    assert [a.status_code for a in answers] == [200] * 12
+    sizes = [int(n) for n in marker.read_text().split()][1:]  # after the warm-up's
+    assert sum(sizes) == 12 and max(sizes) > 1
+    assert max(a.json()["batch_size"] for a in answers) == max(sizes)
+
+
+@pytest.mark.slow
+def test_a_request_queued_past_its_deadline_is_answered_504_by_the_front(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 1.0, max_batch_size=1, max_queue_size=8)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "1",
+                          "--request-timeout", "0.5")  # fmt: skip
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    answers: list[requests.Response] = []
+    posts = [threading.Thread(target=lambda: answers.append(post(worker.url + "/predict", png))) for _ in range(3)]
+    for thread in posts:
+        thread.start()
+    for thread in posts:
+        thread.join()
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 504, 504]
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 504} == {"deadline_exceeded"}
+
+
+@pytest.mark.slow
+def test_a_front_that_dies_is_replaced_and_the_worker_serves_on(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0, max_batch_size=8, max_queue_size=64)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    first, second = children(worker.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    answers = [post(worker.url + "/predict", png).status_code for _ in range(20)]  # a new connection each
+    assert answers == [200] * 20  # the other front took them
+    wait_until(lambda: len(children(worker.proc.pid)) == 2, timeout=15)
+    replaced = children(worker.proc.pid)
+    assert second in replaced and first not in replaced
+    assert "front process 0" in worker.output() and "exited with -9; restarting" in worker.output()
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_fronts_requests_and_leaves_nothing_behind(start_worker, tmp_path: Path) -> None:
+    marker = tmp_path / "batches"
+    repository = write_sleepy_model(tmp_path / "models", 1.0, marker=marker)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    fronts = children(worker.proc.pid)
+    spec = json.loads(Path(f"/proc/{fronts[0]}/cmdline").read_bytes().split(b"\0")[-2])
+    folder = Path(spec["engine"]).parent  # the engine process's Unix socket's
+    assert folder.is_dir()
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    answer: list[requests.Response] = []
+    request = threading.Thread(target=lambda: answer.append(post(worker.url + "/predict", png)))
+    request.start()
+    wait_until(lambda: marker.exists() and len(marker.read_text().split()) == 2)  # warm-up, then ours: running
+    worker.proc.send_signal(signal.SIGTERM)
+    request.join()
+    assert answer[0].status_code == 200
+    assert worker.proc.wait(30) == 0, worker.output()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in fronts)
+    assert not folder.exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(worker.url + "/healthz", timeout=5)
+
+
+@pytest.mark.slow
+def test_a_killed_engine_process_takes_its_fronts_with_it(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    fronts = children(worker.proc.pid)
+    worker.proc.kill()
+    worker.proc.wait(10)
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in fronts), timeout=10)
+
+
+@pytest.mark.slow
+def test_fronts_check_the_pools_tickets(start_proxy, start_worker, tmp_path: Path) -> None:
+    pool = secured_pool(start_proxy, start_worker, tmp_path, "--front-processes", "2")
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    assert post(pool.proxy.url + "/predict", png, **pool.auth).status_code == 200  # through the proxy
+    assert post(pool.worker.url + "/predict", png).status_code == 401  # straight to a front, no ticket
+    lookup = requests.get(pool.proxy.url + "/lookup", headers=pool.auth, timeout=5).json()
+    p2p = post(lookup["url"] + "/predict", png, Authorization=f"Bearer {lookup['ticket']}")
+    assert p2p.status_code == 200 and p2p.json()["predictions"]

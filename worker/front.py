@@ -1,0 +1,340 @@
+"""One front process of a worker (worker/fronts.py says why and what crosses between them).
+
+Usage (the worker starts these itself, with --front-processes N):
+    python -m visionpool.worker.front '{"listen": FD, "link": FD, "tensors": FD, ...}'
+
+It serves the worker's listening socket with the worker's own front door (limits, TLS, tickets): a raw upload
+to /predict or /models/NAME/predict is decoded, preprocessed, run by the engine process and postprocessed
+here, with the code a single-process worker runs (worker/fast.py, routes.predict_answer, Pipeline) and a
+batcher that is the engine process's, at the other end of the link; every other request passes, body and
+headers, to the engine process over its Unix socket. Settings come as the worker's VISIONPOOL_* variables.
+It stops on SIGTERM (finishing what it holds), and when the engine process is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import logging
+import mmap
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from flask import Flask
+from multidict import CIMultiDict
+from yarl import URL
+
+from visionpool.discovery.kv import load_secret
+from visionpool.serving.frontdoor import ENCODINGS, FrontDoor, Limits, run
+from visionpool.serving.lifecycle import Lifecycle
+from visionpool.serving.options import from_args
+from visionpool.serving.tickets import Tickets
+
+from .errors import ServiceUnavailable
+from .fast import direct_predict
+from .fronts import Link, relayed, unpack
+from .metrics import METRICS, Tracked, tracking
+from .models import EXTENSION, ModelManager
+from .pipeline import Pipeline
+from .repository import BatchingSpec
+from .settings import WorkerSettings
+from .wsgi import http_app, ticket_guard
+
+logger = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+HOP_BY_HOP = {
+    *("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"),
+    *("content-length", "expect"),
+}
+
+
+class RemoteJob:
+    """One image handed to the engine process: Job's face (wait, queue_s, inference_s, batch_size)."""
+
+    def __init__(self, engine: EngineLink, rid: int, deadline: float, slot: int | None) -> None:
+        self.engine, self.rid, self.deadline, self.slot = engine, rid, deadline, slot
+        self.queue_s = self.inference_s = 0.0
+        self.batch_size = 0
+        self.outputs: dict[str, np.ndarray] | None = None
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+    def wait(self) -> dict[str, np.ndarray]:
+        """The outputs; at the deadline the engine process is asked to drop the job if it is still queued (its
+        answer is then DeadlineExceeded), else the answer is a batch away."""
+        if not self.done.wait(max(self.deadline - time.monotonic(), 0.0)):
+            self.engine.send_quietly(("cancel", self.rid))
+            self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.outputs is not None
+        return self.outputs
+
+
+class RemoteArrival:
+    def __init__(self, rid: int) -> None:
+        self.rid, self.ended = rid, False
+
+
+class EngineLink:
+    """The front's end of the link: tensors into shared-memory slots, answers handed to the waiting threads."""
+
+    def __init__(self, link: Link, region: mmap.mmap, slot_size: int, slots: int) -> None:
+        self.link, self.region, self.slot_size = link, region, slot_size
+        self.free = list(range(slots))
+        self.waiting: dict[int, RemoteJob] = {}
+        self.lost = threading.Event()
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    def send_quietly(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.link.send(message)
+
+    def submit(self, rid: int, model: str, tensor: np.ndarray, deadline: float) -> RemoteJob:
+        with self._lock:
+            slot = self.free.pop() if self.free and tensor.nbytes <= self.slot_size else None
+            job = self.waiting[rid] = RemoteJob(self, rid, deadline, slot)
+        if slot is None:
+            message: tuple[Any, ...] = ("submit", rid, model, None, tensor.shape, tensor.dtype.str, deadline, tensor)
+        else:
+            view = np.ndarray(tensor.shape, tensor.dtype, buffer=self.region, offset=slot * self.slot_size)
+            view[...] = tensor
+            message = ("submit", rid, model, slot, tensor.shape, tensor.dtype.str, deadline, None)
+        if self.lost.is_set():
+            self._end(rid, error=_gone())
+        else:
+            try:
+                self.link.send(message)
+            except OSError:
+                self._end(rid, error=_gone())
+        return job
+
+    def receive(self, on_lost: Any) -> None:
+        """Hand each answer to its job (in a thread of its own) until the link closes; then fail the rest."""
+        try:
+            while True:
+                message = self.link.receive()
+                if message[0] == "done":
+                    _, rid, outputs, queue_s, inference_s, batch_size = message
+                    self._end(rid, unpack(outputs), queue_s, inference_s, batch_size)
+                else:
+                    self._end(message[1], error=relayed(message[2]))
+        except (EOFError, OSError):
+            pass
+        except Exception:
+            logger.exception("the link to the engine process failed")
+        self.lost.set()
+        with self._lock:
+            left = list(self.waiting)
+        for rid in left:
+            self._end(rid, error=_gone())
+        on_lost()
+
+    def _end(
+        self,
+        rid: int,
+        outputs: dict[str, np.ndarray] | None = None,
+        queue_s: float = 0.0,
+        inference_s: float = 0.0,
+        batch_size: int = 0,
+        error: Exception | None = None,
+    ) -> None:
+        with self._lock:
+            job = self.waiting.pop(rid, None)
+            if job is None:
+                return
+            if job.slot is not None:
+                self.free.append(job.slot)  # the engine process is done with it: it answered
+        job.outputs, job.error = outputs, error
+        job.queue_s, job.inference_s, job.batch_size = queue_s, inference_s, batch_size
+        job.done.set()
+
+
+def _gone() -> ServiceUnavailable:
+    return ServiceUnavailable("The worker's engine process is gone; retry.", retry_after=1)
+
+
+class RemoteBatcher:
+    """The engine process's batcher for one model, as the front's Pipeline sees it."""
+
+    def __init__(self, engine: EngineLink, name: str, spec: BatchingSpec) -> None:
+        self.engine, self.name = engine, name
+        self.max_batch = spec.max_batch_size
+        self.batch_limit = ""
+        self.announce = spec.max_queue_delay_ms > 0  # only a batcher that waits for arrivals needs to hear of them
+
+    def depth(self) -> int:
+        return 0  # the engine process's /models says
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[RemoteArrival | None]:
+        if not self.announce:
+            yield None
+            return
+        arrival = RemoteArrival(self.engine.new_id())
+        self.engine.send_quietly(("arrive", arrival.rid, self.name))
+        try:
+            yield arrival
+        finally:
+            if not arrival.ended:
+                self.engine.send_quietly(("leave", arrival.rid))
+
+    def submit(self, tensor: np.ndarray, deadline: float, arrival: RemoteArrival | None = None) -> RemoteJob:
+        rid = self.engine.new_id() if arrival is None else arrival.rid
+        if arrival is not None:
+            arrival.ended = True
+        return self.engine.submit(rid, self.name, tensor, deadline)
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteMetrics:
+    """WorkerMetrics' face for the predict path: each request's record goes to the engine process, which counts
+    and logs it as its own; sent in bunches (every RECORDS_EVERY seconds or RECORDS_AT records), not one by one."""
+
+    RECORDS_EVERY = 0.1
+    RECORDS_AT = 64
+
+    def __init__(self, engine: EngineLink) -> None:
+        self.engine = engine
+        self._kept: list[tuple[tuple[Any, ...], float]] = []
+        self._sent = time.monotonic()
+        self._lock = threading.Lock()
+
+    def track(self, model: str, request_id: str) -> contextlib.AbstractContextManager[Tracked]:
+        return tracking(model, request_id, self._record)
+
+    def _record(self, request: Tracked, seconds: float) -> None:
+        fields = (request.model, request.request_id, request.stages, request.batch_size, request.status, request.outcome)
+        # Tracked's fields, in order: the engine process makes one of them again
+        with self._lock:
+            self._kept.append((fields, seconds))
+            due = len(self._kept) >= self.RECORDS_AT or time.monotonic() - self._sent >= self.RECORDS_EVERY
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            kept, self._kept, self._sent = self._kept, [], time.monotonic()
+        if kept:
+            self.engine.send_quietly(("records", kept))
+
+    async def flush_every(self) -> None:
+        """Send what is kept at least every RECORDS_EVERY seconds, however quiet the front is."""
+        while True:
+            await asyncio.sleep(self.RECORDS_EVERY)
+            self.flush()
+
+
+class FrontServer(Lifecycle):
+    """A front process: the worker's port, its predict path, and a pass-through for the rest."""
+
+    def __init__(self, settings: WorkerSettings, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.settings, self.spec = settings, spec
+        region = mmap.mmap(spec["tensors"], spec["slot_bytes"] * spec["slots"])
+        os.close(spec["tensors"])
+        self.engine = EngineLink(Link(socket.socket(fileno=spec["link"])), region, spec["slot_bytes"], spec["slots"])
+        self.metrics = metrics = RemoteMetrics(self.engine)
+        self.models = ModelManager(settings, metrics)  # type: ignore[arg-type] # configs and decoders, no engines
+        for config in self.models.configs:
+            batcher = RemoteBatcher(self.engine, config.name, config.batching)
+            pipeline = Pipeline(config, self.models.decoders[config.name], batcher, None, settings.max_image_pixels)  # type: ignore[arg-type]
+            self.models.models[config.name] = pipeline
+        self.models.ready.set()  # the engine process answers NotReady while its models load
+        self.app = Flask(__name__, instance_path=str(Path(__file__).parent / "instance"))
+        self.app.config.update(VISIONPOOL=settings, WORKER_ID=spec["worker_id"])
+        self.app.extensions[METRICS] = metrics
+        self.app.extensions[EXTENSION] = self.models
+
+    async def serve(self) -> int:
+        self.install_signal_handlers()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self.engine.receive, args=(lambda: loop.call_soon_threadsafe(self.should_exit.set),),
+            name="engine-link", daemon=True,
+        ).start()  # fmt: skip
+        settings = self.settings
+        guard = None
+        if settings.pool_secret_file is not None:
+            secret = load_secret(settings.pool_secret_file, settings.consul_url, settings.consul_token)
+            guard = ticket_guard(Tickets(secret, self.spec["worker_id"]), self.models.default)
+        connector = aiohttp.UnixConnector(path=self.spec["engine"], limit=0)
+        timeout = aiohttp.ClientTimeout(total=settings.request_timeout + settings.drain_timeout + 30)
+        skip = ("User-Agent", "Accept", "Accept-Encoding")
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=skip) as session:
+            door = FrontDoor(Limits.of(settings))
+            http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app))
+            tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            await door.start(http, socket.socket(fileno=self.spec["listen"]), tls)
+            flushing = asyncio.create_task(self.metrics.flush_every())
+            await self.should_exit.wait()
+            await door.stop()
+            flushing.cancel()
+            self.metrics.flush()
+        self.engine.link.close()
+        return 0
+
+
+def _pass_on(session: aiohttp.ClientSession) -> Any:
+    """What answers every request the front does not: the engine process, over its Unix socket."""
+
+    async def pass_on(request: web.Request, body: bytes, work: ThreadPoolExecutor) -> web.StreamResponse:
+        decoded = request.headers.get("Content-Encoding", "").strip().lower() in ENCODINGS  # the door inflated it
+        headers = CIMultiDict(
+            (name, value)
+            for name, value in request.headers.items()
+            if name.lower() not in HOP_BY_HOP and not (decoded and name.lower() == "content-encoding")
+        )
+        url = URL(f"http://worker{request.raw_path}", encoded=True)
+        try:
+            async with session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False, auto_decompress=False
+            ) as answer:
+                payload = await answer.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raise _gone() from None
+        kept = CIMultiDict((name, value) for name, value in answer.headers.items() if name.lower() not in HOP_BY_HOP)
+        return web.Response(status=answer.status, headers=kept, body=payload)
+
+    return pass_on
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM when the engine process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG); gone already: exit."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    _die_with_parent(spec["parent"])
+    settings = from_args(WorkerSettings, argparse.Namespace(), os.environ)
+    settings.configure_logging()
+    return run(FrontServer(settings, spec).serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

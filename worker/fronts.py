@@ -1,0 +1,343 @@
+"""Front processes: the HTTP, decoding, preprocessing and answers of a worker in several processes, its models
+in one.
+
+Usage:
+    visionpool worker --front-processes 3 ...
+
+Why: a Python process runs one thread of Python at a time (the GIL), and a worker spends most of a CPU-ms of
+Python per request around its model (docs/performance.md): one process could hand a GPU about a thousand images
+a second, and keeps about one core busy however many the host has. With front processes, each takes connections
+on the worker's port (the one listening socket, shared), reads the upload, decodes and preprocesses it, and
+hands the tensor to this process (the engine process) through shared memory: the slot's number over a socket.
+This process queues the tensors of every front in one batcher per model, as it queues its own, runs the model
+and sends each front its outputs; the front postprocesses them and answers. The model is loaded once, on one
+device, and batches across every front, while the Python around it runs on every core (the Triton shape: its
+front end in C++ and the model behind it). Everything else a front is asked (health, readiness, /models,
+/metrics, /stats, the v2 protocol, forms, the page) it passes to this process over a Unix socket, so each
+answer is the one a single process gives; the predict requests the fronts answered are counted and logged
+here (a record each), so /metrics and the log read as one worker's.
+
+The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
+program) behind its length. From a front: ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
+shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]). To a front: ("done", id,
+outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
+bigger than a slot, or sent while every slot is taken, travels in the message itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import mmap
+import os
+import pickle
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from visionpool.client.wire import ServiceError
+from visionpool.serving.options import to_environ
+
+from .batching import Job
+from .errors import EngineFailed
+from .metrics import Tracked, WorkerMetrics
+from .models import ModelManager
+from .preprocess import preprocess
+from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+HEADER = struct.Struct("<I")
+MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
+BACKOFF_MAX = 30.0
+HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
+
+
+class Link:
+    """One end of a socket carrying pickled messages, each behind its length; send() from any thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._reader = sock.makefile("rb", buffering=1 << 16)
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """OSError when the other end is gone."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if len(data) < 1 << 16:
+                self.sock.sendall(HEADER.pack(len(data)) + data)
+            else:  # a tensor or outputs: not copied again to join the header
+                self.sock.sendall(HEADER.pack(len(data)))
+                self.sock.sendall(data)
+
+    def receive(self) -> tuple[Any, ...]:
+        """The next message; EOFError when the other end closed."""
+        header = self._reader.read(HEADER.size)
+        if len(header) < HEADER.size:
+            raise EOFError
+        (size,) = HEADER.unpack(header)
+        data = self._reader.read(size)
+        if len(data) < size:
+            raise EOFError
+        return pickle.loads(data)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def pack(arrays: dict[str, np.ndarray]) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+    """Arrays as plain tuples of their bytes: a tenth of the time numpy's own pickling takes for small ones."""
+    return [(name, array.dtype.str, array.shape, array.tobytes()) for name, array in arrays.items()]
+
+
+def unpack(packed: list[tuple[str, str, tuple[int, ...], bytes]]) -> dict[str, np.ndarray]:
+    return {name: np.frombuffer(data, np.dtype(dtype)).reshape(shape) for name, dtype, shape, data in packed}
+
+
+def error_fields(error: BaseException | None) -> tuple[int, str, str, dict[str, str]]:
+    """An error as it crosses to a front: the status, code, message and headers it is answered with."""
+    if not isinstance(error, ServiceError):
+        error = EngineFailed("The model failed to run; the worker log has the details.")
+    return error.status, error.code, error.message, dict(error.headers)
+
+
+def relayed(fields: tuple[int, str, str, dict[str, str]]) -> ServiceError:
+    """The error a front raises for one this process answered (same status, code, message and headers)."""
+    status, code, message, headers = fields
+    error = ServiceError(message, headers=headers)
+    error.status, error.code = status, code
+    return error
+
+
+def slot_bytes(models: ModelManager) -> int:
+    """The largest preprocessed input of these models, in bytes: one shared-memory slot."""
+    largest = 0
+    for config in models.configs:
+        grey = np.full((config.input.height, config.input.width, 3), 128, np.uint8)
+        largest = max(largest, preprocess(grey, config.input)[0].nbytes)
+    return largest
+
+
+class EngineHub:
+    """This process's end of every front's link: tensors in, into the models' batchers; outputs back."""
+
+    def __init__(self, models: ModelManager, metrics: WorkerMetrics) -> None:
+        self.models, self.metrics = models, metrics
+
+    def attach(self, link: Link, region: mmap.mmap, slot_size: int, name: str) -> threading.Thread:
+        """Serve one front's link in a thread of its own, until the front goes."""
+        thread = threading.Thread(target=self._serve, args=(link, region, slot_size), name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _serve(self, link: Link, region: mmap.mmap, slot_size: int) -> None:
+        jobs: dict[int, Job] = {}
+        arrivals: dict[int, Any] = {}  # id -> (the batcher's arriving() context, its Arrival)
+        lock = threading.Lock()  # jobs: added here, removed by the thread that ends each
+
+        def done(rid: int, job: Job) -> None:
+            with lock:
+                if jobs.pop(rid, None) is None:
+                    return  # answered already
+            self.metrics.in_flight.dec()
+            if job.error is not None:
+                message: tuple[Any, ...] = ("failed", rid, error_fields(job.error))
+            else:
+                message = ("done", rid, pack(job.outputs or {}), job.queue_s, job.inference_s, job.batch_size)
+            with contextlib.suppress(OSError):  # the front is gone: nobody to tell
+                link.send(message)
+
+        def submit(rid: int, name: str, slot: int | None, shape: tuple[int, ...], dtype: str, deadline: float,
+                   inline: np.ndarray | None) -> None:  # fmt: skip
+            held = arrivals.pop(rid, None)
+            try:
+                model = self.models.get(name)  # NotReady, ModelNotFound: answered as the front would
+                if inline is None:
+                    offset = (slot or 0) * slot_size
+                    tensor = np.ndarray(shape, np.dtype(dtype), buffer=region, offset=offset)
+                else:
+                    tensor = inline
+                with lock:
+                    jobs[rid] = job = Job(tensor, deadline)  # a placeholder, so an answer never comes first
+                self.metrics.in_flight.inc()
+                queued = model.batcher.submit(tensor, deadline, held[1] if held else None, lambda j: done(rid, j))
+                with lock:
+                    if jobs.get(rid) is job:
+                        jobs[rid] = queued
+            except ServiceError as error:
+                with lock:
+                    placeholder = jobs.pop(rid, None)
+                if placeholder is not None:
+                    self.metrics.in_flight.dec()
+                with contextlib.suppress(OSError):
+                    link.send(("failed", rid, error_fields(error)))
+            finally:
+                if held is not None:
+                    held[0].__exit__(None, None, None)
+
+        try:
+            while True:
+                message = link.receive()
+                kind = message[0]
+                if kind == "submit":
+                    submit(*message[1:])
+                elif kind == "records":
+                    for fields, seconds in message[1]:
+                        self.metrics.record(Tracked(*fields), seconds)
+                elif kind == "arrive":
+                    rid, name = message[1:]
+                    model = self.models.models.get(name)
+                    if model is not None:
+                        context = model.batcher.arriving()
+                        arrivals[rid] = (context, context.__enter__())
+                elif kind == "leave":
+                    held = arrivals.pop(message[1], None)
+                    if held is not None:
+                        held[0].__exit__(None, None, None)
+                elif kind == "cancel":
+                    with lock:
+                        job = jobs.get(message[1])
+                    if job is not None:
+                        job.abandon()  # still queued: answered DeadlineExceeded now; else when it has run
+        except (EOFError, OSError):
+            pass  # the front stopped or died
+        except Exception:
+            logger.exception("a front process's link failed")
+        finally:
+            for context, _ in arrivals.values():
+                context.__exit__(None, None, None)
+            with lock:
+                left = list(jobs.values())
+            for job in left:
+                job.abandon()  # not run for nobody
+            link.close()
+
+
+class Front:
+    """One front process and its end of the link."""
+
+    def __init__(self, index: int, process: subprocess.Popen[bytes], started: float) -> None:
+        self.index, self.process, self.started = index, process, started
+        self.delay = 1.0
+        self.restart_at: float | None = None
+
+
+class Fronts:
+    """The worker's front processes: started on its listening socket, restarted when one dies, stopped last."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        listening: socket.socket,
+        hub: EngineHub,
+        models: ModelManager,
+        worker_id: str,
+    ) -> None:
+        self.settings, self.listening, self.hub, self.worker_id = settings, listening, hub, worker_id
+        self.count = settings.front_processes
+        self.slot_size = max(slot_bytes(models), 1)
+        self.slots = max(1, min(settings.threads, MAX_SHARED_BYTES // self.slot_size))  # a slot per request thread
+        self.folder = tempfile.mkdtemp(prefix="visionpool-worker-")  # 0700: only this user reaches the socket
+        self.path = os.path.join(self.folder, "engine.sock")
+        self.internal = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.internal.bind(self.path)
+        self.internal.listen(256)
+        self.environ = {**os.environ, **to_environ(settings)}
+        self.fronts: list[Front] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name="fronts", daemon=True)
+
+    def start(self) -> None:
+        with self._lock:
+            self.fronts = [self._start(index) for index in range(self.count)]
+        self._watcher.start()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [front.process.pid for front in self.fronts]
+
+    def signal(self, sig: signal.Signals) -> None:
+        with self._lock:
+            for front in self.fronts:
+                with contextlib.suppress(ProcessLookupError):
+                    front.process.send_signal(sig)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM every front (each stops taking connections and finishes what it holds), then wait for them."""
+        self.stopping.set()
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            fronts = list(self.fronts)
+        for front in fronts:
+            try:
+                front.process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                logger.error("front process %d did not stop in %.0f s; killing it", front.process.pid, timeout)
+                front.process.kill()
+                front.process.wait()
+        self.internal.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _start(self, index: int) -> Front:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        size = self.slot_size * self.slots
+        memory = os.memfd_create(f"visionpool-front-{index}")  # no name in /dev/shm: nothing to leak on a crash
+        try:
+            os.ftruncate(memory, size)
+            region = mmap.mmap(memory, size)
+            spec = {
+                "index": index,
+                "parent": os.getpid(),
+                "listen": self.listening.fileno(),
+                "link": theirs.fileno(),
+                "tensors": memory,
+                "slot_bytes": self.slot_size,
+                "slots": self.slots,
+                "engine": self.path,
+                "worker_id": self.worker_id,
+            }
+            command = [sys.executable, "-m", "visionpool.worker.front", json.dumps(spec)]
+            fds = (self.listening.fileno(), theirs.fileno(), memory)
+            process = subprocess.Popen(command, env=self.environ, pass_fds=fds)
+        finally:
+            theirs.close()
+            os.close(memory)
+        self.hub.attach(Link(ours), region, self.slot_size, f"front-{index}-link")
+        logger.info("front process %d started (pid %d)", index, process.pid)
+        return Front(index, process, time.monotonic())
+
+    def _watch(self) -> None:
+        """Restart a front that died (with backoff), until the worker stops."""
+        while not self.stopping.wait(0.2):
+            with self._lock:
+                for i, front in enumerate(self.fronts):
+                    code = front.process.poll()
+                    if code is None or self.stopping.is_set():
+                        continue
+                    now = time.monotonic()
+                    if front.restart_at is None:
+                        front.delay = 1.0 if now - front.started > HEALTHY_RUN else front.delay
+                        front.restart_at = now + front.delay
+                        logger.error(
+                            "front process %d (pid %d) exited with %s; restarting in %.0f s",
+                            front.index, front.process.pid, code, front.delay,
+                        )  # fmt: skip
+                    elif now >= front.restart_at:
+                        delay = min(front.delay * 2, BACKOFF_MAX)
+                        self.fronts[i] = self._start(front.index)
+                        self.fronts[i].delay = delay
+
