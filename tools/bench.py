@@ -36,12 +36,11 @@ from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools import overhead
 from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import free_port, total
+from visionpool.tools.servers import family_clock, free_port, total
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
 from visionpool.tools.loadgen import (
     Measurement,
     closed_loop,
-    cpu_clock,
     on_this_machine,
     paired_overhead,
     sample_images,
@@ -69,6 +68,10 @@ class BenchSettings:
         None, "Engines to measure the engine limit of, e.g. openvino,onnxruntime (default: --engine).", no_env=True
     )
     workers: int = option(1, "Workers in the pool started here, sharing the cores.", no_env=True)
+    front_processes: int = option(
+        0, "The workers started here (and the overhead target's) take HTTP in this many front processes each, as "
+        "the worker's --front-processes.", no_env=True,
+    )  # fmt: skip
     images: list[str] = option(
         default_factory=list, help="Image files or folders (default: generated photos).", nargs="*", no_env=True
     )
@@ -94,6 +97,8 @@ class BenchSettings:
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.warmup < 0 or self.rounds < 1 or self.workers < 1 or self.soak < 0:
             raise ValueError("duration must be above 0, warmup and soak at least 0, rounds and workers at least 1")
+        if self.front_processes < 0:
+            raise ValueError("front_processes must be 0 (none) or more")
 
 
 def run(args: BenchSettings) -> int:
@@ -105,7 +110,8 @@ def run(args: BenchSettings) -> int:
     if "overhead" in targets:
         small = sample_images(args.images) if args.images else [overhead.small_jpeg()]
         report["overhead"] = [
-            overhead.measure(small, concurrency, args.duration, args.warmup) for concurrency in concurrencies
+            overhead.measure(small, concurrency, args.duration, args.warmup, args.front_processes)
+            for concurrency in concurrencies
         ]
         for rows in report["overhead"]:
             print(overhead.table(rows))
@@ -331,7 +337,7 @@ def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
             if not on_this_machine(url):
                 continue
             with contextlib.suppress(requests.RequestException, KeyError, ValueError, OSError):
-                reader = cpu_clock(int(requests.get(url + wire.HEALTHZ, timeout=5).json()["pid"]))
+                reader = family_clock(int(requests.get(url + wire.HEALTHZ, timeout=5).json()["pid"]))  # and fronts
                 reader()  # readable: the process is really here
                 readers.append(reader)
         if readers:
@@ -456,7 +462,7 @@ def _pool(args: BenchSettings) -> Iterator[tuple[str, str]]:
         worker_args += ["--model-repository", args.model_repository]
     if args.engine:
         worker_args += ["--engine", args.engine]
-    worker_args += ["--device", args.device]
+    worker_args += ["--device", args.device, "--front-processes", str(args.front_processes)]
     with tempfile.TemporaryFile() as log:
         processes = [_spawn("proxy", ["--port", str(ports[0])], env, log)]
         processes += [

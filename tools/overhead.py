@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .loadgen import closed_loop, cpu_clock
+from .loadgen import closed_loop
 from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
 
 SIZE = 224  # the model's input: what both servers resize to
@@ -93,12 +94,16 @@ def small_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def measure(images: Sequence[bytes], concurrency: int, seconds: float, warmup: float) -> list[dict[str, Any]]:
-    """One row per server (the worker, then gunicorn + Flask when gunicorn is installed): rate, cores, CPU-ms."""
+def measure(
+    images: Sequence[bytes], concurrency: int, seconds: float, warmup: float, fronts: int = 0
+) -> list[dict[str, Any]]:
+    """One row per server (the worker, with ``fronts`` front processes, then gunicorn + Flask when gunicorn is
+    installed): rate, cores, CPU-ms."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         folder = Path(scratch)
-        for name, start in (("visionpool worker", _worker), ("gunicorn + Flask", _gunicorn)):
+        name = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
+        for name, start in ((name, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn)):
             with start(folder) as (url, clock, versions, log):
                 if url is None:
                     rows.append({"server": name, "versions": versions})
@@ -136,7 +141,7 @@ Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not sta
 
 
 @contextlib.contextmanager
-def _worker(folder: Path) -> Iterator[Served]:
+def _worker(folder: Path, fronts: int = 0) -> Iterator[Served]:
     model = folder / "models" / "noop"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(NOOP_MODEL)
@@ -145,10 +150,10 @@ def _worker(folder: Path) -> Iterator[Served]:
     port = free_port()
     command = [sys.executable, "-m", "visionpool.worker", "--model", "noop", "--model-repository",
                str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING",
-               "--registry", "none"]  # fmt: skip
+               "--registry", "none", "--front-processes", str(fronts)]  # fmt: skip
     log = folder / "worker.log"
     with running(command, f"http://127.0.0.1:{port}", log) as process:
-        yield f"http://127.0.0.1:{port}", cpu_clock(process.pid), versions("visionpool", "aiohttp", "flask"), log
+        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("visionpool", "aiohttp", "flask"), log
 
 
 @contextlib.contextmanager
