@@ -189,12 +189,25 @@ class FrontDoor:
         finally:
             self.buffered -= held
 
-    def bind(self, host: str, port: int) -> socket.socket:
-        """The listening socket, bound now (so a port in use fails before models load)."""
+    def bind(self, host: str, port: int, shared: bool = False) -> socket.socket:
+        """The listening socket, bound now (so a port in use fails before models load). ``shared``: a socket
+        bound with SO_REUSEPORT and not listening, which holds the port for processes (of this user) that each
+        listen on it with a socket of their own from ``listen_shared``: the kernel spreads connections over them."""
         _raise_file_limit()
-        sock = socket.create_server((host, port), backlog=2048, family=_family(host))
+        if not shared:
+            sock = socket.create_server((host, port), backlog=2048, family=_family(host))
+        else:
+            sock = socket.socket(_family(host), socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
         sock.set_inheritable(False)
         return sock
+
+    def listen_shared(self, host: str, port: int) -> socket.socket:
+        """One of the listening sockets on a port held by ``bind(..., shared=True)``."""
+        _raise_file_limit()
+        return socket.create_server((host, port), backlog=2048, family=_family(host), reuse_port=True)
 
     async def start(self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
         """Serve ``app`` on ``sock`` (over TLS with ``tls``) until stop()."""

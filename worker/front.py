@@ -1,9 +1,9 @@
 """One front process of a worker (worker/fronts.py says why and what crosses between them).
 
 Usage (the worker starts these itself, with --front-processes N):
-    python -m visionpool.worker.front '{"listen": FD, "link": FD, "tensors": FD, ...}'
+    python -m visionpool.worker.front '{"host": HOST, "port": PORT, "link": FD, "tensors": FD, ...}'
 
-It serves the worker's listening socket with the worker's own front door (limits, TLS, tickets): a raw upload
+It listens on the worker's port (SO_REUSEPORT, beside the other fronts) with the worker's own front door (limits, TLS, tickets): a raw upload
 to /predict or /models/NAME/predict is decoded, preprocessed, run by the engine process and postprocessed
 here, with the code a single-process worker runs (worker/fast.py, routes.predict_answer, Pipeline) and a
 batcher that is the engine process's, at the other end of the link; every other request passes, body and
@@ -286,7 +286,8 @@ class FrontServer(Lifecycle):
             door = FrontDoor(Limits.of(settings))
             http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app))
             tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-            await door.start(http, socket.socket(fileno=self.spec["listen"]), tls)
+            await door.start(http, door.listen_shared(self.spec["host"], self.spec["port"]), tls)
+            self.engine.send_quietly(("listening",))  # the worker is ready once every front is
             flushing = asyncio.create_task(self.metrics.flush_every())
             await self.should_exit.wait()
             await door.stop()

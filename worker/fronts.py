@@ -7,7 +7,8 @@ Usage:
 Why: a Python process runs one thread of Python at a time (the GIL), and a worker spends most of a CPU-ms of
 Python per request around its model (docs/performance.md): one process could hand a GPU about a thousand images
 a second, and keeps about one core busy however many the host has. With front processes, each takes connections
-on the worker's port (the one listening socket, shared), reads the upload, decodes and preprocesses it, and
+on the worker's port (a listening socket of its own, SO_REUSEPORT: the kernel spreads connections over the
+fronts by their addresses, so a client's keep-alive connections land on several), reads the upload, decodes and preprocesses it, and
 hands the tensor to this process (the engine process) through shared memory: the slot's number over a socket.
 This process queues the tensors of every front in one batcher per model, as it queues its own, runs the model
 and sends each front its outputs; the front postprocesses them and answers. The model is loaded once, on one
@@ -18,7 +19,7 @@ answer is the one a single process gives; the predict requests the fronts answer
 here (a record each), so /metrics and the log read as one worker's.
 
 The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
-program) behind its length. From a front: ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
+program) behind its length. From a front: ("listening",) once it takes connections, ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
 shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]). To a front: ("done", id,
 outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
 bigger than a slot, or sent while every slot is taken, travels in the message itself.
@@ -135,14 +136,18 @@ class EngineHub:
 
     def __init__(self, models: ModelManager, metrics: WorkerMetrics) -> None:
         self.models, self.metrics = models, metrics
+        self.listening: set[int] = set()  # the fronts (by index) that have ever said they listen
 
-    def attach(self, link: Link, region: mmap.mmap, slot_size: int, name: str) -> threading.Thread:
-        """Serve one front's link in a thread of its own, until the front goes."""
-        thread = threading.Thread(target=self._serve, args=(link, region, slot_size), name=name, daemon=True)
+    def attach(self, link: Link, region: mmap.mmap, slot_size: int, index: int, count: int) -> threading.Thread:
+        """Serve front ``index``'s link in a thread of its own, until the front goes; the models are ready for
+        requests once all ``count`` fronts have listened."""
+        thread = threading.Thread(
+            target=self._serve, args=(link, region, slot_size, index, count), name=f"front-{index}-link", daemon=True
+        )
         thread.start()
         return thread
 
-    def _serve(self, link: Link, region: mmap.mmap, slot_size: int) -> None:
+    def _serve(self, link: Link, region: mmap.mmap, slot_size: int, index: int, count: int) -> None:
         jobs: dict[int, Job] = {}
         arrivals: dict[int, Any] = {}  # id -> (the batcher's arriving() context, its Arrival)
         lock = threading.Lock()  # jobs: added here, removed by the thread that ends each
@@ -206,6 +211,10 @@ class EngineHub:
                     held = arrivals.pop(message[1], None)
                     if held is not None:
                         held[0].__exit__(None, None, None)
+                elif kind == "listening":
+                    self.listening.add(index)
+                    if len(self.listening) >= count and self.models.fronts_listening is not None:
+                        self.models.fronts_listening.set()
                 elif kind == "cancel":
                     with lock:
                         job = jobs.get(message[1])
@@ -235,17 +244,18 @@ class Front:
 
 
 class Fronts:
-    """The worker's front processes: started on its listening socket, restarted when one dies, stopped last."""
+    """The worker's front processes: started on its port, restarted when one dies, stopped last."""
 
     def __init__(
         self,
         settings: WorkerSettings,
-        listening: socket.socket,
+        port: socket.socket,
         hub: EngineHub,
         models: ModelManager,
         worker_id: str,
     ) -> None:
-        self.settings, self.listening, self.hub, self.worker_id = settings, listening, hub, worker_id
+        self.settings, self.hub, self.worker_id = settings, hub, worker_id
+        self.address = port.getsockname()[:2]  # held by the engine process, listened on by each front
         self.count = settings.front_processes
         self.slot_size = max(slot_bytes(models), 1)
         self.slots = max(1, min(settings.threads, MAX_SHARED_BYTES // self.slot_size))  # a slot per request thread
@@ -302,7 +312,8 @@ class Fronts:
             spec = {
                 "index": index,
                 "parent": os.getpid(),
-                "listen": self.listening.fileno(),
+                "host": self.address[0],
+                "port": self.address[1],
                 "link": theirs.fileno(),
                 "tensors": memory,
                 "slot_bytes": self.slot_size,
@@ -311,12 +322,12 @@ class Fronts:
                 "worker_id": self.worker_id,
             }
             command = [sys.executable, "-m", "visionpool.worker.front", json.dumps(spec)]
-            fds = (self.listening.fileno(), theirs.fileno(), memory)
+            fds = (theirs.fileno(), memory)
             process = subprocess.Popen(command, env=self.environ, pass_fds=fds)
         finally:
             theirs.close()
             os.close(memory)
-        self.hub.attach(Link(ours), region, self.slot_size, f"front-{index}-link")
+        self.hub.attach(Link(ours), region, self.slot_size, index, self.count)
         logger.info("front process %d started (pid %d)", index, process.pid)
         return Front(index, process, time.monotonic())
 

@@ -43,6 +43,8 @@ class ModelManager:
         self.ready = threading.Event()
         self.failure: Exception | None = None
         self.draining = False  # set when the worker starts to stop
+        # with front processes, ready also waits for each to listen (worker/fronts.py sets it)
+        self.fronts_listening = threading.Event() if settings.front_processes else None
 
     def state(self) -> str:
         """loading, ready, draining or failed."""
@@ -69,6 +71,8 @@ class ModelManager:
             logger.exception("loading the models failed")
             self.failure = error
             return
+        if self.fronts_listening is not None:
+            self.fronts_listening.wait()  # until then, every front is not yet taking connections
         self.metrics.recent.start_over()
         self.ready.set()
 

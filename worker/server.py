@@ -46,7 +46,9 @@ class WorkerServer(Lifecycle):
         super().__init__()
         self.settings = settings
         self.door = FrontDoor(Limits.of(settings))
-        self.sock = self.door.bind(*settings.address)  # a port in use fails here, before anything loads
+        # a port in use fails here, before anything loads; with front processes, each listens on it with a socket
+        # of its own (SO_REUSEPORT: the kernel spreads connections evenly, keep-alive ones included)
+        self.sock = self.door.bind(*settings.address, shared=settings.front_processes > 0)
         self.app = create_app(settings)
         self.models = get_models(self.app)
         self.app.extensions[METRICS].registry.register(self.door.collector("worker"))
