@@ -299,8 +299,7 @@ class Fronts:
                 logger.error("front process %d did not stop in %.0f s; killing it", front.process.pid, timeout)
                 front.process.kill()
                 front.process.wait()
-        self.internal.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)  # the socket itself is the engine process's door's to close
 
     def _start(self, index: int) -> Front:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
