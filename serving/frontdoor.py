@@ -196,7 +196,9 @@ class FrontDoor:
         _raise_file_limit()
         if not shared:
             sock = socket.create_server((host, port), backlog=2048, family=_family(host))
-        else:
+        else:  # first as a plain socket: a port others listen on, with SO_REUSEPORT or not, is in use for us
+            with socket.create_server((host, port), family=_family(host)) as probe:
+                port = probe.getsockname()[1]  # port 0: the one the kernel chose
             sock = socket.socket(_family(host), socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

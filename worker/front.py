@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,7 @@ class EngineLink:
         self.free = list(range(slots))
         self.waiting: dict[int, RemoteJob] = {}
         self.lost = threading.Event()
+        self.on_ready: Callable[[], None] = lambda: None  # the engine process's models are ready
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -133,7 +134,9 @@ class EngineLink:
         try:
             while True:
                 message = self.link.receive()
-                if message[0] == "done":
+                if message[0] == "ready":
+                    self.on_ready()
+                elif message[0] == "done":
                     _, rid, outputs, queue_s, inference_s, batch_size = message
                     self._end(rid, unpack(outputs), queue_s, inference_s, batch_size)
                 else:
@@ -241,9 +244,10 @@ class RemoteMetrics:
 
     async def flush_every(self) -> None:
         """Send what is kept at least every RECORDS_EVERY seconds, however quiet the front is."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.RECORDS_EVERY)
-            self.flush()
+            await loop.run_in_executor(None, self.flush)  # a send may wait: never in the event loop
 
 
 class FrontServer(Lifecycle):
@@ -257,21 +261,28 @@ class FrontServer(Lifecycle):
         self.engine = EngineLink(Link(socket.socket(fileno=spec["link"])), region, spec["slot_bytes"], spec["slots"])
         self.metrics = metrics = RemoteMetrics(self.engine)
         self.models = ModelManager(settings, metrics)  # type: ignore[arg-type] # configs and decoders, no engines
-        for config in self.models.configs:
-            batcher = RemoteBatcher(self.engine, config.name, config.batching)
-            pipeline = Pipeline(config, self.models.decoders[config.name], batcher, None, settings.max_image_pixels)  # type: ignore[arg-type]
-            self.models.models[config.name] = pipeline
-        self.models.ready.set()  # the engine process answers NotReady while its models load
+        pipelines = {
+            config.name: Pipeline(
+                config, self.models.decoders[config.name], RemoteBatcher(self.engine, config.name, config.batching),
+                None, settings.max_image_pixels,  # type: ignore[arg-type] # no engine here
+            )
+            for config in self.models.configs
+        }  # fmt: skip
+        self.engine.on_ready = lambda: self._ready(pipelines)  # until then: NotReady, before decoding, as one process
         self.app = Flask(__name__, instance_path=str(Path(__file__).parent / "instance"))
         self.app.config.update(VISIONPOOL=settings, WORKER_ID=spec["worker_id"])
         self.app.extensions[METRICS] = metrics
         self.app.extensions[EXTENSION] = self.models
 
+    def _ready(self, pipelines: dict[str, Pipeline]) -> None:
+        self.models.models.update(pipelines)
+        self.models.ready.set()
+
     async def serve(self) -> int:
         self.install_signal_handlers()
         loop = asyncio.get_running_loop()
         threading.Thread(
-            target=self.engine.receive, args=(lambda: loop.call_soon_threadsafe(self.should_exit.set),),
+            target=self.engine.receive, args=(lambda: _call_soon(loop, self.should_exit.set),),
             name="engine-link", daemon=True,
         ).start()  # fmt: skip
         settings = self.settings
@@ -281,8 +292,10 @@ class FrontServer(Lifecycle):
             guard = ticket_guard(Tickets(secret, self.spec["worker_id"]), self.models.default)
         connector = aiohttp.UnixConnector(path=self.spec["engine"], limit=0)
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout + settings.drain_timeout + 30)
-        skip = ("User-Agent", "Accept", "Accept-Encoding")
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=skip) as session:
+        skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # the client's own headers only
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, skip_auto_headers=skip, cookie_jar=aiohttp.DummyCookieJar()
+        ) as session:  # no jar: a cookie one client is answered with is never sent for another
             door = FrontDoor(Limits.of(settings))
             http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app))
             tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
@@ -295,6 +308,12 @@ class FrontServer(Lifecycle):
             self.metrics.flush()
         self.engine.link.close()
         return 0
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """``callback`` in the loop's thread, unless the loop has closed already (the front is stopping anyway)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 def _pass_on(session: aiohttp.ClientSession) -> Any:

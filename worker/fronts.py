@@ -20,7 +20,7 @@ here (a record each), so /metrics and the log read as one worker's.
 
 The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
 program) behind its length. From a front: ("listening",) once it takes connections, ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
-shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]). To a front: ("done", id,
+shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]). To a front: ("ready",) once the models are, ("done", id,
 outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
 bigger than a slot, or sent while every slot is taken, travels in the message itself.
 """
@@ -33,6 +33,7 @@ import logging
 import mmap
 import os
 import pickle
+import queue
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 HEADER = struct.Struct("<I")
 MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
 BACKOFF_MAX = 30.0
+FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
 
 
@@ -151,6 +154,12 @@ class EngineHub:
         jobs: dict[int, Job] = {}
         arrivals: dict[int, Any] = {}  # id -> (the batcher's arriving() context, its Arrival)
         lock = threading.Lock()  # jobs: added here, removed by the thread that ends each
+        # answers leave through a thread of their own: the batcher's threads (which end jobs, sometimes under the
+        # batcher's lock) never wait on a front that reads slowly or not at all; a front has at most one request
+        # per thread outstanding, so this queue is bounded
+        outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._send_all, args=(link, outbox), name=f"front-{index}-out", daemon=True).start()
+        threading.Thread(target=self._tell_ready, args=(outbox,), name=f"front-{index}-ready", daemon=True).start()
 
         def done(rid: int, job: Job) -> None:
             with lock:
@@ -161,8 +170,7 @@ class EngineHub:
                 message: tuple[Any, ...] = ("failed", rid, error_fields(job.error))
             else:
                 message = ("done", rid, pack(job.outputs or {}), job.queue_s, job.inference_s, job.batch_size)
-            with contextlib.suppress(OSError):  # the front is gone: nobody to tell
-                link.send(message)
+            outbox.put(message)
 
         def submit(rid: int, name: str, slot: int | None, shape: tuple[int, ...], dtype: str, deadline: float,
                    inline: np.ndarray | None) -> None:  # fmt: skip
@@ -186,8 +194,7 @@ class EngineHub:
                     placeholder = jobs.pop(rid, None)
                 if placeholder is not None:
                     self.metrics.in_flight.dec()
-                with contextlib.suppress(OSError):
-                    link.send(("failed", rid, error_fields(error)))
+                outbox.put(("failed", rid, error_fields(error)))
             finally:
                 if held is not None:
                     held[0].__exit__(None, None, None)
@@ -231,7 +238,19 @@ class EngineHub:
                 left = list(jobs.values())
             for job in left:
                 job.abandon()  # not run for nobody
+            outbox.put(None)
             link.close()
+
+    def _send_all(self, link: Link, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+        """Send a front its answers in order; once it is gone, drop them."""
+        while (message := outbox.get()) is not None:
+            with contextlib.suppress(OSError):  # the front is gone: nobody to tell
+                link.send(message)
+
+    def _tell_ready(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+        """Tell a front when the models are ready: until then it answers NotReady, as this process does."""
+        self.models.ready.wait()
+        outbox.put(("ready",))
 
 
 class Front:
@@ -259,7 +278,10 @@ class Fronts:
         self.count = settings.front_processes
         self.slot_size = max(slot_bytes(models), 1)
         self.slots = max(1, min(settings.threads, MAX_SHARED_BYTES // self.slot_size))  # a slot per request thread
-        self.folder = tempfile.mkdtemp(prefix="visionpool-worker-")  # 0700: only this user reaches the socket
+        _remove_stale_folders()
+        # 0700: only this user reaches the socket; named by this pid, so a later worker removes it if this
+        # process is killed before it can
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self.folder, "engine.sock")
         self.internal = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.internal.bind(self.path)
@@ -322,7 +344,9 @@ class Fronts:
             }
             command = [sys.executable, "-m", "visionpool.worker.front", json.dumps(spec)]
             fds = (theirs.fileno(), memory)
-            process = subprocess.Popen(command, env=self.environ, pass_fds=fds)
+            # a session of its own: a signal to the worker's process group (honcho, Ctrl-C) reaches the engine
+            # process, which deregisters first and then stops the fronts (each dies with it: PR_SET_PDEATHSIG)
+            process = subprocess.Popen(command, env=self.environ, pass_fds=fds, start_new_session=True)
         finally:
             theirs.close()
             os.close(memory)
@@ -351,3 +375,15 @@ class Fronts:
                         self.fronts[i] = self._start(front.index)
                         self.fronts[i].delay = delay
 
+
+
+def _remove_stale_folders() -> None:
+    """The Unix-socket folders of engine processes (of this user) that died without removing theirs."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid() or Path(f"/proc/{pid}").exists():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)

@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import shutil
 import signal
 import socket
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -138,11 +142,14 @@ def test_a_front_that_goes_leaves_no_arrival_or_job_behind(tmp_path: Path) -> No
         pair.engine.link.close()  # the front died
         pair.hub_thread.join(10)
         assert batcher._arriving == 0  # no batch waits for it
-        wait_until(lambda: batcher.depth() == 0)  # the queued ones are dropped, not run for nobody
+        wait_until(lambda: batcher.depth() == 0)
         for job in jobs:  # the front's side: each answered, none hangs
             with pytest.raises(ServiceError):
                 job.wait()
         assert pair.lost.is_set()
+        time.sleep(0.7)  # what was running has ended; nothing queued may start after it
+        ran = batcher.engines[0].model.batches[1:]  # after the warm-up's
+        assert len(ran) == 1 and sum(ran) < 8  # the batch running when the front went; the rest dropped
     finally:
         pair.models.close()
 
@@ -235,7 +242,7 @@ def test_the_rest_of_the_api_passes_through_and_metrics_count_the_fronts_request
 
 
 @pytest.mark.slow
-def test_images_from_every_front_share_batches(start_worker, tmp_path: Path) -> None:
+def test_images_through_the_fronts_share_batches(start_worker, tmp_path: Path) -> None:
     marker = tmp_path / "batches"
     repository = write_sleepy_model(tmp_path / "models", 0.5, max_batch_size=8, max_queue_size=64, marker=marker)
     worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
@@ -349,3 +356,110 @@ def test_keep_alive_connections_spread_over_the_fronts(start_worker, tmp_path: P
             assert answer.status_code == 200
     used = [cpu_seconds(pid) - start for pid, start in zip(fronts, before, strict=True)]
     assert min(used) > 0.1 * max(used), used  # both fronts answered a share (all 16 on one: 1 in 30,000)
+
+
+@pytest.mark.slow
+def test_a_port_in_use_stops_a_worker_with_fronts_before_it_loads(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0)
+    first = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
+    second = subprocess.run(
+        [sys.executable, "-m", "visionpool.worker", "--model", "sleepy", "--model-repository", str(repository),
+         "--port", str(first.port), "--front-processes", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 2 and "Address already in use" in second.stderr  # not a second pool on one port
+
+
+@pytest.mark.slow
+def test_fronts_answer_not_ready_while_the_models_load(start_worker, tmp_path: Path) -> None:
+    (tmp_path / "slow" / "1").mkdir(parents=True)
+    (tmp_path / "slow" / "1" / "model.py").write_text(
+        "import time\nimport numpy as np\nclass Model:\n    def __init__(self, files, options):\n"
+        "        time.sleep(4)\n    def run(self, batch):\n        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
+    )
+    (tmp_path / "slow" / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
+        '[output]\ndecoder = "softmax"\n'
+    )
+    worker = start_worker("--model", "slow", "--model-repository", str(tmp_path), "--front-processes", "1",
+                          ready=False)  # fmt: skip
+    wait_until(lambda: _answers(worker.url + "/healthz"), timeout=30)  # a front listens; the model loads
+    for data in (b"not an image", encode(np.zeros((8, 8, 3), np.uint8), "PNG")):
+        answer = post(worker.url + "/predict", data)
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "not_ready"  # as one process
+    worker.wait_ready()
+    assert post(worker.url + "/predict", encode(np.zeros((8, 8, 3), np.uint8), "PNG")).status_code == 200
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+BIG_OUTPUT_MODEL = """
+import time
+import numpy as np
+
+class Model:
+    def __init__(self, files, options):
+        pass
+
+    def run(self, batch):
+        time.sleep(0.3)
+        return {"logits": np.zeros((len(batch), 3), np.float32), "big": np.zeros((len(batch), 2_000_000), np.float32)}
+"""
+
+
+def posting(url: str, data: bytes, count: int, answers: list[int | str]) -> list[threading.Thread]:
+    """``count`` uploads at once, each on a connection of its own; each answer's status (or "no answer")."""
+
+    def one() -> None:
+        try:
+            answers.append(requests.post(url, data=data, headers={"Content-Type": "image/png"}, timeout=8).status_code)
+        except requests.RequestException:
+            answers.append("no answer")
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+@pytest.mark.slow
+def test_a_stalled_front_holds_up_no_other(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0, max_batch_size=4, max_queue_size=64)
+    (repository / "sleepy" / "1" / "model.py").write_text(BIG_OUTPUT_MODEL)  # 8 MB of outputs an image
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2",
+                          "--request-timeout", "5")  # fmt: skip
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    stalled, _ = children(worker.proc.pid)
+    first: list[int | str] = []
+    first_wave = posting(worker.url + "/predict", png, 8, first)
+    time.sleep(0.2)  # in the engine process now (a batch takes 0.3 s)
+    os.kill(stalled, signal.SIGSTOP)  # reads nothing from now on: its answers pile up in the engine process
+    try:
+        second: list[int | str] = []
+        for thread in posting(worker.url + "/predict", png, 12, second):
+            thread.join(30)
+        served = [a for a in second if a != "no answer"]  # the rest went to the stopped front
+        assert served and set(served) == {200}  # the other front's images ran and came back, none 504
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    for thread in first_wave:
+        thread.join(30)
+
+
+def test_a_killed_engine_processs_socket_folder_is_removed_by_the_next() -> None:
+    from visionpool.worker.fronts import FOLDER_PREFIX, _remove_stale_folders
+
+    root = Path(tempfile.gettempdir())
+    dead = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}999999999-", dir=root))  # no such process
+    alive = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=root))
+    try:
+        _remove_stale_folders()
+        assert not dead.exists() and alive.is_dir()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)
