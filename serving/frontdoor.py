@@ -244,7 +244,11 @@ class FrontDoor:
 
     def collector(self, service: str) -> FrontDoorCollector:
         """A Prometheus collector of what this door refused and holds, for ``service``'s registry."""
-        return FrontDoorCollector(self, service)
+        return FrontDoorCollector(self.state, service)
+
+    def state(self) -> DoorState:
+        """What it refused so far (by event), its open connections and the body bytes it holds now."""
+        return dict(self.events), self.connections(), self.buffered
 
     def connections(self) -> int:
         server = self._runner.server if self._runner is not None else None
@@ -308,21 +312,26 @@ class FrontDoor:
         return b"".join(chunks), held
 
 
-class FrontDoorCollector:
-    """visionpool_<service>_front_door_events_total{event}, ..._connections, ..._buffered_bytes, read at scrape time."""
+DoorState = tuple[dict[str, int], int, int]  # events so far, connections open, body bytes held
 
-    def __init__(self, door: FrontDoor, service: str) -> None:
-        self.door, self.prefix = door, f"visionpool_{service}_front_door"
+
+class FrontDoorCollector:
+    """visionpool_<service>_front_door_events_total{event}, ..._connections, ..._buffered_bytes, read at scrape
+    time from ``read`` (a door's state(), or the sum of several doors')."""
+
+    def __init__(self, read: Callable[[], DoorState], service: str) -> None:
+        self.read, self.prefix = read, f"visionpool_{service}_front_door"
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counts, connections, buffered = self.read()
         events = CounterMetricFamily(
             f"{self.prefix}_events", "Clients the front door refused or cut off, by what happened.", labels=["event"]
         )
         for event in ("evicted", "refused", "head_timeout", "body_timeout", "too_large", "busy"):
-            events.add_metric([event], self.door.events[event])
+            events.add_metric([event], counts.get(event, 0))
         yield events
-        yield GaugeMetricFamily(f"{self.prefix}_connections", "Open client connections.", self.door.connections())
-        yield GaugeMetricFamily(f"{self.prefix}_buffered_bytes", "Request body bytes held now.", self.door.buffered)
+        yield GaugeMetricFamily(f"{self.prefix}_connections", "Open client connections.", connections)
+        yield GaugeMetricFamily(f"{self.prefix}_buffered_bytes", "Request body bytes held now.", buffered)
 
 
 @web.middleware

@@ -242,12 +242,18 @@ class RemoteMetrics:
         if kept:
             self.engine.send_quietly(("records", kept))
 
-    async def flush_every(self) -> None:
-        """Send what is kept at least every RECORDS_EVERY seconds, however quiet the front is."""
+    async def flush_every(self, door: FrontDoor) -> None:
+        """Send what is kept at least every RECORDS_EVERY seconds, however quiet the front is, and the front door's
+        counts (the engine process's /metrics adds up every front's)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.RECORDS_EVERY)
-            await loop.run_in_executor(None, self.flush)  # a send may wait: never in the event loop
+            state = door.state()  # read in the loop's thread, which changes it
+            await loop.run_in_executor(None, self._send, state)  # a send may wait: never in the event loop
+
+    def _send(self, state: Any) -> None:
+        self.flush()
+        self.engine.send_quietly(("door", state))
 
 
 class FrontServer(Lifecycle):
@@ -301,7 +307,7 @@ class FrontServer(Lifecycle):
             tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             await door.start(http, door.listen_shared(self.spec["host"], self.spec["port"]), tls)
             self.engine.send_quietly(("listening",))  # the worker is ready once every front is
-            flushing = asyncio.create_task(self.metrics.flush_every())
+            flushing = asyncio.create_task(self.metrics.flush_every(door))
             await self.should_exit.wait()
             await door.stop()
             flushing.cancel()

@@ -20,13 +20,14 @@ here (a record each), so /metrics and the log read as one worker's.
 
 The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
 program) behind its length. From a front: ("listening",) once it takes connections, ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
-shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]). To a front: ("ready",) once the models are, ("done", id,
+shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front: ("ready",) once the models are, ("done", id,
 outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
 bigger than a slot, or sent while every slot is taken, travels in the message itself.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from visionpool.client.wire import ServiceError
+from visionpool.serving.frontdoor import DoorState
 from visionpool.serving.options import to_environ
 
 from .batching import Job
@@ -140,6 +142,19 @@ class EngineHub:
     def __init__(self, models: ModelManager, metrics: WorkerMetrics) -> None:
         self.models, self.metrics = models, metrics
         self.listening: set[int] = set()  # the fronts (by index) that have ever said they listen
+        self.doors: dict[int, DoorState] = {}  # each front's front door, as it last said
+        self.retired: collections.Counter[str] = collections.Counter()  # events of fronts since restarted
+        self._doors_lock = threading.Lock()
+
+    def door_state(self) -> DoorState:
+        """The fronts' front doors together: events since the worker started, connections and bytes held now."""
+        with self._doors_lock:
+            events = collections.Counter(self.retired)
+            connections = buffered = 0
+            for counts, open_now, held in self.doors.values():
+                events.update(counts)
+                connections, buffered = connections + open_now, buffered + held
+        return dict(events), connections, buffered
 
     def attach(self, link: Link, region: mmap.mmap, slot_size: int, index: int, count: int) -> threading.Thread:
         """Serve front ``index``'s link in a thread of its own, until the front goes; the models are ready for
@@ -218,6 +233,9 @@ class EngineHub:
                     held = arrivals.pop(message[1], None)
                     if held is not None:
                         held[0].__exit__(None, None, None)
+                elif kind == "door":
+                    with self._doors_lock:
+                        self.doors[index] = message[1]
                 elif kind == "listening":
                     self.listening.add(index)
                     if len(self.listening) >= count and self.models.fronts_listening is not None:
@@ -240,6 +258,10 @@ class EngineHub:
                 job.abandon()  # not run for nobody
             outbox.put(None)
             link.close()
+            with self._doors_lock:  # its counts stay in the totals; a restarted front counts from 0
+                gone = self.doors.pop(index, None)
+                if gone is not None:
+                    self.retired.update(gone[0])
 
     def _send_all(self, link: Link, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Send a front its answers in order; once it is gone, drop them."""

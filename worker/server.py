@@ -22,7 +22,7 @@ import grpc
 
 from visionpool.discovery import Instance, create_registry
 from visionpool.discovery.kv import load_secret
-from visionpool.serving.frontdoor import FrontDoor, Limits, run
+from visionpool.serving.frontdoor import FrontDoor, FrontDoorCollector, Limits, run
 from visionpool.serving.lifecycle import Lifecycle
 from visionpool.serving.tickets import Tickets
 
@@ -51,7 +51,10 @@ class WorkerServer(Lifecycle):
         self.sock = self.door.bind(*settings.address, shared=settings.front_processes > 0)
         self.app = create_app(settings)
         self.models = get_models(self.app)
-        self.app.extensions[METRICS].registry.register(self.door.collector("worker"))
+        metrics = self.app.extensions[METRICS]
+        self.hub = EngineHub(self.models, metrics)  # with front processes: their link, and their doors' counts
+        doors = self.hub.door_state if settings.front_processes else self.door.state  # fronts: the doors clients see
+        metrics.registry.register(FrontDoorCollector(doors, "worker"))
         self.announcer: Announcer | None = None
         self.grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
@@ -85,8 +88,7 @@ class WorkerServer(Lifecycle):
         self.announcer = self.make_announcer(instance)
         tls = self.listening_tls(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca)
         if self.settings.front_processes:  # they take the port; this process answers what they pass on
-            hub = EngineHub(self.models, self.app.extensions[METRICS])
-            self.fronts = Fronts(self.settings, self.sock, hub, self.models, instance.id)
+            self.fronts = Fronts(self.settings, self.sock, self.hub, self.models, instance.id)
             http = wsgi_app(self.app, self.door, self.settings.threads, None, direct_predict(self.app))
             await self.door.start(http, self.fronts.internal)  # the fronts checked tickets and TLS
             self.fronts.start()

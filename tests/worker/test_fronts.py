@@ -463,3 +463,13 @@ def test_a_killed_engine_processs_socket_folder_is_removed_by_the_next() -> None
     finally:
         shutil.rmtree(dead, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_metrics_add_up_every_fronts_front_door(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2",
+                          "--max-body-bytes", "1000")  # fmt: skip
+    answers = [post(worker.url + "/predict", b"x" * 5000).status_code for _ in range(6)]  # connections: both fronts
+    assert answers == [413] * 6
+    wait_until(lambda: sample(scrape(worker.url), "visionpool_worker_front_door_events_total", event="too_large") == 6)
