@@ -65,6 +65,7 @@ HEADER = struct.Struct("<I")
 MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
 BACKOFF_MAX = 30.0
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
+SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
 HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
 
 
@@ -85,6 +86,16 @@ class Link:
             else:  # a tensor or outputs: not copied again to join the header
                 self.sock.sendall(HEADER.pack(len(data)))
                 self.sock.sendall(data)
+
+    def send_many(self, messages: list[tuple[Any, ...]]) -> None:
+        """Several messages in one write (OSError when the other end is gone)."""
+        if len(messages) == 1:
+            self.send(messages[0])
+            return
+        pickled = [pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL) for message in messages]
+        data = b"".join(HEADER.pack(len(one)) + one for one in pickled)
+        with self._lock:
+            self.sock.sendall(data)
 
     def receive(self) -> tuple[Any, ...]:
         """The next message; EOFError when the other end closed."""
@@ -166,7 +177,7 @@ class EngineHub:
         return thread
 
     def _serve(self, link: Link, region: mmap.mmap, slot_size: int, index: int, count: int) -> None:
-        jobs: dict[int, Job] = {}
+        jobs: dict[int, Job | object] = {}
         arrivals: dict[int, Any] = {}  # id -> (the batcher's arriving() context, its Arrival)
         lock = threading.Lock()  # jobs: added here, removed by the thread that ends each
         # answers leave through a thread of their own: the batcher's threads (which end jobs, sometimes under the
@@ -198,11 +209,11 @@ class EngineHub:
                 else:
                     tensor = inline
                 with lock:
-                    jobs[rid] = job = Job(tensor, deadline)  # a placeholder, so an answer never comes first
+                    jobs[rid] = SUBMITTING  # so that an answer that comes first finds it
                 self.metrics.in_flight.inc()
                 queued = model.batcher.submit(tensor, deadline, held[1] if held else None, lambda j: done(rid, j))
                 with lock:
-                    if jobs.get(rid) is job:
+                    if jobs.get(rid) is SUBMITTING:
                         jobs[rid] = queued
             except ServiceError as error:
                 with lock:
@@ -243,7 +254,7 @@ class EngineHub:
                 elif kind == "cancel":
                     with lock:
                         job = jobs.get(message[1])
-                    if job is not None:
+                    if isinstance(job, Job):
                         job.abandon()  # still queued: answered DeadlineExceeded now; else when it has run
         except (EOFError, OSError):
             pass  # the front stopped or died
@@ -253,7 +264,7 @@ class EngineHub:
             for context, _ in arrivals.values():
                 context.__exit__(None, None, None)
             with lock:
-                left = list(jobs.values())
+                left = [job for job in jobs.values() if isinstance(job, Job)]
             for job in left:
                 job.abandon()  # not run for nobody
             outbox.put(None)
@@ -266,8 +277,14 @@ class EngineHub:
     def _send_all(self, link: Link, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Send a front its answers in order; once it is gone, drop them."""
         while (message := outbox.get()) is not None:
+            messages = [message]
+            while len(messages) < 64 and not outbox.empty():  # those that came meanwhile: one write for all
+                messages.append(outbox.get())
+            stop = messages[-1] is None
             with contextlib.suppress(OSError):  # the front is gone: nobody to tell
-                link.send(message)
+                link.send_many([m for m in messages if m is not None])
+            if stop:
+                return
 
     def _tell_ready(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Tell a front when the models are ready: until then it answers NotReady, as this process does."""
