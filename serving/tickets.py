@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,17 @@ class Tickets:
     def __init__(self, secret: bytes, worker_id: str) -> None:
         self.secret, self.worker_id = secret, worker_id
         self.buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+        self._lock = threading.Lock()
 
     def admit(self, authorization: str | None, model: str) -> dict[str, Any]:
         """The ticket's payload when it lets this request in; Unauthorized, Forbidden or RateLimited otherwise."""
+        payload, signature = self.check(authorization, model)
+        self.take(signature, float(payload["r"]), float(payload["b"]))
+        return payload
+
+    def check(self, authorization: str | None, model: str) -> tuple[dict[str, Any], str]:
+        """The ticket's payload and signature when it is the pool's, current, and for this worker and model,
+        without counting the request against its rate (take() does); Unauthorized or Forbidden otherwise."""
         scheme, _, token = (authorization or "").partition(" ")
         parts = token.strip().split(".")
         if scheme.lower() != "bearer" or len(parts) != 3 or parts[0] != "v1":
@@ -71,19 +80,21 @@ class Tickets:
             raise Forbidden(f"The ticket is for worker {payload['w']!r}, not this one ({self.worker_id!r}).")
         if payload["m"] and payload["m"] != model:
             raise Forbidden(f"The ticket is for model {payload['m']!r}, not {model!r}.")
-        self._take(parts[2], float(payload["r"]), float(payload["b"]))
-        return payload  # type: ignore[no-any-return]
+        return payload, parts[2]
 
-    def _take(self, ticket: str, rate: float, burst: float) -> None:
+    def take(self, ticket: str, rate: float, burst: float) -> None:
+        """Count one request against the ticket (by its signature): RateLimited when over its key's rate."""
         now = time.monotonic()
-        tokens, then = self.buckets.pop(ticket, (burst, now))
-        tokens = min(burst, tokens + (now - then) * rate)
-        if tokens < 1.0:
-            self.buckets[ticket] = (tokens, now)
-            raise RateLimited("This ticket is over its key's rate.", retry_after=max(1, math.ceil((1 - tokens) / rate)))
-        self.buckets[ticket] = (tokens - 1.0, now)
-        while len(self.buckets) > MAX_TRACKED:
-            self.buckets.popitem(last=False)
+        with self._lock:  # the event loop, gRPC's threads and front processes' links all take
+            tokens, then = self.buckets.pop(ticket, (burst, now))
+            tokens = min(burst, tokens + (now - then) * rate)
+            if tokens < 1.0:
+                self.buckets[ticket] = (tokens, now)
+                wait = max(1, math.ceil((1 - tokens) / rate))
+                raise RateLimited("This ticket is over its key's rate.", retry_after=wait)
+            self.buckets[ticket] = (tokens - 1.0, now)
+            while len(self.buckets) > MAX_TRACKED:
+                self.buckets.popitem(last=False)
 
 
 def _sign(secret: bytes, body: str) -> bytes:

@@ -47,7 +47,7 @@ from visionpool.serving.tickets import Tickets
 
 from .errors import ServiceUnavailable
 from .fast import direct_predict
-from .fronts import Link, relayed, unpack
+from .fronts import Link, error_fields, relayed, unpack
 from .metrics import METRICS, Tracked, tracking
 from .models import EXTENSION, ModelManager
 from .pipeline import Pipeline
@@ -100,6 +100,7 @@ class EngineLink:
         self.waiting: dict[int, RemoteJob] = {}
         self.lost = threading.Event()
         self.on_ready: Callable[[], None] = lambda: None  # the engine process's models are ready
+        self.taking: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -109,6 +110,33 @@ class EngineLink:
     def send_quietly(self, message: tuple[Any, ...]) -> None:
         with contextlib.suppress(OSError):
             self.link.send(message)
+
+    async def take(self, ticket: str, rate: float, burst: float) -> None:
+        """Count one request against a ticket's rate in the engine process (one count for every front);
+        RateLimited when it is over."""
+        loop, rid = asyncio.get_running_loop(), self.new_id()
+        answer: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self.taking[rid] = (loop, answer)
+        try:
+            if self.lost.is_set():
+                raise OSError("the link is gone")
+            self.link.send(("take", rid, ticket, rate, burst))
+        except OSError:
+            with self._lock:
+                self.taking.pop(rid, None)
+            raise _gone() from None
+        refused = await answer
+        if refused is not None:
+            raise relayed(refused)
+
+    def _took(self, rid: int, refused: Any) -> None:
+        with self._lock:
+            waiting = self.taking.pop(rid, None)
+        if waiting is not None:
+            loop, answer = waiting
+            with contextlib.suppress(RuntimeError):  # its loop closed: the front is stopping
+                loop.call_soon_threadsafe(_settle, answer, refused)
 
     def submit(self, rid: int, model: str, tensor: np.ndarray, deadline: float) -> RemoteJob:
         with self._lock:
@@ -136,6 +164,8 @@ class EngineLink:
                 message = self.link.receive()
                 if message[0] == "ready":
                     self.on_ready()
+                elif message[0] == "took":
+                    self._took(message[1], message[2])
                 elif message[0] == "done":
                     _, rid, outputs, queue_s, inference_s, batch_size = message
                     self._end(rid, unpack(outputs), queue_s, inference_s, batch_size)
@@ -147,9 +177,11 @@ class EngineLink:
             logger.exception("the link to the engine process failed")
         self.lost.set()
         with self._lock:
-            left = list(self.waiting)
+            left, taking = list(self.waiting), list(self.taking)
         for rid in left:
             self._end(rid, error=_gone())
+        for rid in taking:
+            self._took(rid, error_fields(_gone()))
         on_lost()
 
     def _end(
@@ -170,6 +202,11 @@ class EngineLink:
         job.outputs, job.error = outputs, error
         job.queue_s, job.inference_s, job.batch_size = queue_s, inference_s, batch_size
         job.done.set()
+
+
+def _settle(answer: asyncio.Future[Any], refused: Any) -> None:
+    if not answer.done():
+        answer.set_result(refused)
 
 
 def _gone() -> ServiceUnavailable:
@@ -295,7 +332,7 @@ class FrontServer(Lifecycle):
         guard = None
         if settings.pool_secret_file is not None:
             secret = load_secret(settings.pool_secret_file, settings.consul_url, settings.consul_token)
-            guard = ticket_guard(Tickets(secret, self.spec["worker_id"]), self.models.default)
+            guard = ticket_guard(Tickets(secret, self.spec["worker_id"]), self.models.default, self.engine.take)
         connector = aiohttp.UnixConnector(path=self.spec["engine"], limit=0)
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout + settings.drain_timeout + 30)
         skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # the client's own headers only

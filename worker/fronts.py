@@ -19,8 +19,8 @@ answer is the one a single process gives; the predict requests the fronts answer
 here (a record each), so /metrics and the log read as one worker's.
 
 The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
-program) behind its length. From a front: ("listening",) once it takes connections, ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
-shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front: ("ready",) once the models are, ("done", id,
+program) behind its length. From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst), ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
+shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front: ("ready",) once the models are, ("took", id, refusal or None), ("done", id,
 outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
 bigger than a slot, or sent while every slot is taken, travels in the message itself.
 """
@@ -52,6 +52,7 @@ import numpy as np
 from visionpool.client.wire import ServiceError
 from visionpool.serving.frontdoor import DoorState
 from visionpool.serving.options import to_environ
+from visionpool.serving.tickets import Tickets
 
 from .batching import Job
 from .errors import EngineFailed
@@ -152,6 +153,7 @@ class EngineHub:
 
     def __init__(self, models: ModelManager, metrics: WorkerMetrics) -> None:
         self.models, self.metrics = models, metrics
+        self.tickets: Tickets | None = None  # with a pool secret: each ticket's rate, counted once for all fronts
         self.listening: set[int] = set()  # the fronts (by index) that have ever said they listen
         self.doors: dict[int, DoorState] = {}  # each front's front door, as it last said
         self.retired: collections.Counter[str] = collections.Counter()  # events of fronts since restarted
@@ -244,6 +246,15 @@ class EngineHub:
                     held = arrivals.pop(message[1], None)
                     if held is not None:
                         held[0].__exit__(None, None, None)
+                elif kind == "take":
+                    _, rid, signature, rate, burst = message
+                    refused: tuple[int, str, str, dict[str, str]] | None = None
+                    try:
+                        if self.tickets is not None:
+                            self.tickets.take(signature, rate, burst)
+                    except ServiceError as error:
+                        refused = error_fields(error)
+                    outbox.put(("took", rid, refused))
                 elif kind == "door":
                     with self._doors_lock:
                         self.doors[index] = message[1]

@@ -70,6 +70,7 @@ class WorkerServer(Lifecycle):
             secret = load_secret(settings.pool_secret_file, settings.consul_url, settings.consul_token)  # file or KV
             tickets = Tickets(secret, self.worker_id(port))
             self.app.config["TICKETS"] = tickets  # before gRPC starts: no upload gets in unchecked
+            self.hub.tickets = tickets  # front processes count each ticket's rate here, all in one
             guard = ticket_guard(tickets, self.models.default)
         if self.settings.grpc_port is not None:
             cert, key = self.settings.tls_cert, self.settings.tls_key

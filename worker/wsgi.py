@@ -40,7 +40,7 @@ def wsgi_app(
     app: Callable[..., Iterable[bytes]],
     door: FrontDoor,
     threads: int,
-    guard: Callable[[web.Request], None] | None = None,
+    guard: Guard | None = None,
     direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
 ) -> web.Application:
     """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread; ``guard`` may
@@ -60,7 +60,7 @@ def http_app(
     door: FrontDoor,
     threads: int,
     other: Other,
-    guard: Callable[[web.Request], None] | None = None,
+    guard: Guard | None = None,
     direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
     pools: Sequence[ThreadPoolExecutor] = (),
 ) -> web.Application:
@@ -70,8 +70,8 @@ def http_app(
     work = ThreadPoolExecutor(threads, thread_name_prefix="request")
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if guard is not None:
-            guard(request)
+        if guard is not None and (waiting := guard(request)) is not None:
+            await waiting
         answer = direct(request) if direct is not None else None
         async with door.body(request) as body:
             if answer is None:
@@ -96,20 +96,29 @@ def respond(answer: Answer) -> web.Response:
 UPLOADS = re.compile(r"^/models/(?P<name>[^/]+)/predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$")
 
 
-def ticket_guard(tickets: Tickets, default_model: str) -> Callable[[web.Request], None]:
-    """Uploads (predict, v2 infer) need a ticket the proxy signed for this worker and that model; the rest of
-    the API (health, models, metrics, the page) stays open."""
+Guard = Callable[[web.Request], Awaitable[None] | None]  # refuses a request (a ServiceError), maybe after a wait
+Take = Callable[[str, float, float], Awaitable[None]]  # counts a request against a ticket's rate, elsewhere
 
-    def guard(request: web.Request) -> None:
+
+def ticket_guard(tickets: Tickets, default_model: str, take: Take | None = None) -> Guard:
+    """Uploads (predict, v2 infer) need a ticket the proxy signed for this worker and that model; the rest of
+    the API (health, models, metrics, the page) stays open. ``take``: the ticket's rate is counted there (a
+    front process's guard: the engine process keeps one count for all the fronts)."""
+
+    def guard(request: web.Request) -> Awaitable[None] | None:
         if request.method != "POST":
-            return
+            return None
         if request.path == PREDICT:
             model = default_model
         elif match := UPLOADS.match(request.path):
             model = unquote(match.group("name") or match.group("v2"))
         else:
-            return
-        tickets.admit(request.headers.get("Authorization"), model)
+            return None
+        if take is None:
+            tickets.admit(request.headers.get("Authorization"), model)
+            return None
+        payload, signature = tickets.check(request.headers.get("Authorization"), model)
+        return take(signature, float(payload["r"]), float(payload["b"]))
 
     return guard
 

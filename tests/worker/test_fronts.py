@@ -337,6 +337,19 @@ def test_fronts_check_the_pools_tickets(start_proxy, start_worker, tmp_path: Pat
     assert p2p.status_code == 200 and p2p.json()["predictions"]
 
 
+@pytest.mark.slow
+def test_a_tickets_rate_is_counted_once_for_every_front(start_proxy, start_worker, tmp_path: Path) -> None:
+    pool = secured_pool(start_proxy, start_worker, tmp_path, "--front-processes", "2", rate=4)  # burst 4
+    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
+    lookup = requests.get(pool.proxy.url + "/lookup", headers=pool.auth, timeout=5).json()
+    bearer = {"Authorization": f"Bearer {lookup['ticket']}"}
+    started = time.monotonic()
+    codes = [post(lookup["url"] + "/predict", png, **bearer).status_code for _ in range(16)]  # new connections
+    refilled = int((time.monotonic() - started) * 4) + 1  # what the bucket gained while they were sent
+    assert codes.count(200) <= 4 + refilled and set(codes) == {200, 429}  # one count: not a burst per front
+    assert codes.count(429) >= 16 - 4 - refilled
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
