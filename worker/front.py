@@ -396,7 +396,11 @@ def main(argv: list[str]) -> int:
     _die_with_parent(spec["parent"])
     settings = from_args(WorkerSettings, argparse.Namespace(), os.environ)
     settings.configure_logging()
-    return run(FrontServer(settings, spec).serve())
+    try:
+        return run(FrontServer(settings, spec).serve())
+    except (ValueError, OSError) as error:  # a config changed since the engine process read it, a port, a file
+        logger.error("front process %s cannot start: %s", spec["index"], error)
+        return 2
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when
 BACKOFF_MAX = 30.0
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
-HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
+HEALTHY_RUN = 60.0
+MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker  # a front that ran this long starts its next restart's backoff over
 
 
 class Link:
@@ -310,6 +311,7 @@ class Front:
         self.index, self.process, self.started = index, process, started
         self.delay = 1.0
         self.restart_at: float | None = None
+        self.failed_starts = 0  # exits in a row before it ever took a connection
 
 
 class Fronts:
@@ -339,6 +341,7 @@ class Fronts:
         self.environ = {**os.environ, **to_environ(settings)}
         self.fronts: list[Front] = []
         self.stopping = threading.Event()
+        self.failure: str | None = None  # a front that cannot start: the worker stops, saying so
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="fronts", daemon=True)
 
@@ -374,6 +377,7 @@ class Fronts:
         shutil.rmtree(self.folder, ignore_errors=True)  # the socket itself is the engine process's door's to close
 
     def _start(self, index: int) -> Front:
+        self.hub.listening.discard(index)  # until this process of it says it listens
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         size = self.slot_size * self.slots
         memory = os.memfd_create(f"visionpool-front-{index}")  # no name in /dev/shm: nothing to leak on a crash
@@ -413,17 +417,27 @@ class Fronts:
                     if code is None or self.stopping.is_set():
                         continue
                     now = time.monotonic()
+                    if self.failure is not None:
+                        continue
                     if front.restart_at is None:
                         front.delay = 1.0 if now - front.started > HEALTHY_RUN else front.delay
                         front.restart_at = now + front.delay
+                        listened = front.index in self.hub.listening
+                        front.failed_starts = 0 if listened else front.failed_starts + 1
+                        if front.failed_starts >= MAX_FAILED_STARTS:
+                            self.failure = (
+                                f"front process {front.index} exited {front.failed_starts} times in a row before it "
+                                f"took a connection (last with {code}); its lines above say why"
+                            )
+                            continue
                         logger.error(
                             "front process %d (pid %d) exited with %s; restarting in %.0f s",
                             front.index, front.process.pid, code, front.delay,
                         )  # fmt: skip
                     elif now >= front.restart_at:
-                        delay = min(front.delay * 2, BACKOFF_MAX)
+                        delay, failed = min(front.delay * 2, BACKOFF_MAX), front.failed_starts
                         self.fronts[i] = self._start(front.index)
-                        self.fronts[i].delay = delay
+                        self.fronts[i].delay, self.fronts[i].failed_starts = delay, failed
 
 
 

@@ -136,6 +136,9 @@ class WorkerServer(Lifecycle):
             if self.models.failure is not None:
                 logger.error("stopping: the models could not be loaded (%s)", self.models.failure)
                 return 1
+            if self.fronts is not None and self.fronts.failure is not None:
+                logger.error("stopping: %s", self.fronts.failure)
+                return 1
             if not announced and self.models.ready.is_set():
                 logger.info("worker ready: every model is loaded and warmed up")
                 announced = True

@@ -293,6 +293,20 @@ def test_a_front_that_dies_is_replaced_and_the_worker_serves_on(start_worker, tm
 
 
 @pytest.mark.slow
+def test_a_front_that_cannot_start_stops_the_worker_saying_why(start_worker, tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", 0.0)
+    worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "1")
+    config = repository / "sleepy" / "config.toml"
+    config.write_text(config.read_text().replace('files = ["model.py"]', 'files = ["../x.onnx"]'))  # edited since
+    [front] = children(worker.proc.pid)
+    os.kill(front, signal.SIGKILL)  # its restarts read the broken config: none can start
+    assert worker.proc.wait(60) == 1  # after three tries (1 + 2 + 4 s apart), not "loading" for ever
+    log = worker.output()
+    assert "front process 0 cannot start:" in log and "field 'files'" in log and "Traceback" not in log
+    assert "stopping: front process 0 exited 3 times in a row before it took a connection" in log
+
+
+@pytest.mark.slow
 def test_sigterm_finishes_the_fronts_requests_and_leaves_nothing_behind(start_worker, tmp_path: Path) -> None:
     marker = tmp_path / "batches"
     repository = write_sleepy_model(tmp_path / "models", 1.0, marker=marker)
