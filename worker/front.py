@@ -121,7 +121,7 @@ class EngineLink:
         try:
             if self.lost.is_set():
                 raise OSError("the link is gone")
-            self.link.send(("take", rid, ticket, rate, burst))
+            await loop.run_in_executor(None, self.link.send, ("take", rid, ticket, rate, burst))  # never blocks the loop
         except OSError:
             with self._lock:
                 self.taking.pop(rid, None)

@@ -67,8 +67,8 @@ MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when
 BACKOFF_MAX = 30.0
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
-HEALTHY_RUN = 60.0
-MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker  # a front that ran this long starts its next restart's backoff over
+HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
+MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker
 
 
 class Link:
@@ -253,7 +253,9 @@ class EngineHub:
                     try:
                         if self.tickets is not None:
                             self.tickets.take(signature, rate, burst)
-                    except ServiceError as error:
+                    except Exception as error:  # RateLimited; anything else is that request's 500, not the link's
+                        if not isinstance(error, ServiceError):
+                            logger.exception("counting a ticket failed")
                         refused = error_fields(error)
                     outbox.put(("took", rid, refused))
                 elif kind == "door":
@@ -288,15 +290,19 @@ class EngineHub:
 
     def _send_all(self, link: Link, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Send a front its answers in order; once it is gone, drop them."""
-        while (message := outbox.get()) is not None:
-            messages = [message]
-            while len(messages) < 64 and not outbox.empty():  # those that came meanwhile: one write for all
-                messages.append(outbox.get())
-            stop = messages[-1] is None
-            with contextlib.suppress(OSError):  # the front is gone: nobody to tell
-                link.send_many([m for m in messages if m is not None])
-            if stop:
-                return
+        stop = False
+        while not stop:
+            messages: list[tuple[Any, ...]] = []
+            message = outbox.get()
+            while message is not None:
+                messages.append(message)
+                if len(messages) >= 64 or outbox.empty():
+                    break
+                message = outbox.get()  # those that came meanwhile: one write for all
+            stop = message is None  # the link closed: what was queued before goes, nothing after
+            if messages:
+                with contextlib.suppress(OSError):  # the front is gone: nobody to tell
+                    link.send_many(messages)
 
     def _tell_ready(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Tell a front when the models are ready: until then it answers NotReady, as this process does."""

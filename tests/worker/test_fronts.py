@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import queue
 import os
 import shutil
 import signal
@@ -118,6 +119,24 @@ def test_a_full_queue_is_answered_as_one_process_answers_it(linked: Linked) -> N
             errors.append(error)
     assert errors and all(e.status == 503 and e.code == "overloaded" for e in errors)
     assert errors[0].headers["Retry-After"] == "1"
+
+
+def test_the_sender_stops_when_its_front_goes_even_with_answers_behind(tmp_path: Path) -> None:
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[list[tuple]] = []
+
+        def send_many(self, messages: list[tuple]) -> None:
+            self.sent.append(messages)
+
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    for message in (("failed", 1), None, ("done", 2)):  # a running job ended after its front had gone
+        outbox.put(message)
+    wire = Wire()
+    sender = threading.Thread(target=EngineHub._send_all, args=(None, wire, outbox), daemon=True)
+    sender.start()
+    sender.join(2)
+    assert not sender.is_alive() and wire.sent == [[("failed", 1)]]
 
 
 def test_errors_cross_with_status_code_message_and_headers() -> None:
