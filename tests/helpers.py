@@ -164,6 +164,22 @@ def write_sleepy_model(
     return root
 
 
+def write_slow_loading_model(root: Path, seconds: float, marker: Path | None = None) -> None:
+    """A Python-engine classifier 'slow' whose loading takes ``seconds`` (and first creates ``marker``)."""
+    (root / "slow" / "1").mkdir(parents=True)
+    mark = f"        open({str(marker)!r}, 'w').close()\n" if marker else ""
+    (root / "slow" / "1" / "model.py").write_text(
+        "import time\nimport numpy as np\n"
+        "class Model:\n"
+        f"    def __init__(self, files, options):\n{mark}        time.sleep({seconds})\n"
+        "    def run(self, batch):\n        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
+    )
+    (root / "slow" / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
+        '[output]\ndecoder = "softmax"\n'
+    )
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """GET url/metrics, parsed: (sample name, sorted labels) -> value."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -3,12 +3,12 @@
 Usage (the worker starts these itself, with --front-processes N):
     python -m visionpool.worker.front '{"host": HOST, "port": PORT, "link": FD, "tensors": FD, ...}'
 
-It listens on the worker's port (SO_REUSEPORT, beside the other fronts) with the worker's own front door (limits, TLS, tickets): a raw upload
-to /predict or /models/NAME/predict is decoded, preprocessed, run by the engine process and postprocessed
-here, with the code a single-process worker runs (worker/fast.py, routes.predict_answer, Pipeline) and a
-batcher that is the engine process's, at the other end of the link; every other request passes, body and
-headers, to the engine process over its Unix socket. Settings come as the worker's VISIONPOOL_* variables.
-It stops on SIGTERM (finishing what it holds), and when the engine process is gone.
+It listens on the worker's port (SO_REUSEPORT, beside the other fronts) with the worker's own front door (limits,
+TLS, tickets): a raw upload to /predict or /models/NAME/predict is decoded, preprocessed, run by the engine
+process and postprocessed here, with the code a single-process worker runs (worker/fast.py, routes.predict_answer,
+Pipeline) and a batcher that is the engine process's, at the other end of the link; every other request passes,
+body and headers, to the engine process over its Unix socket. Settings come as the worker's VISIONPOOL_*
+variables. It stops on SIGTERM (finishing what it holds), and when the engine process is gone.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
 import mmap
 import os
-import signal
 import socket
 import sys
 import threading
@@ -53,10 +51,10 @@ from .models import EXTENSION, ModelManager
 from .pipeline import Pipeline
 from .repository import BatchingSpec
 from .settings import WorkerSettings
+from .supervisor import die_with_parent
 from .wsgi import http_app, ticket_guard
 
 logger = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 HOP_BY_HOP = {
     *("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"),
     *("content-length", "expect"),
@@ -121,7 +119,8 @@ class EngineLink:
         try:
             if self.lost.is_set():
                 raise OSError("the link is gone")
-            await loop.run_in_executor(None, self.link.send, ("take", rid, ticket, rate, burst))  # never blocks the loop
+            message = ("take", rid, ticket, rate, burst)
+            await loop.run_in_executor(None, self.link.send, message)  # a send may wait: never in the event loop
         except OSError:
             with self._lock:
                 self.taking.pop(rid, None)
@@ -214,16 +213,11 @@ def _gone() -> ServiceUnavailable:
 
 
 class RemoteBatcher:
-    """The engine process's batcher for one model, as the front's Pipeline sees it."""
+    """The engine process's batcher for one model, as the front's Pipeline uses it (arriving, submit)."""
 
     def __init__(self, engine: EngineLink, name: str, spec: BatchingSpec) -> None:
         self.engine, self.name = engine, name
-        self.max_batch = spec.max_batch_size
-        self.batch_limit = ""
         self.announce = spec.max_queue_delay_ms > 0  # only a batcher that waits for arrivals needs to hear of them
-
-    def depth(self) -> int:
-        return 0  # the engine process's /models says
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[RemoteArrival | None]:
@@ -244,9 +238,6 @@ class RemoteBatcher:
             arrival.ended = True
         return self.engine.submit(rid, self.name, tensor, deadline)
 
-    def close(self) -> None:
-        pass
-
 
 class RemoteMetrics:
     """WorkerMetrics' face for the predict path: each request's record goes to the engine process, which counts
@@ -265,8 +256,9 @@ class RemoteMetrics:
         return tracking(model, request_id, self._record)
 
     def _record(self, request: Tracked, seconds: float) -> None:
-        fields = (request.model, request.request_id, request.stages, request.batch_size, request.status, request.outcome)
         # Tracked's fields, in order: the engine process makes one of them again
+        fields = (request.model, request.request_id, request.stages, request.batch_size, request.status,
+                  request.outcome)  # fmt: skip
         with self._lock:
             self._kept.append((fields, seconds))
             due = len(self._kept) >= self.RECORDS_AT or time.monotonic() - self._sent >= self.RECORDS_EVERY
@@ -383,17 +375,11 @@ def _pass_on(session: aiohttp.ClientSession) -> Any:
     return pass_on
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM when the engine process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG); gone already: exit."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        sys.exit(0)
-
-
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    _die_with_parent(spec["parent"])
+    die_with_parent()
+    if os.getppid() != spec["parent"]:  # the engine process died before that took hold
+        return 0
     settings = from_args(WorkerSettings, argparse.Namespace(), os.environ)
     settings.configure_logging()
     try:

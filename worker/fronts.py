@@ -5,24 +5,26 @@ Usage:
     visionpool worker --front-processes 3 ...
 
 Why: a Python process runs one thread of Python at a time (the GIL), and a worker spends most of a CPU-ms of
-Python per request around its model (docs/performance.md): one process could hand a GPU about a thousand images
-a second, and keeps about one core busy however many the host has. With front processes, each takes connections
-on the worker's port (a listening socket of its own, SO_REUSEPORT: the kernel spreads connections over the
-fronts by their addresses, so a client's keep-alive connections land on several), reads the upload, decodes and preprocesses it, and
-hands the tensor to this process (the engine process) through shared memory: the slot's number over a socket.
-This process queues the tensors of every front in one batcher per model, as it queues its own, runs the model
-and sends each front its outputs; the front postprocesses them and answers. The model is loaded once, on one
-device, and batches across every front, while the Python around it runs on every core (the Triton shape: its
-front end in C++ and the model behind it). Everything else a front is asked (health, readiness, /models,
-/metrics, /stats, the v2 protocol, forms, the page) it passes to this process over a Unix socket, so each
-answer is the one a single process gives; the predict requests the fronts answered are counted and logged
-here (a record each), so /metrics and the log read as one worker's.
+Python per request around its model (docs/performance.md): one process could hand a GPU about a thousand images a
+second, and keeps about one core busy however many the host has. With front processes, each takes connections on
+the worker's port (a listening socket of its own, SO_REUSEPORT: the kernel spreads connections over the fronts by
+their addresses, so a client's keep-alive connections land on several), reads the upload, decodes and preprocesses
+it, and hands the tensor to this process (the engine process) through shared memory: the slot's number over a
+socket. This process queues the tensors of every front in one batcher per model, as it queues its own, runs the
+model and sends each front its outputs; the front postprocesses them and answers. The model is loaded once, on one
+device, and batches across every front, while the Python around it runs on every core (the Triton shape: its front
+end in C++ and the model behind it). Everything else a front is asked (health, readiness, /models, /metrics,
+/stats, the v2 protocol, forms, the page) it passes to this process over a Unix socket, so each answer is the one
+a single process gives; the predict requests the fronts answered are counted and logged here (a record each), so
+/metrics and the log read as one worker's.
 
-The wire between a front and this process is a socketpair; each message is a pickle (both ends are this
-program) behind its length. From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst), ("arrive", id, model), ("leave", id), ("submit", id, model, slot,
-shape, dtype, deadline, tensor or None), ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front: ("ready",) once the models are, ("took", id, refusal or None), ("done", id,
-outputs, queue_s, inference_s, batch_size) and ("failed", id, (status, code, message, headers)). A tensor
-bigger than a slot, or sent while every slot is taken, travels in the message itself.
+The wire between a front and this process is a socketpair; each message is a pickle (both ends are this program)
+behind its length. From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst),
+("arrive", id, model), ("leave", id), ("submit", id, model, slot, shape, dtype, deadline, tensor or None),
+("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front:
+("ready",) once the models are, ("took", id, refusal or None), ("done", id, outputs, queue_s, inference_s,
+batch_size) and ("failed", id, (status, code, message, headers)). A tensor bigger than a slot, or sent while every
+slot is taken, travels in the message itself.
 """
 
 from __future__ import annotations
@@ -60,14 +62,13 @@ from .metrics import Tracked, WorkerMetrics
 from .models import ModelManager
 from .preprocess import preprocess
 from .settings import WorkerSettings
+from .supervisor import BACKOFF_MAX, HEALTHY_RUN  # a front restarts as a worker does
 
 logger = logging.getLogger(__name__)
 HEADER = struct.Struct("<I")
 MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
-BACKOFF_MAX = 30.0
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
-HEALTHY_RUN = 60.0  # a front that ran this long starts its next restart's backoff over
 MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker
 
 

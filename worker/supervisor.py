@@ -28,13 +28,13 @@ from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 BACKOFF_MAX = 30.0
-HEALTHY_RUN = 60.0  # a worker that ran this long resets the backoff
+HEALTHY_RUN = 60.0  # a child (a worker, a front process) that ran this long resets the backoff
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs: a SIGTERM when the supervisor dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG), so that a killed supervisor leaves no worker behind holding its port."""
+def die_with_parent() -> None:
+    """In a child process: a SIGTERM when its parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG), so that
+    a killed supervisor leaves no worker behind holding its port, nor a killed worker its front processes."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -54,7 +54,7 @@ class Supervisor:
         delay = 1.0
         while not self.should_exit.is_set():
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command, env=self.environ, preexec_fn=_die_with_parent)
+            self.child = subprocess.Popen(self.command, env=self.environ, preexec_fn=die_with_parent)
             if self.should_exit.is_set():  # a signal that came while it was starting
                 self.child.send_signal(signal.SIGTERM)
             code = self.child.wait()

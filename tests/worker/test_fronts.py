@@ -20,15 +20,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 import requests
 
 from graphs import TASK_MODELS, task_repository
-from helpers import encode, sample, scrape, wait_until, write_sleepy_model
+from helpers import encode, sample, scrape, wait_until, write_sleepy_model, write_slow_loading_model
 from pools import secured_pool
 from visionpool.client.wire import Header
 from visionpool.worker import WorkerSettings, create_app
@@ -37,6 +39,8 @@ from visionpool.worker.front import EngineLink, RemoteBatcher
 from visionpool.worker.fronts import EngineHub, Link, error_fields, pack, relayed, unpack
 from visionpool.worker.metrics import METRICS
 from visionpool.worker.models import get_models
+
+T = TypeVar("T")
 
 # ---- in this process ----
 
@@ -195,6 +199,12 @@ def post(url: str, data: bytes, content_type: str = "image/png", **headers: str)
     return requests.post(url, data=data, headers={"Content-Type": content_type, **headers}, timeout=30)
 
 
+def at_once(count: int, call: Callable[[], T]) -> list[T]:
+    """``call()`` from ``count`` threads at once (each request on a connection of its own), its results."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: call(), range(count)))
+
+
 def without_timing(body: dict) -> dict:
     return {key: value for key, value in body.items() if key != "timing_ms"}
 
@@ -266,12 +276,7 @@ def test_images_through_the_fronts_share_batches(start_worker, tmp_path: Path) -
     repository = write_sleepy_model(tmp_path / "models", 0.5, max_batch_size=8, max_queue_size=64, marker=marker)
     worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "2")
     png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
-    answers: list[requests.Response] = []
-    posts = [threading.Thread(target=lambda: answers.append(post(worker.url + "/predict", png))) for _ in range(12)]
-    for thread in posts:
-        thread.start()
-    for thread in posts:
-        thread.join()
+    answers = at_once(12, lambda: post(worker.url + "/predict", png))
     assert [a.status_code for a in answers] == [200] * 12
     sizes = [int(n) for n in marker.read_text().split()][1:]  # after the warm-up's
     assert sum(sizes) == 12 and max(sizes) > 1
@@ -284,12 +289,7 @@ def test_a_request_queued_past_its_deadline_is_answered_504_by_the_front(start_w
     worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "1",
                           "--request-timeout", "0.5")  # fmt: skip
     png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
-    answers: list[requests.Response] = []
-    posts = [threading.Thread(target=lambda: answers.append(post(worker.url + "/predict", png))) for _ in range(3)]
-    for thread in posts:
-        thread.start()
-    for thread in posts:
-        thread.join()
+    answers = at_once(3, lambda: post(worker.url + "/predict", png))
     codes = sorted(a.status_code for a in answers)
     assert codes == [200, 504, 504]
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 504} == {"deadline_exceeded"}
@@ -418,15 +418,7 @@ def test_a_port_in_use_stops_a_worker_with_fronts_before_it_loads(start_worker, 
 
 @pytest.mark.slow
 def test_fronts_answer_not_ready_while_the_models_load(start_worker, tmp_path: Path) -> None:
-    (tmp_path / "slow" / "1").mkdir(parents=True)
-    (tmp_path / "slow" / "1" / "model.py").write_text(
-        "import time\nimport numpy as np\nclass Model:\n    def __init__(self, files, options):\n"
-        "        time.sleep(4)\n    def run(self, batch):\n        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
-    )
-    (tmp_path / "slow" / "config.toml").write_text(
-        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
-        '[output]\ndecoder = "softmax"\n'
-    )
+    write_slow_loading_model(tmp_path, seconds=4.0)
     worker = start_worker("--model", "slow", "--model-repository", str(tmp_path), "--front-processes", "1",
                           ready=False)  # fmt: skip
     wait_until(lambda: _answers(worker.url + "/healthz"), timeout=30)  # a front listens; the model loads

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 from graphs import constant_model, task_repository, write_model, yolo_head
-from helpers import encode, free_port, iou, wait_until, write_sleepy_model
+from helpers import encode, free_port, iou, wait_until, write_sleepy_model, write_slow_loading_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -50,22 +50,6 @@ def test_readyz_is_503_until_the_models_are_loaded(start_worker, tmp_path: Path)
         time.sleep(0.05)
     assert 503 in codes and set(codes) == {503, 200}  # the model took 2 s to load: readyz said so meanwhile
     assert requests.get(worker.url + "/healthz", timeout=5).status_code == 200
-
-
-def write_slow_loading_model(root: Path, seconds: float, marker: Path | None = None) -> None:
-    """A Python-engine classifier 'slow' whose loading takes ``seconds`` (and first creates ``marker``)."""
-    (root / "slow" / "1").mkdir(parents=True)
-    mark = f"        open({str(marker)!r}, 'w').close()\n" if marker else ""
-    (root / "slow" / "1" / "model.py").write_text(
-        "import time\nimport numpy as np\n"
-        "class Model:\n"
-        f"    def __init__(self, files, options):\n{mark}        time.sleep({seconds})\n"
-        "    def run(self, batch):\n        return {'logits': np.zeros((len(batch), 2), np.float32)}\n"
-    )
-    (root / "slow" / "config.toml").write_text(
-        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 8\nheight = 8\n'
-        '[output]\ndecoder = "softmax"\n'
-    )
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_worker, tmp_path: Path) -> None:
