@@ -92,9 +92,18 @@ def test_large_jpeg_decodes_reduced_but_reports_its_full_size(photos) -> None:
     assert decoded.pixels.shape == (540, 960, 3)  # halved: still covers 300x300; a quarter would not
 
 
-def test_pixel_limit_is_checked_before_decoding(photos) -> None:
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_pixel_limit_is_checked_before_decoding(photos, fmt: str) -> None:
     with pytest.raises(ImageTooLarge, match="451x300"):
-        decode_image(encode(photos["chelsea"], "PNG"), max_pixels=100_000)
+        decode_image(encode(photos["chelsea"], fmt), max_pixels=100_000)
+
+
+@pytest.mark.parametrize("exif", [False, True], ids=["plain", "exif"])
+def test_a_truncated_jpeg_says_so(photos, exif: bool) -> None:
+    params = {"exif": Image.Exif().tobytes()} if exif else {}
+    data = encode(photos["chelsea"], "JPEG", **params)
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2], max_pixels=LIMIT)
 
 
 @pytest.mark.parametrize("data", [b"\xff\xd8\xff\xe0garbage", b"GIF89a", b"\x00" * 100, b"%PDF-1.4"])
