@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,3 +214,24 @@ def launcher(started: list[ServerProcess], command: str) -> Callable[..., Server
         return server
 
     return start
+
+
+def debian_packages(packages: list[str], binaries: list[str]) -> list[str]:
+    """The paths of ``binaries``, installed from Debian's ``packages`` first when one is missing (the test command
+    installs what the tests need); the test fails, saying why, where that cannot be done."""
+    import pytest
+
+    if not all(shutil.which(binary) for binary in binaries):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail(f"these tests need Debian's {' and '.join(packages)}: apt-get install {' '.join(packages)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", *packages]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:  # stale lists?
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=True)
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                pytest.fail(f"apt-get could not install {' and '.join(packages)}: {done.stderr[-2000:]}")
+    found = [shutil.which(binary) for binary in binaries]
+    if not all(found):
+        pytest.fail(f"apt-get installed {' and '.join(packages)}, but {', '.join(binaries)} are not all on PATH")
+    return [path for path in found if path]

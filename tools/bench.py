@@ -36,8 +36,9 @@ from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools import overhead
 from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import family_clock, free_port, total
+from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
+from visionpool.tools.wrk import LOAD_GENERATORS, wrk_loop
 from visionpool.tools.loadgen import (
     Measurement,
     closed_loop,
@@ -80,6 +81,11 @@ class BenchSettings:
     duration: float = option(10.0, "Seconds measured per point.", no_env=True)
     warmup: float = option(2.0, "Seconds of load before measuring.", no_env=True)
     rounds: int = option(1, "Measure every target this many times in turn; report the median round.", no_env=True)
+    load_generator: str = option(
+        "python", "Where the load comes from: python (the client's own, every target) or wrk (a C load generator, "
+        "apt-get install wrk: worker, proxy, peer and overhead; a few hundredths of a core where Python clients "
+        "take a third of a small host's).", choices=LOAD_GENERATORS, no_env=True,
+    )  # fmt: skip
     targets: str = option(
         "engine,worker,proxy,p2p",
         "What to measure: engine, worker, proxy, p2p, v2-rest, v2-grpc (the last two with tritonclient), inference "
@@ -92,6 +98,10 @@ class BenchSettings:
         0, f"Then send this many requests to the worker and compare its memory after the first {SOAK_CHECKPOINT} "
         "with the end.", no_env=True,
     )  # fmt: skip
+    server_cpus: str | None = option(
+        None, "Run the servers started here (workers, proxy, the overhead target's, the peer) on these CPUs only, "
+        "as taskset's list: 0, 0,1, 0-3 (how their rate grows with the cores).", metavar="LIST", no_env=True,
+    )  # fmt: skip
     json: str | None = option(None, "Also write the results to this JSON file.", metavar="FILE", no_env=True)
 
     def __post_init__(self) -> None:
@@ -99,6 +109,13 @@ class BenchSettings:
             raise ValueError("duration must be above 0, warmup and soak at least 0, rounds and workers at least 1")
         if self.front_processes < 0:
             raise ValueError("front_processes must be 0 (none) or more")
+        if self.cpus is not None and not self.cpus <= os.sched_getaffinity(0):  # a bad list: ValueError too
+            raise ValueError(f"server_cpus {self.server_cpus} names CPUs this machine does not give the bench")
+
+    @property
+    def cpus(self) -> frozenset[int] | None:
+        """The CPUs the servers started here run on (--server-cpus); None: wherever the system puts them."""
+        return parse_cpus(self.server_cpus)
 
 
 def run(args: BenchSettings) -> int:
@@ -110,7 +127,8 @@ def run(args: BenchSettings) -> int:
     if "overhead" in targets:
         small = sample_images(args.images) if args.images else [overhead.small_jpeg()]
         report["overhead"] = [
-            overhead.measure(small, concurrency, args.duration, args.warmup, args.front_processes)
+            overhead.measure(small, concurrency, args.duration, args.warmup, args.front_processes, args.load_generator,
+                             args.cpus)  # fmt: skip
             for concurrency in concurrencies
         ]
         for rows in report["overhead"]:
@@ -251,8 +269,12 @@ def _series(
     rows = []
     carried = _proxy_bytes(report["proxy"])
     for concurrency in concurrencies:
-        load = closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup, clocks)
-        m = asyncio.run(load)
+        if args.load_generator == "wrk" and mode == "proxy":  # p2p's two steps stay the Python client's
+            m = wrk_loop(target, url + wire.predict_path(args.model), images, concurrency, args.duration, args.warmup,
+                         clocks)  # fmt: skip
+        else:
+            load = closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup, clocks)
+            m = asyncio.run(load)
         rows.append(m.row(limit))
     if target != "worker" and carried is not None:
         after = _proxy_bytes(report["proxy"])
@@ -268,15 +290,20 @@ def _peer_series(
 
     config = ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model)
     rows = []
-    with serve_peer(config) as (url, clock, versions):
+    with serve_peer(config, args.cpus) as (url, clock, versions):
         report["peer"] = {"versions": versions} if url else {"not_measured": versions}
         if url is None:
             print(f"peer not measured: {versions}")
             return []
         for concurrency in concurrencies:
-            load = closed_loop("peer", url, "proxy", None, images, concurrency, args.duration, args.warmup,
-                               {"worker": clock})  # fmt: skip
-            rows.append(asyncio.run(load).row(limit))
+            if args.load_generator == "wrk":
+                m = wrk_loop("peer", url + wire.PREDICT, images, concurrency, args.duration, args.warmup,
+                             {"worker": clock})  # fmt: skip
+            else:
+                load = closed_loop("peer", url, "proxy", None, images, concurrency, args.duration, args.warmup,
+                                   {"worker": clock})  # fmt: skip
+                m = asyncio.run(load)
+            rows.append(m.row(limit))
     print(f"peer: gunicorn + Flask + ONNX Runtime ({versions})")
     return rows
 
@@ -464,9 +491,9 @@ def _pool(args: BenchSettings) -> Iterator[tuple[str, str]]:
         worker_args += ["--engine", args.engine]
     worker_args += ["--device", args.device, "--front-processes", str(args.front_processes)]
     with tempfile.TemporaryFile() as log:
-        processes = [_spawn("proxy", ["--port", str(ports[0])], env, log)]
+        processes = [_spawn("proxy", ["--port", str(ports[0])], env, log, args.cpus)]
         processes += [
-            _spawn("worker", [*worker_args, "--port", str(port), "--grpc-port", str(grpc)], env, log)
+            _spawn("worker", [*worker_args, "--port", str(port), "--grpc-port", str(grpc)], env, log, args.cpus)
             for port, grpc in zip(ports[1:], grpc_ports, strict=True)
         ]
         try:
@@ -491,9 +518,11 @@ def _wait_for_workers(proxy: str, count: int, processes: list[subprocess.Popen[b
     raise SystemExit(f"visionpool bench: the proxy did not see {count} workers in 30 s")
 
 
-def _spawn(service: str, args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+def _spawn(
+    service: str, args: list[str], env: dict[str, str], log: Any, cpus: frozenset[int] | None
+) -> subprocess.Popen[bytes]:
     full = [sys.executable, "-m", f"visionpool.{service}", *args, "--log-level", "WARNING"]
-    return subprocess.Popen(full, env=env, stdout=log, stderr=log)
+    return subprocess.Popen(full, env=env, stdout=log, stderr=log, preexec_fn=on_cpus(cpus))
 
 
 def _wait(url: str, processes: list[subprocess.Popen[bytes]], log: Any, timeout: float = 120.0) -> None:

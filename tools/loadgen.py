@@ -41,6 +41,7 @@ class Measurement:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list, repr=False)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each server process spent while measured
+    latency_ms: dict[float, float] = field(default_factory=dict)  # percentiles the load generator gave (wrk)
 
     @property
     def rate(self) -> float:
@@ -49,6 +50,8 @@ class Measurement:
 
     def percentile(self, q: float) -> float:
         """Latency percentile, in milliseconds."""
+        if q in self.latency_ms:
+            return self.latency_ms[q]
         return float(np.percentile(self.latencies, q) * 1000.0) if self.latencies else 0.0
 
     def row(self, limit: float) -> dict[str, Any]:

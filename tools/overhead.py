@@ -24,8 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from visionpool.client.wire import PREDICT
+
 from .loadgen import closed_loop
 from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
+from .wrk import wrk_loop
 
 SIZE = 224  # the model's input: what both servers resize to
 LABELS = [f"class-{i}" for i in range(10)]
@@ -95,22 +98,31 @@ def small_jpeg() -> bytes:
 
 
 def measure(
-    images: Sequence[bytes], concurrency: int, seconds: float, warmup: float, fronts: int = 0
+    images: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    fronts: int = 0,
+    load: str = "python",
+    cpus: frozenset[int] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per server (the worker, with ``fronts`` front processes, then gunicorn + Flask when gunicorn is
-    installed): rate, cores, CPU-ms."""
+    installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         folder = Path(scratch)
         name = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
         for name, start in ((name, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn)):
-            with start(folder) as (url, clock, versions, log):
+            with start(folder, cpus=cpus) as (url, clock, versions, log):
                 if url is None:
                     rows.append({"server": name, "versions": versions})
                     continue
-                measured = asyncio.run(
-                    closed_loop(name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
-                )
+                if load == "wrk":
+                    measured = wrk_loop(name, url + PREDICT, images, concurrency, seconds, warmup, {"server": clock})
+                else:
+                    measured = asyncio.run(
+                        closed_loop(name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
+                    )
                 row = measured.row(0.0)
                 if row["errors"]:
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
@@ -123,12 +135,13 @@ def measure(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["server              CPU-ms/request  req/s   cores  p50 ms  versions"]
+    width = max(19, *(len(row["server"]) for row in rows))
+    lines = [f"{'server':<{width}} CPU-ms/request  req/s   cores  p50 ms  versions"]
     for row in rows:
         if "cpu_ms_per_request" not in row:
-            lines.append(f"{row['server']:<19} (not measured: {row['versions']})")
+            lines.append(f"{row['server']:<{width}} (not measured: {row['versions']})")
             continue
-        lines.append(f"{row['server']:<19} {row['cpu_ms_per_request']!s:>14} {row['images_per_s']:>6} "
+        lines.append(f"{row['server']:<{width}} {row['cpu_ms_per_request']!s:>14} {row['images_per_s']:>6} "
                      f"{row['cores']!s:>6} {row['p50_ms']:>7}  {row['versions']}")  # fmt: skip
     measured = [r for r in rows if r.get("cpu_ms_per_request")]
     if len(measured) == 2:
@@ -141,7 +154,7 @@ Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not sta
 
 
 @contextlib.contextmanager
-def _worker(folder: Path, fronts: int = 0) -> Iterator[Served]:
+def _worker(folder: Path, fronts: int = 0, cpus: frozenset[int] | None = None) -> Iterator[Served]:
     model = folder / "models" / "noop"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(NOOP_MODEL)
@@ -152,12 +165,12 @@ def _worker(folder: Path, fronts: int = 0) -> Iterator[Served]:
                str(folder / "models"), "--port", str(port), "--no-supervise", "--log-level", "WARNING",
                "--registry", "none", "--front-processes", str(fronts)]  # fmt: skip
     log = folder / "worker.log"
-    with running(command, f"http://127.0.0.1:{port}", log) as process:
+    with running(command, f"http://127.0.0.1:{port}", log, cpus=cpus) as process:
         yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("visionpool", "aiohttp", "flask"), log
 
 
 @contextlib.contextmanager
-def _gunicorn(folder: Path) -> Iterator[Served]:
+def _gunicorn(folder: Path, cpus: frozenset[int] | None = None) -> Iterator[Served]:
     log = folder / "gunicorn.log"
     if not installed("gunicorn"):
         yield None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn", log
@@ -165,5 +178,5 @@ def _gunicorn(folder: Path) -> Iterator[Served]:
     (folder / "overhead_peer.py").write_text(PEER)
     port = free_port()
     command = gunicorn_command(folder, "overhead_peer:app", port)
-    with running(command, f"http://127.0.0.1:{port}", log, path="/predict") as process:
+    with running(command, f"http://127.0.0.1:{port}", log, path="/predict", cpus=cpus) as process:
         yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow"), log

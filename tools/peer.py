@@ -75,9 +75,12 @@ def predict():
 
 
 @contextlib.contextmanager
-def serve_peer(config: Any) -> Iterator[tuple[str | None, Callable[[], float], str]]:
-    """The peer serving ``config``'s model on a free loopback port: (url, its CPU clock, versions); a None url and
-    the reason instead of versions when it cannot run (no gunicorn or onnxruntime, a model that is no ONNX file)."""
+def serve_peer(
+    config: Any, cpus: frozenset[int] | None = None
+) -> Iterator[tuple[str | None, Callable[[], float], str]]:
+    """The peer serving ``config``'s model on a free loopback port (on ``cpus`` when given): (url, its CPU clock,
+    versions); a None url and the reason instead of versions when it cannot run (no gunicorn or onnxruntime, a
+    model that is no ONNX file)."""
     model = Path(config.files[0])
     missing = [package for package in ("gunicorn", "onnxruntime") if not installed(package)]
     if missing or model.suffix != ".onnx":
@@ -90,6 +93,6 @@ def serve_peer(config: Any) -> Iterator[tuple[str | None, Callable[[], float], s
         (folder / "model_peer.py").write_text(PEER)
         port, spec_env = free_port(), {"VISIONPOOL_PEER_SPEC": json.dumps(spec)}
         command = gunicorn_command(folder, "model_peer:app", port)
-        with running(command, f"http://127.0.0.1:{port}", folder / "peer.log", "/predict", spec_env) as process:
+        with running(command, f"http://127.0.0.1:{port}", folder / "peer.log", "/predict", spec_env, cpus) as process:
             yield (f"http://127.0.0.1:{port}", family_clock(process.pid),
                    versions("gunicorn", "flask", "pillow", "onnxruntime"))  # fmt: skip

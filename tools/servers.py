@@ -10,6 +10,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import os
 import signal
@@ -34,15 +35,44 @@ def gunicorn_command(folder: Path, app: str, port: int) -> list[str]:
             "-b", f"127.0.0.1:{port}", app]  # fmt: skip
 
 
+def parse_cpus(text: str | None) -> frozenset[int] | None:
+    """taskset's CPU list ("0", "0,1", "0-3,6") as a set; None for none given. ValueError for a bad list."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            low, high = 0, -1
+        if low < 0 or high < low:
+            raise ValueError(f"{text!r} is not a list of CPUs such as 0, 0,1 or 0-3,6")
+        cpus.update(range(low, high + 1))
+    return frozenset(cpus)
+
+
+def on_cpus(cpus: frozenset[int] | None) -> Callable[[], None] | None:
+    """What a started server runs first: keep it (and every thread and process it starts) on ``cpus``."""
+    return None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
+
+
 @contextlib.contextmanager
 def running(
-    command: list[str], url: str, log: Path, path: str = wire.READYZ, extra_env: dict[str, str] | None = None
+    command: list[str],
+    url: str,
+    log: Path,
+    path: str = wire.READYZ,
+    extra_env: dict[str, str] | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A server started, ready (GET ``path`` answers, or 405 for a peer that takes only POST there), then stopped."""
+    """A server started (on ``cpus`` only, when given), ready (GET ``path`` answers, or 405 for a peer that takes
+    only POST there), then stopped."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("VISIONPOOL_")}
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True,
-                                   env={**environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                                   env={**environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"},
+                                   preexec_fn=on_cpus(cpus))  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
-from helpers import ServerProcess, wait_until, write_sleepy_model
+from helpers import ServerProcess, debian_packages, wait_until, write_sleepy_model
 
 ARTIFACTS = Path(os.environ.get("VISIONPOOL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
@@ -78,19 +76,7 @@ def make_pool(start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
 
 def chromium() -> tuple[str, str]:
     """The paths of chromium and chromedriver, installed from Debian's packages first when missing."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail("the browser tests need Debian's browser: apt-get install chromium chromium-driver")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:  # stale lists?
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=True)
-            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-            if done.returncode != 0:
-                pytest.fail(f"apt-get could not install chromium and chromium-driver: {done.stderr[-2000:]}")
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        pytest.fail("apt-get installed chromium and chromium-driver, but they are not on PATH")
+    binary, driver = debian_packages(["chromium", "chromium-driver"], ["chromium", "chromedriver"])
     return binary, driver
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from graphs import channel_means_model
-from helpers import write_sleepy_model
+from helpers import debian_packages, write_sleepy_model
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -108,6 +108,22 @@ def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> N
         assert str(row["cpu_ms_per_request"]) in result.stdout
     assert "gunicorn" in rows[1]["versions"] and "flask" in rows[0]["versions"]
     assert "the worker's CPU per request" in result.stdout
+
+
+def test_overhead_on_one_cpu_with_wrk_keeps_both_servers_to_that_core(tmp_path: Path) -> None:
+    debian_packages(["wrk"], ["wrk"])
+    out = tmp_path / "bench.json"
+    result = bench("--targets", "overhead", "--concurrency", "16", "--duration", "2", "--warmup", "0.5",
+                   "--load-generator", "wrk", "--front-processes", "2", "--server-cpus", "0",
+                   "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [rows] = json.loads(out.read_text())["overhead"]
+    assert [row["server"] for row in rows] == ["visionpool worker (2 front processes)", "gunicorn + Flask"]
+    for row in rows:  # wrk's answers counted, and each server (its front processes too) held to one core
+        assert row["images_per_s"] > 0 and row["errors"] == 0 and row["p50_ms"] > 0
+        assert 0 < row["cores"] <= 1.1, row
+    wrong = bench("--targets", "overhead", "--server-cpus", "0-x")
+    assert wrong.returncode != 0 and "is not a list of CPUs" in wrong.stderr
 
 
 def test_the_peer_serves_the_same_onnx_model_beside_the_worker(tmp_path: Path) -> None:
