@@ -10,7 +10,8 @@ batch size; (2) one worker directly; (3) the pool through the proxy; (4) the poo
 p2p mode: each at every concurrency, closed loop, for a fixed time after a warm-up. It
 lives with the worker because the engine limit runs the worker's own pipeline; the load
 comes from the client's ``loadgen``. Load goes only to the URLs given (or the loopback
-pool it starts), bounded in time and in count.
+pool it starts), bounded in time (and, with the Python clients, in count:
+``--load-generator wrk`` is bounded by its duration).
 """
 
 from __future__ import annotations

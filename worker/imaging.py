@@ -38,7 +38,9 @@ CONTENT_TYPES = {
 }
 FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 EXIF_ORIENTATION = 0x0112
-EXIF = b"Exif\x00\x00"  # how an EXIF block (APP1) starts; anywhere in a JPEG, Pillow's path reads its orientation
+# how an EXIF block (APP1) starts, and how XMP (also read by Pillow) names the orientation: either anywhere in a
+# JPEG sends it down Pillow's path
+ORIENTATION_MARKS = (b"Exif\x00\x00", b"tiff:Orientation")
 PLAIN_COLORSPACES = ("YCbCr", "RGB", "Gray")  # what libjpeg-turbo decodes as Pillow's RGB and L modes
 # Our own pixel limit (--max-image-pixels), checked on the header before any pixel is decoded, is the
 # one that must fire, with its own message: Pillow's fixed one (~179 MP in Image.open) is switched off.
@@ -73,10 +75,11 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
 
 
 def _plain_jpeg(data: bytes, max_pixels: int, min_size: tuple[int, int] | None) -> DecodedImage | None:
-    """A JPEG with no EXIF block (so upright: a camera's frames, a browser's or OpenCV's encodings), its header
-    read by libjpeg-turbo instead of Pillow's parser (0.02-0.03 CPU-ms a picture in Python, under the lock other
-    requests wait on); None for anything else, or anything odd, which decode_image's other path then answers."""
-    if not data.startswith(b"\xff\xd8") or EXIF in data:
+    """A JPEG that says nothing of its orientation (so upright: a camera's frames, a browser's or OpenCV's
+    encodings), its header read by libjpeg-turbo instead of Pillow's parser (0.02-0.03 CPU-ms a picture in Python,
+    under the lock other requests wait on); None for anything else, or anything odd, which decode_image's other
+    path then answers."""
+    if not data.startswith(b"\xff\xd8") or any(mark in data for mark in ORIENTATION_MARKS):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)

@@ -65,30 +65,20 @@ def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> Non
     assert "proxy adds" in result.stdout and "p2p" in result.stdout and "of limit" in result.stdout
 
 
-def test_bench_measures_a_running_pool(make_pool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("load", ["python", "wrk"])
+def test_bench_measures_a_running_pool(make_pool, tmp_path: Path, load: str) -> None:
+    if load == "wrk":
+        debian_packages(["wrk"], ["wrk"])
     pool = make_pool(1, model="sleepy", seconds=0.01)
     out = tmp_path / "bench.json"
-    result = bench(
-        "--url",
-        pool.url,
-        "--model",
-        "sleepy",
-        "--targets",
-        "worker,proxy,p2p",
-        "--concurrency",
-        "2",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--json",
-        str(out),
-    )
+    result = bench("--url", pool.url, "--model", "sleepy", "--targets", "worker,proxy,p2p", "--concurrency", "2",
+                   "--duration", "0.5", "--warmup", "0.1", "--load-generator", load, "--json", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["worker"] == pool.workers[0].url and report["proxy"] == pool.url
     assert [r["target"] for r in report["rows"]] == ["worker", "proxy", "p2p"]
-    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["rows"])
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 and r["p50_ms"] > 0 for r in report["rows"])
+    assert report["proxy_bytes"]["proxy"] > 100_000  # the proxy target's uploads went through the proxy
     missing = bench("--url", pool.url, "--model", "nope", "--targets", "proxy")
     assert missing.returncode != 0 and "no worker" in missing.stderr
 

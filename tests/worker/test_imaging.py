@@ -85,6 +85,17 @@ def test_exif_orientation_matches_what_viewers_show(photos, orientation: int) ->
     assert mean_abs_diff(decoded.pixels, shown) < 1.0
 
 
+def test_an_xmp_orientation_is_honoured_as_viewers_do(photos) -> None:
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    data = encode(photos["chelsea"], "JPEG", quality=95, xmp=xmp)
+    assert b"Exif" not in data  # the orientation is in the XMP alone
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, max_pixels=LIMIT)
+    assert (decoded.height, decoded.width) == shown.shape[:2] == (451, 300)  # turned a quarter, as viewers show it
+    assert mean_abs_diff(decoded.pixels, shown) < 1.0
+
+
 def test_large_jpeg_decodes_reduced_but_reports_its_full_size(photos) -> None:
     big = np.asarray(Image.fromarray(photos["astronaut"]).resize((1920, 1080)))
     decoded = decode_image(encode(big, "JPEG"), max_pixels=LIMIT, min_size=(300, 300))
