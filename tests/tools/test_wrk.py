@@ -50,7 +50,8 @@ def alternating() -> Iterator[str]:
 
 def test_wrk_sends_every_image_and_counts_refusals_as_errors(alternating: str) -> None:
     readings = iter([10.0, 10.5])  # a server's CPU seconds, before and after the measured run
-    measured = wrk_loop("worker", alternating, [b"a" * 1000, b"b" * 3000], 4, 1.0, 0.0, {"server": lambda: next(readings)})
+    clocks = {"server": lambda: next(readings)}
+    measured = wrk_loop("worker", alternating, [b"a" * 1000, b"b" * 3000], 4, 1.0, 0.0, clocks)
     total = Alternating.served
     assert Alternating.sizes == {1000, 3000}  # both images, each whole
     assert total > 20 and measured.errors > 0
