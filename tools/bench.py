@@ -39,10 +39,9 @@ from visionpool.tools import overhead
 from visionpool.tools.peer import serve_peer
 from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
-from visionpool.tools.wrk import LOAD_GENERATORS, wrk_loop
+from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.tools.loadgen import (
     Measurement,
-    closed_loop,
     on_this_machine,
     paired_overhead,
     sample_images,
@@ -270,12 +269,8 @@ def _series(
     rows = []
     carried = _proxy_bytes(report["proxy"])
     for concurrency in concurrencies:
-        if args.load_generator == "wrk" and mode == "proxy":  # p2p's two steps stay the Python client's
-            m = wrk_loop(target, url + wire.predict_path(args.model), images, concurrency, args.duration, args.warmup,
-                         clocks)  # fmt: skip
-        else:
-            load = closed_loop(target, url, mode, args.model, images, concurrency, args.duration, args.warmup, clocks)
-            m = asyncio.run(load)
+        m = measure_load(args.load_generator, target, url, mode, args.model, images, concurrency, args.duration,
+                         args.warmup, clocks)  # fmt: skip
         rows.append(m.row(limit))
     if target != "worker" and carried is not None:
         after = _proxy_bytes(report["proxy"])
@@ -297,13 +292,8 @@ def _peer_series(
             print(f"peer not measured: {versions}")
             return []
         for concurrency in concurrencies:
-            if args.load_generator == "wrk":
-                m = wrk_loop("peer", url + wire.PREDICT, images, concurrency, args.duration, args.warmup,
-                             {"worker": clock})  # fmt: skip
-            else:
-                load = closed_loop("peer", url, "proxy", None, images, concurrency, args.duration, args.warmup,
-                                   {"worker": clock})  # fmt: skip
-                m = asyncio.run(load)
+            m = measure_load(args.load_generator, "peer", url, "proxy", None, images, concurrency, args.duration,
+                             args.warmup, {"worker": clock})  # fmt: skip
             rows.append(m.row(limit))
     print(f"peer: gunicorn + Flask + ONNX Runtime ({versions})")
     return rows

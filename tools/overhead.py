@@ -14,7 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import io
@@ -24,11 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionpool.client.wire import PREDICT
-
-from .loadgen import closed_loop
 from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
-from .wrk import wrk_loop
+from .wrk import measure_load
 
 SIZE = 224  # the model's input: what both servers resize to
 LABELS = [f"class-{i}" for i in range(10)]
@@ -117,12 +113,8 @@ def measure(
                 if url is None:
                     rows.append({"server": name, "versions": versions})
                     continue
-                if load == "wrk":
-                    measured = wrk_loop(name, url + PREDICT, images, concurrency, seconds, warmup, {"server": clock})
-                else:
-                    measured = asyncio.run(
-                        closed_loop(name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
-                    )
+                measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup,
+                                        {"server": clock})  # fmt: skip
                 row = measured.row(0.0)
                 if row["errors"]:
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "

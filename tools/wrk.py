@@ -1,6 +1,7 @@
 """The bench's load from wrk (a load generator in C) instead of Python clients: ``--load-generator wrk``.
 
 Usage:
+    m = measure_load("wrk", "worker", "http://127.0.0.1:8000", "proxy", None, images, 64, 10, 2, clocks)
     m = wrk_loop("worker", "http://127.0.0.1:8000/predict", images, concurrency=64, seconds=10, warmup=2)
 
 Why: the Python clients cost 0.2-0.5 CPU-ms per request themselves. On a small host they share the cores with
@@ -12,6 +13,7 @@ the p2p and v2 targets keep the Python clients. Bounded in time (wrk's own durat
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .loadgen import Measurement
+from visionpool.client.wire import predict_path
+
+from .loadgen import Measurement, closed_loop
 
 LOAD_GENERATORS = ("python", "wrk")
 CONNECTIONS_PER_THREAD = 64
@@ -53,6 +57,16 @@ end
 
 def installed() -> bool:
     return shutil.which("wrk") is not None
+
+
+def measure_load(load: str, target: str, url: str, mode: str, model: str | None, images: Sequence[bytes],
+                 concurrency: int, seconds: float, warmup: float,
+                 clocks: dict[str, Callable[[], float]] | None = None) -> Measurement:  # fmt: skip
+    """One closed-loop measurement of ``url`` (``model`` in ``mode``, as the client sends it), its load from
+    ``load``: python (the client's own) or wrk, which posts raw bodies, so p2p's two steps stay the client's."""
+    if load == "wrk" and mode == "proxy":
+        return wrk_loop(target, url + predict_path(model), images, concurrency, seconds, warmup, clocks)
+    return asyncio.run(closed_loop(target, url, mode, model, images, concurrency, seconds, warmup, clocks))
 
 
 def wrk_loop(

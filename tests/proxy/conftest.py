@@ -75,7 +75,8 @@ def make_pool(start_proxy, start_worker, tmp_path: Path) -> Callable[..., Pool]:
 
 
 def chromium() -> tuple[str, str]:
-    """The paths of chromium and chromedriver, installed from Debian's packages first when missing."""
+    """The paths of chromium and chromedriver, installed first when missing (apt-get install chromium
+    chromium-driver, through tests/helpers.py's debian_packages, as the bench tests install wrk)."""
     binary, driver = debian_packages(["chromium", "chromium-driver"], ["chromium", "chromedriver"])
     return binary, driver
 
