@@ -1,21 +1,27 @@
 """Predictions without Flask: a raw image POSTed to /predict or /models/NAME/predict goes from the front door
-straight to the model's pipeline, in the same pool of threads, with the same answer, errors, headers, metrics
-and log line as the Flask route gives.
+straight to the model's pipeline, in the same pool of threads (or, for a small JPEG, in the event loop's own
+thread), with the same answer, errors, headers, metrics and log line as the Flask route gives.
 
 Usage:
     http = wsgi_app(flask_app, door, threads, guard, direct=direct_predict(flask_app))
 
 Why: profiled under load (py-spy, a model that does no work, 64x64 JPEGs), Flask and WSGI took a fifth of the
 worker's CPU per request: the environ, the request context, routing, the after-request hooks, ``jsonify``.
-Everything else (multipart forms, the v2 protocol, health, models, metrics, the page) stays Flask's.
+Everything else (multipart forms, the v2 protocol, health, models, metrics, the page) stays Flask's. A small
+JPEG's stages (0.1-0.4 ms, Pipeline.fits_loop) cost less than handing it to a thread and back: each hand-off
+wakes a thread and moves the GIL, and with 32 request threads a request cost 0.16 CPU-ms more than in the loop
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 
 import orjson
 from aiohttp import web
@@ -23,20 +29,26 @@ from flask import Flask
 
 from visionpool.client.wire import Header, ServiceError
 
-from .routes import PREDICT_CORS, predict_answer, raw_image
+from .models import get_models
+from .pipeline import Pipeline
+from .routes import PREDICT_CORS, predict_answer, predict_answer_here, raw_image
+from .wsgi import Answer, Direct
 
 logger = logging.getLogger(__name__)
 
-Answer = tuple[int, list[tuple[str, str]], bytes]
 PATHS = re.compile(r"^/predict$|^/models/(?P<name>[^/]+)/predict$")  # what Flask routes to the predict views
 JSON = ("Content-Type", "application/json")
+LOOP_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg", "application/octet-stream")  # a JPEG may come as these
 IDS = random.Random()  # request IDs: seeded from the system once, its own (a model seeding random changes nothing)
 
 
-def direct_predict(app: Flask) -> Callable[[web.Request], Callable[[bytes], Answer] | None]:
-    """What the front door asks of each request: None (Flask's to answer), or how to answer it from its body."""
+def direct_predict(app: Flask, on_loop: bool = True) -> Direct:
+    """What the front door asks of each request: None (Flask's to answer), or how to answer it from its body,
+    given the request threads. ``on_loop``: a small JPEG for a small model (Pipeline.fits_loop) is answered in the
+    event loop's own thread, awaiting the engine, without the hand-off to a request thread and back (a front
+    process, whose engine is in another process, hands every image to a thread)."""
 
-    def route(request: web.Request) -> Callable[[bytes], Answer] | None:
+    def route(request: web.Request) -> Callable[[bytes, Executor], Awaitable[Answer]] | None:
         if request.method != "POST" or not (match := PATHS.match(request.path)):
             return None
         content_type = request.headers.get("Content-Type", "")
@@ -47,11 +59,17 @@ def direct_predict(app: Flask) -> Callable[[web.Request], Callable[[bytes], Answ
         sent = request.headers.getall(Header.REQUEST_ID, [])  # several join as Flask (WSGI) joins them
         request_id = ",".join(sent) or f"{IDS.getrandbits(128):032x}"  # uuid4().hex's form without a system call
 
-        def answer(body: bytes) -> Answer:
+        async def answer(body: bytes, threads: Executor) -> Answer:
             headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *PREDICT_CORS]
             headers.append(JSON)
             try:
-                return 200, headers, predict_answer(app, name, lambda: raw_image(body, mimetype), args, request_id)
+                if on_loop and (model := _fits_loop(app, name, mimetype, body)) is not None:
+                    return 200, headers, await predict_answer_here(app, model, body, args, request_id)
+                image = functools.partial(raw_image, body, mimetype)
+                answered = asyncio.get_running_loop().run_in_executor(
+                    threads, predict_answer, app, name, image, args, request_id
+                )
+                return 200, headers, await answered
             except ServiceError as error:
                 return error.status, headers + list(error.headers.items()), orjson.dumps(error.body(path))
             except Exception:
@@ -62,3 +80,13 @@ def direct_predict(app: Flask) -> Callable[[web.Request], Callable[[bytes], Answ
         return answer
 
     return route
+
+
+def _fits_loop(app: Flask, name: str | None, mimetype: str, body: bytes) -> Pipeline | None:
+    """The model, when its answer to this body may be made in the event loop; None sends it to a thread, where
+    everything else (an unknown model, a model still loading, a wrong type) is answered as it always was."""
+    if mimetype not in LOOP_TYPES:
+        return None
+    models = get_models(app)
+    model = models.models.get(name or models.default)
+    return model if model is not None and model.fits_loop(body) else None

@@ -332,7 +332,7 @@ class FrontServer(Lifecycle):
             connector=connector, timeout=timeout, skip_auto_headers=skip, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:  # no jar: a cookie one client is answered with is never sent for another
             door = FrontDoor(Limits.of(settings))
-            http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app))
+            http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app, on_loop=False))
             tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             await door.start(http, door.listen_shared(self.spec["host"], self.spec["port"]), tls)
             self.engine.send_quietly(("listening",))  # the worker is ready once every front is

@@ -13,23 +13,27 @@ with the engine called once for all: it is what "the model alone" can do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .batching import Batcher, Job
+from .batching import Arrival, Batcher, Job
 from .decoders import Decoder, Prediction
 from .engines import Engine
-from .imaging import DecodedImage, decode_image
+from .imaging import DecodedImage, decode_image, small_jpeg
 from .masks import png, polygons
 from .preprocess import Frame, preprocess
 from .repository import ModelConfig
 
 MASK_FORMATS = ("polygons", "png")  # how an answer gives instance masks: /predict's ?masks=
+MASK_TASKS = ("segmentation",)  # tasks whose answers draw masks: their postprocessing is too long for an event loop
+LOOP_INPUT_PIXELS = 320 * 320  # the largest model input preprocessed in the event loop: ~0.25 ms (fits_loop)
 
 
 @dataclass
@@ -98,20 +102,65 @@ class Pipeline:
     ) -> list[Answer]:
         """Several images of one request: all announced and submitted before any is awaited, so they batch."""
         threshold, top_k = self._limits(threshold, top_k)
-        submitted = []
         with contextlib.ExitStack() as arrivals:
             pending = [arrivals.enter_context(self.batcher.arriving()) for _ in bodies]
-            for data, arrival in zip(bodies, pending, strict=True):
-                started = time.monotonic()
-                image = self.decode(data)
-                decoded = time.monotonic()
-                tensor, frame = self.prepare(image)
-                prepared = time.monotonic()
-                job = self.batcher.submit(tensor, deadline, arrival)
-                submitted.append((job, image, frame, {"decode": decoded - started, "preprocess": prepared - decoded}))
-        return [
-            self._finish(job, image, frame, stages, threshold, top_k, masks) for job, image, frame, stages in submitted
-        ]
+            submitted = [self._submit(data, deadline, arrival) for data, arrival in zip(bodies, pending, strict=True)]
+        return [self._finish(*started, threshold, top_k, masks) for started in submitted]
+
+    async def predict_here(
+        self,
+        data: bytes,
+        *,
+        deadline: float,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        masks: str = "polygons",
+    ) -> Answer:
+        """One image through every stage in the calling event loop's thread, awaiting (not blocking on) the
+        engine: for the images ``fits_loop`` lets through, whose stages cost less than the hand-off to a thread."""
+        threshold, top_k = self._limits(threshold, top_k)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def on_done(_: Job) -> None:  # in the batcher's thread (or this one, when the timer abandons the job)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, ended)
+
+        with self.batcher.arriving() as arrival:
+            job, image, frame, stages = self._submit(data, deadline, arrival, on_done)
+        timer = loop.call_later(max(deadline - time.monotonic(), 0.0), job.abandon)
+        try:
+            await ended
+        finally:
+            timer.cancel()
+            job.abandon()  # the request was cancelled while its job queued: it gives its place up (else a no-op)
+        return self._finish(job, image, frame, stages, threshold, top_k, masks)
+
+    def fits_loop(self, data: bytes) -> bool:
+        """Whether ``predict_here`` may take this image: a small plain JPEG (imaging.small_jpeg) for a model with a
+        small input and no masks to draw, so that decoding, preprocessing and postprocessing it cost the event loop
+        ~0.1-0.4 ms (docs/performance.md); anything else goes to the request threads."""
+        return self.loop_model and small_jpeg(data, self.max_image_pixels)
+
+    @functools.cached_property
+    def loop_model(self) -> bool:
+        spec = self.config.input
+        return spec.width * spec.height <= LOOP_INPUT_PIXELS and self.config.task not in MASK_TASKS
+
+    def _submit(
+        self, data: bytes, deadline: float, arrival: Arrival, on_done: Callable[[Job], None] | None = None
+    ) -> tuple[Job, DecodedImage, Frame, dict[str, float]]:
+        """Decode and preprocess one image, and queue it (ending its arrival)."""
+        started = time.monotonic()
+        image = self.decode(data)
+        decoded = time.monotonic()
+        tensor, frame = self.prepare(image)
+        prepared = time.monotonic()
+        if on_done is None:  # a front process's batcher (worker/front.py) takes no callback
+            job = self.batcher.submit(tensor, deadline, arrival)
+        else:
+            job = self.batcher.submit(tensor, deadline, arrival, on_done)
+        return job, image, frame, {"decode": decoded - started, "preprocess": prepared - decoded}
 
     def predict_tensors(
         self,
@@ -208,3 +257,8 @@ class Pipeline:
             scores = np.round(points[:, 2], 3)
             found["keypoints"] = [[x, y, s] for (x, y), s in zip(xy.tolist(), scores.tolist(), strict=True)]
         return found
+
+
+def _settle(ended: asyncio.Future[None]) -> None:
+    if not ended.done():  # not when the request was cancelled meanwhile
+        ended.set_result(None)

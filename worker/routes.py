@@ -17,7 +17,7 @@ from .errors import EmptyBody, InvalidParameter, NotReady, UnsupportedMediaType,
 from .imaging import CONTENT_TYPES
 from .metrics import METRICS, Tracked
 from .models import get_models
-from .pipeline import MASK_FORMATS, Pipeline
+from .pipeline import MASK_FORMATS, Answer, Pipeline
 from .settings import WorkerSettings
 
 bp = Blueprint("worker", __name__)
@@ -89,17 +89,31 @@ def predict_answer(
     ServiceError instead. The Flask route and the path without Flask (worker/fast.py) both answer with it."""
     models, metrics = get_models(app), app.extensions[METRICS]
     with metrics.track(models.metric_label(name or models.default), request_id) as tracked:
-        return answer_body(models.get(name), tracked, image(), args, app.config["VISIONPOOL"])
+        model, data, started = models.get(name), image(), time.monotonic()
+        options = _options(model, args, app.config["VISIONPOOL"], started)
+        return answer_json(model, tracked, model.predict(data, **options), started)
 
 
-def answer_body(
-    model: Pipeline, tracked: Tracked, data: bytes, args: Mapping[str, str], settings: WorkerSettings
+async def predict_answer_here(
+    app: Flask, model: Pipeline, data: bytes, args: Mapping[str, str], request_id: str
 ) -> bytes:
-    """The JSON answer to one image."""
-    started = time.monotonic()
+    """predict_answer for a raw body that ``model.fits_loop``, in the event loop's thread (worker/fast.py)."""
+    metrics = app.extensions[METRICS]
+    with metrics.track(model.config.name, request_id) as tracked:
+        started = time.monotonic()
+        options = _options(model, args, app.config["VISIONPOOL"], started)
+        return answer_json(model, tracked, await model.predict_here(data, **options), started)
+
+
+def _options(model: Pipeline, args: Mapping[str, str], settings: WorkerSettings, started: float) -> dict[str, Any]:
+    """predict's keyword arguments for a request's query (InvalidParameter) that started at ``started``."""
     threshold, top_k = _query(model, args)
     masks = _masks_format(args)
-    answer = model.predict(data, deadline=settings.deadline(started), threshold=threshold, top_k=top_k, masks=masks)
+    return {"deadline": settings.deadline(started), "threshold": threshold, "top_k": top_k, "masks": masks}
+
+
+def answer_json(model: Pipeline, tracked: Tracked, answer: Answer, started: float) -> bytes:
+    """The JSON answer to one image, from what the pipeline found."""
     tracked.batch_size, tracked.stages = answer.batch_size, answer.stages
     body: dict[str, Any] = {
         "model": {"name": model.config.name, "version": model.config.version},

@@ -17,7 +17,7 @@ import io
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,6 +28,7 @@ from visionpool.serving.frontdoor import ENCODINGS, FrontDoor, error_middleware
 from visionpool.serving.tickets import Tickets
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
+Direct = Callable[[web.Request], Callable[[bytes, Executor], Awaitable[Answer]] | None]  # worker/fast.py
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_THREADS = 2
 DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -41,11 +42,11 @@ def wsgi_app(
     door: FrontDoor,
     threads: int,
     guard: Guard | None = None,
-    direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
+    direct: Direct | None = None,
 ) -> web.Application:
     """An aiohttp app that hands every request, body whole, to the WSGI ``app`` in a thread; ``guard`` may
     refuse a request (a ServiceError) before its body is read; ``direct`` may take a request from the app
-    (answering it from its body in the same threads: worker/fast.py)."""
+    (answering it from its body, given the same threads: worker/fast.py)."""
     reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
 
     async def call_app(request: web.Request, body: bytes, work: ThreadPoolExecutor) -> web.StreamResponse:
@@ -61,11 +62,11 @@ def http_app(
     threads: int,
     other: Other,
     guard: Guard | None = None,
-    direct: Callable[[web.Request], Callable[[bytes], Answer] | None] | None = None,
+    direct: Direct | None = None,
     pools: Sequence[ThreadPoolExecutor] = (),
 ) -> web.Application:
     """An aiohttp app serving every path: ``guard`` may refuse a request before its body is read, ``direct``
-    may answer it from its body in a pool of ``threads`` threads; ``other`` answers the rest (given the body
+    may answer it from its body (given a pool of ``threads`` threads); ``other`` answers the rest (given the body
     and that pool). ``pools`` stop with it."""
     work = ThreadPoolExecutor(threads, thread_name_prefix="request")
 
@@ -76,7 +77,7 @@ def http_app(
         async with door.body(request) as body:
             if answer is None:
                 return await other(request, body, work)
-            return respond(await asyncio.get_running_loop().run_in_executor(work, answer, body))
+            return respond(await answer(body, work))
 
     async def stop_threads(_: web.Application) -> None:
         for pool in (work, *pools):

@@ -10,7 +10,7 @@ from helpers import encode
 from PIL import Image, ImageOps
 
 from visionpool.worker.errors import ImageTooLarge, InvalidImage
-from visionpool.worker.imaging import decode_image
+from visionpool.worker.imaging import decode_image, small_jpeg
 
 LIMIT = 40_000_000
 
@@ -121,3 +121,19 @@ def test_a_truncated_jpeg_says_so(photos, exif: bool) -> None:
 def test_garbage_is_invalid_image(data: bytes) -> None:
     with pytest.raises(InvalidImage):
         decode_image(data, max_pixels=LIMIT)
+
+
+def test_only_a_small_upright_jpeg_is_small(photos) -> None:
+    """small_jpeg chooses what the event loop decodes itself: anything else keeps the request threads' path."""
+    thumb = np.asarray(Image.fromarray(photos["chelsea"]).resize((96, 96)))
+    upright = encode(thumb, "JPEG")
+    assert small_jpeg(upright, max_pixels=1_000_000)
+    assert small_jpeg(encode(thumb[:, :, 0], "JPEG"), max_pixels=1_000_000)  # greyscale
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert not small_jpeg(encode(thumb, "JPEG", exif=exif.tobytes()), max_pixels=1_000_000)  # to be turned
+    assert not small_jpeg(encode(thumb, "PNG"), max_pixels=1_000_000)
+    assert not small_jpeg(encode(np.zeros((200, 200, 3), np.uint8), "JPEG"), max_pixels=1_000_000)  # 40,000 px
+    assert not small_jpeg(upright, max_pixels=96 * 96 - 1)  # over the worker's limit: refused on the other path
+    assert not small_jpeg(upright[:30], max_pixels=1_000_000)  # not even a header
+    assert not small_jpeg(upright + bytes(300_000), max_pixels=1_000_000)  # a small picture, a large body

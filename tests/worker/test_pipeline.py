@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import iou
+from helpers import encode, iou
 
 from visionpool.worker.models import get_models
+from visionpool.worker.pipeline import Pipeline
+from visionpool.worker.repository import ModelRepository
 from visionpool.worker.settings import WorkerSettings
 from visionpool.worker.supervisor import Supervisor
 
@@ -42,3 +46,26 @@ def test_the_supervisor_restarts_the_worker_from_its_settings(tmp_path) -> None:
     environ = supervisor.environ
     assert environ["VISIONPOOL_MODEL"] == "a,b" and environ["VISIONPOOL_PORT"] == "5301"
     assert environ["VISIONPOOL_MODEL_REPOSITORY"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("task", "decoder", "side", "in_the_loop"),
+    [
+        ("classification", "softmax", 224, True),
+        ("detection", "yolo", 320, True),
+        ("detection", "yolo", 640, False),  # preprocessing a 640x640 input: ~0.9 ms, too long for the event loop
+        ("segmentation", "yolo-seg", 256, False),  # drawing masks: too long too
+    ],
+)
+def test_the_event_loop_answers_small_models_only(tmp_path, task: str, decoder: str, side: int, in_the_loop: bool):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.py").write_text("")
+    (tmp_path / "m" / "config.toml").write_text(
+        f'task = "{task}"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = {side}\nheight = {side}\n'
+        f'[output]\ndecoder = "{decoder}"\n'
+    )
+    config = ModelRepository(tmp_path).load("m")
+    unloaded: Any = None  # fits_loop reads the config alone
+    pipeline = Pipeline(config, decoder=unloaded, batcher=unloaded, engine=unloaded, max_image_pixels=10**6)
+    thumbnail = encode(np.zeros((64, 64, 3), np.uint8), "JPEG")
+    assert pipeline.fits_loop(thumbnail) is in_the_loop

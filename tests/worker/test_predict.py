@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import io
 import logging
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -229,20 +233,31 @@ READ_HEADERS = (Header.REQUEST_ID, Header.WORKER_ID, "Content-Type", "Retry-Afte
                 "Access-Control-Expose-Headers")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def served(onnx_app: Flask) -> Iterator[str]:
-    """The ONNX worker app behind its front door on a free loopback port, the fast path on, as a worker runs it."""
+@contextlib.contextmanager
+def behind_door(app: Flask) -> Iterator[str]:
+    """``app`` behind its front door on a free loopback port, the fast path on, as a worker runs it; its event loop
+    runs in a thread called LOOP_THREAD."""
     loop = asyncio.new_event_loop()
-    door = FrontDoor(Limits.of(onnx_app.config["VISIONPOOL"]))
+    door = FrontDoor(Limits.of(app.config["VISIONPOOL"]))
     sock = door.bind("127.0.0.1", 0)
-    http = wsgi_app(onnx_app, door, 4, None, direct_predict(onnx_app))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    http = wsgi_app(app, door, 4, None, direct_predict(app))
+    thread = threading.Thread(target=loop.run_forever, name=LOOP_THREAD, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(door.start(http, sock), loop).result(timeout=10)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     asyncio.run_coroutine_threadsafe(door.stop(), loop).result(timeout=30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
+
+
+LOOP_THREAD = "front-door-loop"
+
+
+@pytest.fixture(scope="module")
+def served(onnx_app: Flask) -> Iterator[str]:
+    """The ONNX worker app behind its front door."""
+    with behind_door(onnx_app) as url:
+        yield url
 
 
 def flask_answer(app: Flask, path: str, data: bytes, content_type: str, request_id: str) -> tuple[int, dict, dict]:
@@ -288,6 +303,55 @@ def test_it_counts_and_logs_as_the_flask_route(served: str, jpegs, caplog: pytes
     assert after == before + 1
     [line] = [r for r in caplog.records if getattr(r, "request_id", None) == answer.headers[Header.REQUEST_ID]]
     assert line.status == 200 and line.model == "ssd-mobilenet-v2"  # type: ignore[attr-defined]
+
+
+def small_jpeg(photo: np.ndarray, side: int = 96) -> bytes:
+    """A thumbnail of ``photo``: what the event loop answers itself (Pipeline.fits_loop)."""
+    return encode(np.asarray(Image.fromarray(photo).resize((side, side))), "JPEG")
+
+
+def test_a_small_jpeg_is_answered_in_the_event_loop_as_flask_answers_it(onnx_app: Flask, served: str, photos,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    thumbnail = small_jpeg(photos["chelsea"])
+    for path in ("/predict", "/models/efficientnet-lite0/predict?top_k=3", "/predict?threshold=0.9"):
+        flask = flask_answer(onnx_app, path, thumbnail, "image/jpeg", "id-3")
+        with caplog.at_level(logging.INFO, logger="visionpool.worker.requests"):
+            fast = door_answer(served, path, thumbnail, "application/octet-stream", "id-3")
+        assert fast[0] == flask[0] == 200 and fast[1]["image"] == {"width": 96, "height": 96}
+        assert without_timing(fast[1]) == without_timing(flask[1])
+        assert set(fast[1]["timing_ms"]) == set(flask[1]["timing_ms"])
+        assert fast[2] == flask[2]
+    truncated = thumbnail[: len(thumbnail) // 2]  # a whole header: the loop takes it, and refuses it as Flask does
+    with caplog.at_level(logging.INFO, logger="visionpool.worker.requests"):
+        refused = door_answer(served, "/predict", truncated, "image/jpeg", "id-3")
+    assert refused == flask_answer(onnx_app, "/predict", truncated, "image/jpeg", "id-3")
+    assert refused[0] == 400 and "truncated" in refused[1]["error"]["message"]
+    lines = [r for r in caplog.records if getattr(r, "request_id", None) == "id-3"]
+    assert [r.threadName for r in lines] == [LOOP_THREAD] * 4  # counted and logged, in the loop's own thread
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="visionpool.worker.requests"):
+        door_answer(served, "/predict", small_jpeg(photos["chelsea"], 200), "image/jpeg", "id-4")  # not small
+    [line] = [r for r in caplog.records if getattr(r, "request_id", None) == "id-4"]
+    assert line.threadName.startswith("request")
+
+
+def test_a_small_jpeg_waiting_for_a_slow_engine_holds_no_one_else_up(sleepy_app, photos) -> None:
+    """The event loop awaits the engine: while one thumbnail runs for seconds and a second waits past its deadline,
+    the worker answers everything else at once, and the second is told so, as a request thread would tell it."""
+    app = sleepy_app(seconds=2.0, request_timeout=0.5)
+    thumbnail = small_jpeg(photos["coffee"], 32)
+    with behind_door(app) as url, ThreadPoolExecutor(2) as pool:
+        post = functools.partial(requests.post, url + "/predict", data=thumbnail, timeout=30,
+                                 headers={"Content-Type": "image/jpeg"})  # fmt: skip
+        first = pool.submit(post)
+        time.sleep(0.3)  # the first runs in the engine
+        second = pool.submit(post)
+        health = requests.get(url + "/healthz", timeout=1.5)
+        assert health.status_code == 200 and not first.done()
+        refused = second.result()
+        assert not first.done()
+        assert refused.status_code == 504 and refused.json()["error"]["code"] == "deadline_exceeded"
+        assert first.result().status_code == 200
 
 
 def test_forms_and_the_rest_of_the_api_still_reach_flask(served: str, jpegs) -> None:
