@@ -6,7 +6,9 @@ with the Python engine and no line per request (``--log-level WARNING``: gunicor
 asked), the peer as ``gunicorn -k gthread`` (1 process, 4 threads) running ``PEER`` below:
 decode the JPEG with Pillow, resize it to the model's 224x224, run the no-op model, softmax, the top 5 as JSON.
 The same closed loop of clients posts the same small JPEG to each in turn; each server's CPU (user + system,
-from /proc) over the measured seconds, divided by the requests answered, is its cost per request.
+from /proc) over the measured seconds, divided by the requests answered, is its cost per request. Of that, the
+worker's pipeline stages (decode, preprocess, postprocess: the work gunicorn's app does too) took what its stage
+histograms say ("in stages", wall time in the thread that ran them); the rest is what the worker adds around them.
 
 Usage:
     rows = measure(images, concurrency=8, seconds=10, warmup=2)     # [{server, versions, images_per_s, ...}]
@@ -23,10 +25,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
 from .wrk import measure_load
 
 SIZE = 224  # the model's input: what both servers resize to
+STAGE_METRIC = "visionpool_worker_stage_duration_seconds"
+PIPELINE_STAGES = ("decode", "preprocess", "postprocess")  # the work both servers do; not queue, inference
 LABELS = [f"class-{i}" for i in range(10)]
 NOOP_MODEL = '''import numpy as np
 
@@ -113,32 +120,54 @@ def measure(
                 if url is None:
                     rows.append({"server": name, "versions": versions})
                     continue
+                stages = _pipeline_seconds(url) if start is not _gunicorn else None
                 measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup,
                                         {"server": clock})  # fmt: skip
                 row = measured.row(0.0)
+                if stages is not None:
+                    spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages))
+                    row["pipeline_ms"] = round(1000 * spent / images_done, 3) if images_done else None
                 if row["errors"]:
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
                                      f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],
                              "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
-                             "p50_ms": row["p50_ms"]})  # fmt: skip
+                             "p50_ms": row["p50_ms"], "pipeline_ms_per_request": row.get("pipeline_ms")})  # fmt: skip
     return rows
+
+
+def _pipeline_seconds(url: str) -> tuple[float, float]:
+    """From a worker's /metrics: the seconds its requests spent so far in the pipeline's own stages (decode,
+    preprocess, postprocess: the work gunicorn's app does too), and the images they were spent on."""
+    spent = images = 0.0
+    for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            if sample.name == f"{STAGE_METRIC}_sum" and stage in PIPELINE_STAGES:
+                spent += sample.value
+            elif sample.name == f"{STAGE_METRIC}_count" and stage == PIPELINE_STAGES[0]:
+                images += sample.value
+    return spent, images
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     width = max(19, *(len(row["server"]) for row in rows))
-    lines = [f"{'server':<{width}} CPU-ms/request  req/s   cores  p50 ms  versions"]
+    lines = [f"{'server':<{width}} CPU-ms/request  in stages  req/s   cores  p50 ms  versions"]
     for row in rows:
         if "cpu_ms_per_request" not in row:
             lines.append(f"{row['server']:<{width}} (not measured: {row['versions']})")
             continue
-        lines.append(f"{row['server']:<{width}} {row['cpu_ms_per_request']!s:>14} {row['images_per_s']:>6} "
-                     f"{row['cores']!s:>6} {row['p50_ms']:>7}  {row['versions']}")  # fmt: skip
+        stages = "" if row.get("pipeline_ms_per_request") is None else row["pipeline_ms_per_request"]
+        lines.append(f"{row['server']:<{width}} {row['cpu_ms_per_request']!s:>14} {stages!s:>10} "
+                     f"{row['images_per_s']:>6} {row['cores']!s:>6} {row['p50_ms']:>7}  {row['versions']}")  # fmt: skip
     measured = [r for r in rows if r.get("cpu_ms_per_request")]
     if len(measured) == 2:
         ratio = measured[1]["cpu_ms_per_request"] / measured[0]["cpu_ms_per_request"]
         lines.append(f"gunicorn + Flask spends {ratio:.2f}x the worker's CPU per request")
+    if (worker := measured[:1]) and worker[0].get("pipeline_ms_per_request") is not None:
+        around = worker[0]["cpu_ms_per_request"] - worker[0]["pipeline_ms_per_request"]
+        lines.append(f"the worker's CPU per request around its pipeline's stages: {around:.3f} ms")
     return "\n".join(lines)
 
 

@@ -98,6 +98,9 @@ def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> N
         assert str(row["cpu_ms_per_request"]) in result.stdout
     assert "gunicorn" in rows[1]["versions"] and "flask" in rows[0]["versions"]
     assert "the worker's CPU per request" in result.stdout
+    # what its pipeline's stages took of it, from the worker's own histograms (gunicorn keeps none)
+    assert rows[0]["pipeline_ms_per_request"] > 0 and rows[1]["pipeline_ms_per_request"] is None
+    assert str(rows[0]["pipeline_ms_per_request"]) in result.stdout and "around its pipeline's stages" in result.stdout
 
 
 def test_overhead_on_one_cpu_with_wrk_keeps_both_servers_to_that_core(tmp_path: Path) -> None:
