@@ -124,12 +124,12 @@ def measure(
                 measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup,
                                         {"server": clock})  # fmt: skip
                 row = measured.row(0.0)
-                if stages is not None:
-                    spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages))
-                    row["pipeline_ms"] = round(1000 * spent / images_done, 3) if images_done else None
                 if row["errors"]:
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
                                      f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
+                if stages is not None:  # over the warm-up and the measured seconds
+                    spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages))
+                    row["pipeline_ms"] = round(1000 * spent / images_done, 3) if images_done else None
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],
                              "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),

@@ -48,6 +48,8 @@ def direct_predict(app: Flask, on_loop: bool = True) -> Direct:
     event loop's own thread, awaiting the engine, without the hand-off to a request thread and back (a front
     process, whose engine is in another process, hands every image to a thread)."""
 
+    slots = asyncio.Semaphore(app.config["VISIONPOOL"].threads)  # predictions under way at once, on either path
+
     def route(request: web.Request) -> Callable[[bytes, Executor], Awaitable[Answer]] | None:
         if request.method != "POST" or not (match := PATHS.match(request.path)):
             return None
@@ -63,13 +65,14 @@ def direct_predict(app: Flask, on_loop: bool = True) -> Direct:
             headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *PREDICT_CORS]
             headers.append(JSON)
             try:
-                if on_loop and (model := _fits_loop(app, name, mimetype, body)) is not None:
-                    return 200, headers, await predict_answer_here(app, model, body, args, request_id)
-                image = functools.partial(raw_image, body, mimetype)
-                answered = asyncio.get_running_loop().run_in_executor(
-                    threads, predict_answer, app, name, image, args, request_id
-                )
-                return 200, headers, await answered
+                async with slots:  # the rest wait their turn, as they would for a request thread
+                    if on_loop and (model := _fits_loop(app, name, mimetype, body)) is not None:
+                        return 200, headers, await predict_answer_here(app, model, body, args, request_id)
+                    image = functools.partial(raw_image, body, mimetype)
+                    answered = asyncio.get_running_loop().run_in_executor(
+                        threads, predict_answer, app, name, image, args, request_id
+                    )
+                    return 200, headers, await answered
             except ServiceError as error:
                 return error.status, headers + list(error.headers.items()), orjson.dumps(error.body(path))
             except Exception:

@@ -186,7 +186,7 @@ def tracking(model: str, request_id: str, record: Callable[[Tracked, float], Non
     except HTTPException as error:  # werkzeug's own: a body over the limit, a malformed form
         request.status, request.outcome = http_error_code(error)
         raise
-    except Exception:
+    except BaseException:  # a request cancelled at shutdown too: never counted as answered
         request.status, request.outcome = 500, "internal"
         raise
     finally:

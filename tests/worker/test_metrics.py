@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 import requests
 from helpers import sample, scrape
+
+from visionpool.worker.metrics import Tracked, tracking
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -62,3 +65,11 @@ def test_one_json_log_line_per_request(start_worker, model_repository: Path, jpe
     assert record["batch_size"] == 1 and record["levelname"] == "INFO"
     assert all(record[f"{stage}_ms"] >= 0 for stage in ("decode", "preprocess", "queue", "inference", "postprocess"))
     assert record["total_ms"] >= record["inference_ms"] > 0
+
+
+def test_a_request_cancelled_midway_is_not_counted_as_answered() -> None:
+    """A prediction awaited in the event loop may be cancelled (the worker stopping past its drain timeout)."""
+    recorded: list[Tracked] = []
+    with pytest.raises(asyncio.CancelledError), tracking("m", "id", lambda request, _: recorded.append(request)):
+        raise asyncio.CancelledError
+    assert [(r.status, r.outcome) for r in recorded] == [(500, "internal")]

@@ -354,6 +354,18 @@ def test_a_small_jpeg_waiting_for_a_slow_engine_holds_no_one_else_up(sleepy_app,
         assert first.result().status_code == 200
 
 
+def test_thumbnails_beyond_the_threads_wait_their_turn_as_other_uploads_do(sleepy_app, photos) -> None:
+    """--threads bounds the predictions under way in the loop as in the threads: six thumbnails at once, two
+    threads and a queue of two, and each is answered in turn, none refused as overload."""
+    app = sleepy_app(seconds=0.1, max_queue_size=2, threads=2)
+    thumbnail = small_jpeg(photos["coffee"], 32)
+    with behind_door(app) as url, ThreadPoolExecutor(6) as pool:
+        post = functools.partial(requests.post, url + "/predict", data=thumbnail, timeout=30,
+                                 headers={"Content-Type": "image/jpeg"})  # fmt: skip
+        answers = list(pool.map(lambda _: post(), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+
+
 def test_forms_and_the_rest_of_the_api_still_reach_flask(served: str, jpegs) -> None:
     form = requests.post(served + "/predict", files={"image": ("cat.jpg", jpegs["chelsea"], "image/jpeg")})
     assert form.status_code == 200 and form.json()["predictions"][0]["label"] == "cat"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,28 @@ def test_crop_resizes_the_short_side_then_takes_the_centre() -> None:
     assert frame == Frame(-0.7, -0.1, 2.4, 1.2)
     # the whole input is the picture's centre: x from 200 * 70/240 = 58.3 to 200 * 170/240 = 141.7
     assert frame.to_pixels((0.0, 0.0, 1.0, 1.0), 200, 100) == {"x": 58, "y": 8, "width": 84, "height": 84}
+
+
+@pytest.mark.parametrize("width", [16_384, 4_096])
+def test_a_long_strip_is_cropped_without_scaling_all_of_it(width: int) -> None:
+    """A 16384x1 JPEG is 16,384 pixels (a thumbnail's count), but scaling its short side to 256 would make a
+    4-million-pixel-long picture (3 GB) for the middle 224x224 the crop keeps: only that middle is scaled."""
+    height = 16_384 // width
+    ramp = np.linspace(0, 255, width, dtype=np.float64)
+    pixels = np.repeat(np.repeat(ramp.astype(np.uint8)[None, :, None], height, axis=0), 3, axis=2)
+    spec = InputSpec(width=224, height=224, layout="NHWC", dtype="uint8", resize="crop", resize_shorter=256)
+    tracemalloc.start()
+    try:
+        tensor, frame = preprocess(pixels, spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tensor.shape == (224, 224, 3) and peak < 5_000_000
+    # the picture's middle, as the whole picture scaled then cropped shows it: the ramp's middle, nearly flat
+    shown = frame.to_pixels((0.0, 0.0, 1.0, 1.0), width, height)
+    assert abs(shown["x"] + shown["width"] / 2 - width / 2) <= 1 and shown["width"] <= 1 + 224 * height / 256
+    middle = ramp[shown["x"] : shown["x"] + max(shown["width"], 1)].mean()
+    assert np.abs(tensor.astype(np.float64) - middle).max() <= 2
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "area"])
