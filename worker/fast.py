@@ -42,11 +42,11 @@ LOOP_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg", "application/octet-strea
 IDS = random.Random()  # request IDs: seeded from the system once, its own (a model seeding random changes nothing)
 
 
-def direct_predict(app: Flask, on_loop: bool = True) -> Direct:
+def direct_predict(app: Flask) -> Direct:
     """What the front door asks of each request: None (Flask's to answer), or how to answer it from its body,
-    given the request threads. ``on_loop``: a small JPEG for a small model (Pipeline.fits_loop) is answered in the
-    event loop's own thread, awaiting the engine, without the hand-off to a request thread and back (a front
-    process, whose engine is in another process, hands every image to a thread)."""
+    given the request threads. A small JPEG for a small model (Pipeline.fits_loop) is answered in the event loop's
+    own thread, awaiting the engine (in a front process, the engine process's answer), without the hand-off to a
+    request thread and back."""
 
     slots = asyncio.Semaphore(app.config["VISIONPOOL"].threads)  # predictions under way at once, on either path
 
@@ -66,7 +66,7 @@ def direct_predict(app: Flask, on_loop: bool = True) -> Direct:
             headers.append(JSON)
             try:
                 async with slots:  # the rest wait their turn, as they would for a request thread
-                    if on_loop and (model := _fits_loop(app, name, mimetype, body)) is not None:
+                    if (model := _fits_loop(app, name, mimetype, body)) is not None:
                         return 200, headers, await predict_answer_here(app, model, body, args, request_id)
                     image = functools.partial(raw_image, body, mimetype)
                     answered = asyncio.get_running_loop().run_in_executor(

@@ -64,13 +64,27 @@ HOP_BY_HOP = {
 class RemoteJob:
     """One image handed to the engine process: Job's face (wait, queue_s, inference_s, batch_size)."""
 
-    def __init__(self, engine: EngineLink, rid: int, deadline: float, slot: int | None) -> None:
+    def __init__(
+        self,
+        engine: EngineLink,
+        rid: int,
+        deadline: float,
+        slot: int | None,
+        on_done: Callable[[RemoteJob], None] | None = None,
+    ) -> None:
         self.engine, self.rid, self.deadline, self.slot = engine, rid, deadline, slot
+        self.on_done = on_done  # told when the answer comes (in the link's reader thread), as Job.on_done is
         self.queue_s = self.inference_s = 0.0
         self.batch_size = 0
         self.outputs: dict[str, np.ndarray] | None = None
         self.error: Exception | None = None
         self.done = threading.Event()
+
+    def abandon(self) -> None:
+        """At the deadline (Pipeline.predict_here's timer), or when its request is cancelled: the engine process
+        drops the job if it is still queued, and answers it DeadlineExceeded; else its answer is a batch away."""
+        if not self.done.is_set():
+            self.engine.send_quietly(("cancel", self.rid))
 
     def wait(self) -> dict[str, np.ndarray]:
         """The outputs; at the deadline the engine process is asked to drop the job if it is still queued (its
@@ -106,8 +120,9 @@ class EngineLink:
         return next(self._ids)
 
     def send_quietly(self, message: tuple[Any, ...]) -> None:
+        """A message whose loss does not matter once the link is gone; never waits (Link.send_soon)."""
         with contextlib.suppress(OSError):
-            self.link.send(message)
+            self.link.send_soon(message)
 
     async def take(self, ticket: str, rate: float, burst: float) -> None:
         """Count one request against a ticket's rate in the engine process (one count for every front);
@@ -119,8 +134,7 @@ class EngineLink:
         try:
             if self.lost.is_set():
                 raise OSError("the link is gone")
-            message = ("take", rid, ticket, rate, burst)
-            await loop.run_in_executor(None, self.link.send, message)  # a send may wait: never in the event loop
+            self.link.send_soon(("take", rid, ticket, rate, burst))  # never waits: this is the event loop
         except OSError:
             with self._lock:
                 self.taking.pop(rid, None)
@@ -137,10 +151,19 @@ class EngineLink:
             with contextlib.suppress(RuntimeError):  # its loop closed: the front is stopping
                 loop.call_soon_threadsafe(_settle, answer, refused)
 
-    def submit(self, rid: int, model: str, tensor: np.ndarray, deadline: float) -> RemoteJob:
+    def submit(
+        self,
+        rid: int,
+        model: str,
+        tensor: np.ndarray,
+        deadline: float,
+        on_done: Callable[[RemoteJob], None] | None = None,
+    ) -> RemoteJob:
+        """Hand one tensor to the engine process. With ``on_done`` (an event loop's job: Pipeline.predict_here)
+        the message never waits for the socket; without, a request thread waits while the socket is full."""
         with self._lock:
             slot = self.free.pop() if self.free and tensor.nbytes <= self.slot_size else None
-            job = self.waiting[rid] = RemoteJob(self, rid, deadline, slot)
+            job = self.waiting[rid] = RemoteJob(self, rid, deadline, slot, on_done)
         if slot is None:
             message: tuple[Any, ...] = ("submit", rid, model, None, tensor.shape, tensor.dtype.str, deadline, tensor)
         else:
@@ -151,7 +174,7 @@ class EngineLink:
             self._end(rid, error=_gone())
         else:
             try:
-                self.link.send(message)
+                self.link.send(message) if on_done is None else self.link.send_soon(message)
             except OSError:
                 self._end(rid, error=_gone())
         return job
@@ -201,6 +224,8 @@ class EngineLink:
         job.outputs, job.error = outputs, error
         job.queue_s, job.inference_s, job.batch_size = queue_s, inference_s, batch_size
         job.done.set()
+        if job.on_done is not None:
+            job.on_done(job)
 
 
 def _settle(answer: asyncio.Future[Any], refused: Any) -> None:
@@ -232,11 +257,17 @@ class RemoteBatcher:
             if not arrival.ended:
                 self.engine.send_quietly(("leave", arrival.rid))
 
-    def submit(self, tensor: np.ndarray, deadline: float, arrival: RemoteArrival | None = None) -> RemoteJob:
+    def submit(
+        self,
+        tensor: np.ndarray,
+        deadline: float,
+        arrival: RemoteArrival | None = None,
+        on_done: Callable[[RemoteJob], None] | None = None,
+    ) -> RemoteJob:
         rid = self.engine.new_id() if arrival is None else arrival.rid
         if arrival is not None:
             arrival.ended = True
-        return self.engine.submit(rid, self.name, tensor, deadline)
+        return self.engine.submit(rid, self.name, tensor, deadline, on_done)
 
 
 class RemoteMetrics:
@@ -332,7 +363,7 @@ class FrontServer(Lifecycle):
             connector=connector, timeout=timeout, skip_auto_headers=skip, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:  # no jar: a cookie one client is answered with is never sent for another
             door = FrontDoor(Limits.of(settings))
-            http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app, on_loop=False))
+            http = http_app(door, settings.threads, _pass_on(session), guard, direct_predict(self.app))
             tls = self.listening_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             await door.start(http, door.listen_shared(self.spec["host"], self.spec["port"]), tls)
             self.engine.send_quietly(("listening",))  # the worker is ready once every front is

@@ -69,26 +69,76 @@ HEADER = struct.Struct("<I")
 MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
+SOON_BYTES = 16 * 1024  # Link.send_soon tries to write a message up to this size at once (one socket buffer)
 MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker
 
 
 class Link:
-    """One end of a socket carrying pickled messages, each behind its length; send() from any thread."""
+    """One end of a socket carrying pickled messages, each behind its length; send() from any thread, send_soon()
+    from an event loop too."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._reader = sock.makefile("rb", buffering=1 << 16)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by whoever writes to the socket
+        self._deferred: collections.deque[bytes] = collections.deque()  # written, in order, before anything else
+        self._wake = threading.Event()
+        self._sender: threading.Thread | None = None
 
     def send(self, message: tuple[Any, ...]) -> None:
-        """OSError when the other end is gone."""
+        """Write the message, waiting while the socket is full; OSError when the other end is gone."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
+            self._drain()
             if len(data) < 1 << 16:
                 self.sock.sendall(HEADER.pack(len(data)) + data)
             else:  # a tensor or outputs: not copied again to join the header
                 self.sock.sendall(HEADER.pack(len(data)))
                 self.sock.sendall(data)
+
+    def send_soon(self, message: tuple[Any, ...]) -> None:
+        """Write the message now if the socket takes it at once, else leave it to a thread of the link's own (which
+        writes it after every message left to it before): never waits, so an event loop may call it. OSError when
+        the other end is gone; a later failure closes the link, which its reader sees."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        data = HEADER.pack(len(data)) + data
+        if len(data) <= SOON_BYTES and not self._deferred and self._lock.acquire(blocking=False):
+            try:
+                if not self._deferred:
+                    try:  # a Unix socket takes a message this small whole or not at all
+                        sent = self.sock.send(data, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent == len(data):
+                        return
+                    data = data[sent:]  # what is left of it goes before anything else
+                self._deferred.append(data)
+            finally:
+                self._lock.release()
+        else:
+            self._deferred.append(data)
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_deferred, name="link-sender", daemon=True)
+            self._sender.start()
+        self._wake.set()
+
+    def _drain(self) -> None:
+        """Write what was left to the link's thread, first (the caller holds the lock)."""
+        while self._deferred:
+            self.sock.sendall(self._deferred[0])
+            self._deferred.popleft()  # only once written: until then, later messages queue behind it
+
+    def _send_deferred(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                with self._lock:
+                    self._drain()
+            except OSError:
+                self._deferred.clear()
+                self.close()  # the other end is gone: the reader sees it and fails whatever waits
+                return
 
     def send_many(self, messages: list[tuple[Any, ...]]) -> None:
         """Several messages in one write (OSError when the other end is gone)."""
@@ -98,6 +148,7 @@ class Link:
         pickled = [pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL) for message in messages]
         data = b"".join(HEADER.pack(len(one)) + one for one in pickled)
         with self._lock:
+            self._drain()
             self.sock.sendall(data)
 
     def receive(self) -> tuple[Any, ...]:

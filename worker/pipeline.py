@@ -156,10 +156,7 @@ class Pipeline:
         decoded = time.monotonic()
         tensor, frame = self.prepare(image)
         prepared = time.monotonic()
-        if on_done is None:  # a front process's batcher (worker/front.py) takes no callback
-            job = self.batcher.submit(tensor, deadline, arrival)
-        else:
-            job = self.batcher.submit(tensor, deadline, arrival, on_done)
+        job = self.batcher.submit(tensor, deadline, arrival, on_done)
         return job, image, frame, {"decode": decoded - started, "preprocess": prepared - decoded}
 
     def predict_tensors(

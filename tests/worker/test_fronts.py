@@ -7,6 +7,7 @@ passed through, batches across fronts, metrics and log lines, a front that dies,
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import queue
@@ -143,6 +144,33 @@ def test_the_sender_stops_when_its_front_goes_even_with_answers_behind(tmp_path:
     assert not sender.is_alive() and wire.sent == [[("failed", 1)]]
 
 
+def test_send_soon_never_waits_and_every_message_arrives_in_order() -> None:
+    """An event loop's messages to the engine process: with nothing read at the other end (the socket full), they
+    still return at once, and reach the other end whole and in order, before a later blocking send's."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # small buffers: full after a few messages
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    link, reader = Link(ours), Link(theirs)
+    big = b"x" * 100_000  # over what send_soon tries at once, and over the socket's buffers
+
+    def loop_sends() -> None:
+        for i in range(500):
+            link.send_soon(("m", i, big if i % 100 == 7 else b"y" * (i % 300)))
+
+    sending = threading.Thread(target=loop_sends)
+    sending.start()
+    sending.join(10)
+    assert not sending.is_alive()  # never waited for the reader
+    blocking = threading.Thread(target=link.send, args=(("last", -1, b""),))  # a request thread's: it waits
+    blocking.start()
+    received = [reader.receive() for _ in range(501)]
+    blocking.join(10)
+    assert [m[1] for m in received] == [*range(500), -1]
+    assert all(m[2] == (big if m[1] % 100 == 7 else b"y" * (m[1] % 300)) for m in received[:500])
+    link.close()
+    reader.close()
+
+
 def test_errors_cross_with_status_code_message_and_headers() -> None:
     error = relayed(error_fields(Overloaded("sleepy", retry_after_s=3)))
     assert (error.status, error.code, error.headers["Retry-After"]) == (503, "overloaded", "3")
@@ -217,10 +245,11 @@ def test_fronts_answer_every_task_and_refusal_as_one_process_does(start_worker, 
     fronted = start_worker(*args, "--front-processes", "2")
     assert len(children(fronted.proc.pid)) == 2 and not children(single.proc.pid)
     picture = encode(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8), "JPEG")
+    thumbnail = encode(np.random.default_rng(1).integers(0, 255, (96, 96, 3), np.uint8), "JPEG")  # the loop's
     paths = [f"/models/{name}/predict" for name in TASK_MODELS]
     paths += ["/predict?threshold=0.6", "/models/seg/predict?masks=png", "/models/yolo8/predict?top_k=1"]
-    for path in paths:
-        one, many = post(single.url + path, picture, "image/jpeg"), post(fronted.url + path, picture, "image/jpeg")
+    for path, image in itertools.product(paths, (picture, thumbnail)):
+        one, many = post(single.url + path, image, "image/jpeg"), post(fronted.url + path, image, "image/jpeg")
         assert many.status_code == one.status_code == 200, (path, many.text)
         assert without_timing(many.json()) == without_timing(one.json()), path
         assert set(many.json()["timing_ms"]) == set(one.json()["timing_ms"])
@@ -284,12 +313,13 @@ def test_images_through_the_fronts_share_batches(start_worker, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_a_request_queued_past_its_deadline_is_answered_504_by_the_front(start_worker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["PNG", "JPEG"])  # a request thread's; the event loop's
+def test_a_request_queued_past_its_deadline_is_answered_504_by_the_front(start_worker, tmp_path: Path, kind) -> None:
     repository = write_sleepy_model(tmp_path / "models", 1.0, max_batch_size=1, max_queue_size=8)
     worker = start_worker("--model", "sleepy", "--model-repository", str(repository), "--front-processes", "1",
                           "--request-timeout", "0.5")  # fmt: skip
-    png = encode(np.zeros((8, 8, 3), np.uint8), "PNG")
-    answers = at_once(3, lambda: post(worker.url + "/predict", png))
+    image = encode(np.zeros((8, 8, 3), np.uint8), kind)
+    answers = at_once(3, lambda: post(worker.url + "/predict", image, f"image/{kind.lower()}"))
     codes = sorted(a.status_code for a in answers)
     assert codes == [200, 504, 504]
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 504} == {"deadline_exceeded"}
