@@ -69,6 +69,7 @@ HEADER = struct.Struct("<I")
 MAX_SHARED_BYTES = 1 << 30  # a front's slots at most (pages are only taken when a slot is first written)
 FOLDER_PREFIX = "visionpool-worker-"  # then the engine process's pid: its Unix socket's folder
 SUBMITTING = object()  # a job being submitted: its answer may come before submit() returns
+CLOSE_WAIT = 5.0  # seconds a closing link may take to write what is left
 SOON_BYTES = 16 * 1024  # Link.send_soon tries to write a message up to this size at once (one socket buffer)
 MAX_FAILED_STARTS = 3  # a front that exits this many times in a row before listening stops the worker
 
@@ -84,6 +85,7 @@ class Link:
         self._deferred: collections.deque[bytes] = collections.deque()  # written, in order, before anything else
         self._wake = threading.Event()
         self._sender: threading.Thread | None = None
+        self._starting = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Write the message, waiting while the socket is full; OSError when the other end is gone."""
@@ -111,15 +113,18 @@ class Link:
                         sent = 0
                     if sent == len(data):
                         return
-                    data = data[sent:]  # what is left of it goes before anything else
-                self._deferred.append(data)
+                    # what is left of it goes before anything else, even what others queued meanwhile
+                    self._deferred.appendleft(data[sent:])
+                else:
+                    self._deferred.append(data)
             finally:
                 self._lock.release()
         else:
             self._deferred.append(data)
-        if self._sender is None:
-            self._sender = threading.Thread(target=self._send_deferred, name="link-sender", daemon=True)
-            self._sender.start()
+        with self._starting:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_deferred, name="link-sender", daemon=True)
+                self._sender.start()
         self._wake.set()
 
     def _drain(self) -> None:
@@ -135,9 +140,11 @@ class Link:
             try:
                 with self._lock:
                     self._drain()
-            except OSError:
+            except Exception as error:
+                if not isinstance(error, OSError):  # the other end is gone: nothing to say
+                    logger.exception("the link's sender failed; closing the link")
                 self._deferred.clear()
-                self.close()  # the other end is gone: the reader sees it and fails whatever waits
+                self._close()  # the reader sees it and fails whatever waits
                 return
 
     def send_many(self, messages: list[tuple[Any, ...]]) -> None:
@@ -163,6 +170,18 @@ class Link:
         return pickle.loads(data)  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """Write what is left to the link's thread (a stop's last records; for a few seconds at most), then close."""
+        if self._deferred and self._lock.acquire(timeout=CLOSE_WAIT):
+            try:
+                self.sock.settimeout(CLOSE_WAIT)
+                self._drain()
+            except OSError:
+                pass
+            finally:
+                self._lock.release()
+        self._close()
+
+    def _close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
