@@ -19,7 +19,9 @@ a single process gives; the predict requests the fronts answered are counted and
 /metrics and the log read as one worker's.
 
 The wire between a front and this process is a socketpair; each message is a pickle (both ends are this program)
-behind its length. From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst),
+behind its length. A front's request threads write theirs and wait while the socket is full; its event loop (which
+answers thumbnails itself) never waits: Link.send_soon leaves what the socket cannot take at once to a thread.
+From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst),
 ("arrive", id, model), ("leave", id), ("submit", id, model, slot, shape, dtype, deadline, tensor or None),
 ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front:
 ("ready",) once the models are, ("took", id, refusal or None), ("done", id, outputs, queue_s, inference_s,
