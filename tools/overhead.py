@@ -115,25 +115,27 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         folder = Path(scratch)
         name = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
-        for name, start in ((name, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn)):
+        servers = ((name, functools.partial(_worker, fronts=fronts), True), ("gunicorn + Flask", _gunicorn, False))
+        for name, start, ours in servers:
             with start(folder, cpus=cpus) as (url, clock, versions, log):
                 if url is None:
                     rows.append({"server": name, "versions": versions})
                     continue
-                stages = _pipeline_seconds(url) if start is not _gunicorn else None
+                stages = _pipeline_seconds(url) if ours else None  # gunicorn's app keeps no stage histograms
                 measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup,
                                         {"server": clock})  # fmt: skip
                 row = measured.row(0.0)
                 if row["errors"]:
                     raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
                                      f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
+                pipeline_ms = None
                 if stages is not None:  # over the warm-up and the measured seconds
                     spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages))
-                    row["pipeline_ms"] = round(1000 * spent / images_done, 3) if images_done else None
+                    pipeline_ms = round(1000 * spent / images_done, 3) if images_done else None
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],
                              "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
-                             "p50_ms": row["p50_ms"], "pipeline_ms_per_request": row.get("pipeline_ms")})  # fmt: skip
+                             "p50_ms": row["p50_ms"], "pipeline_ms_per_request": pipeline_ms})  # fmt: skip
     return rows
 
 

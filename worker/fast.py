@@ -29,6 +29,7 @@ from flask import Flask
 
 from visionpool.client.wire import Header, ServiceError
 
+from .imaging import CONTENT_TYPES
 from .models import get_models
 from .pipeline import Pipeline
 from .routes import PREDICT_CORS, predict_answer, predict_answer_here, raw_image
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 PATHS = re.compile(r"^/predict$|^/models/(?P<name>[^/]+)/predict$")  # what Flask routes to the predict views
 JSON = ("Content-Type", "application/json")
-LOOP_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg", "application/octet-stream")  # a JPEG may come as these
 IDS = random.Random()  # request IDs: seeded from the system once, its own (a model seeding random changes nothing)
 
 
@@ -47,8 +47,6 @@ def direct_predict(app: Flask) -> Direct:
     given the request threads. A small JPEG for a small model (Pipeline.fits_loop) is answered in the event loop's
     own thread, awaiting the engine (in a front process, the engine process's answer), without the hand-off to a
     request thread and back."""
-
-    slots = asyncio.Semaphore(app.config["VISIONPOOL"].threads)  # predictions under way at once, on either path
 
     def route(request: web.Request) -> Callable[[bytes, Executor], Awaitable[Answer]] | None:
         if request.method != "POST" or not (match := PATHS.match(request.path)):
@@ -65,14 +63,13 @@ def direct_predict(app: Flask) -> Direct:
             headers = [(Header.REQUEST_ID, request_id), (Header.WORKER_ID, app.config["WORKER_ID"]), *PREDICT_CORS]
             headers.append(JSON)
             try:
-                async with slots:  # the rest wait their turn, as they would for a request thread
-                    if (model := _fits_loop(app, name, mimetype, body)) is not None:
-                        return 200, headers, await predict_answer_here(app, model, body, args, request_id)
-                    image = functools.partial(raw_image, body, mimetype)
-                    answered = asyncio.get_running_loop().run_in_executor(
-                        threads, predict_answer, app, name, image, args, request_id
-                    )
-                    return 200, headers, await answered
+                if (model := _fits_loop(app, name, mimetype, body)) is not None:
+                    return 200, headers, await predict_answer_here(app, model, body, args, request_id)
+                image = functools.partial(raw_image, body, mimetype)
+                answered = asyncio.get_running_loop().run_in_executor(
+                    threads, predict_answer, app, name, image, args, request_id
+                )
+                return 200, headers, await answered
             except ServiceError as error:
                 return error.status, headers + list(error.headers.items()), orjson.dumps(error.body(path))
             except Exception:
@@ -88,7 +85,7 @@ def direct_predict(app: Flask) -> Direct:
 def _fits_loop(app: Flask, name: str | None, mimetype: str, body: bytes) -> Pipeline | None:
     """The model, when its answer to this body may be made in the event loop; None sends it to a thread, where
     everything else (an unknown model, a model still loading, a wrong type) is answered as it always was."""
-    if mimetype not in LOOP_TYPES:
+    if CONTENT_TYPES.get(mimetype, "") not in ("JPEG", None):  # a JPEG may come as these (or as octet-stream)
         return None
     models = get_models(app)
     model = models.models.get(name or models.default)

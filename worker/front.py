@@ -90,7 +90,7 @@ class RemoteJob:
         """The outputs; at the deadline the engine process is asked to drop the job if it is still queued (its
         answer is then DeadlineExceeded), else the answer is a batch away."""
         if not self.done.wait(max(self.deadline - time.monotonic(), 0.0)):
-            self.engine.send_quietly(("cancel", self.rid))
+            self.abandon()
             self.done.wait()
         if self.error is not None:
             raise self.error
@@ -174,7 +174,10 @@ class EngineLink:
             self._end(rid, error=_gone())
         else:
             try:
-                self.link.send(message) if on_done is None else self.link.send_soon(message)
+                if on_done is None:
+                    self.link.send(message)
+                else:
+                    self.link.send_soon(message)
             except OSError:
                 self._end(rid, error=_gone())
         return job

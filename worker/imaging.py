@@ -81,7 +81,7 @@ def _plain_jpeg(data: bytes, max_pixels: int, min_size: tuple[int, int] | None) 
     encodings), its header read by libjpeg-turbo instead of Pillow's parser (0.02-0.03 CPU-ms a picture in Python,
     under the lock other requests wait on); None for anything else, or anything odd, which decode_image's other
     path then answers."""
-    size = _plain_size(data)
+    size = _header_size(data) if _upright(data) else None
     if size is None or size[0] * size[1] > max_pixels:
         return None
     try:
@@ -97,11 +97,6 @@ def small_jpeg(data: bytes, max_pixels: int) -> bool:
         return False
     size = _header_size(data)
     return size is not None and size[0] * size[1] <= min(SMALL_PIXELS, max_pixels) and _upright(data)
-
-
-def _plain_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a JPEG with no orientation marks whose header libjpeg-turbo reads as RGB or grey."""
-    return _header_size(data) if _upright(data) else None
 
 
 def _upright(data: bytes) -> bool:

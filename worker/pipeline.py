@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -140,12 +139,9 @@ class Pipeline:
         """Whether ``predict_here`` may take this image: a small plain JPEG (imaging.small_jpeg) for a model with a
         small input and no masks to draw, so that decoding, preprocessing and postprocessing it cost the event loop
         ~0.1-0.4 ms (docs/performance.md); anything else goes to the request threads."""
-        return self.loop_model and small_jpeg(data, self.max_image_pixels)
-
-    @functools.cached_property
-    def loop_model(self) -> bool:
         spec = self.config.input
-        return spec.width * spec.height <= LOOP_INPUT_PIXELS and self.config.task not in MASK_TASKS
+        small_model = spec.width * spec.height <= LOOP_INPUT_PIXELS and self.config.task not in MASK_TASKS
+        return small_model and small_jpeg(data, self.max_image_pixels)
 
     def _submit(
         self, data: bytes, deadline: float, arrival: Arrival, on_done: Callable[[Job], None] | None = None

@@ -66,9 +66,11 @@ def http_app(
     pools: Sequence[ThreadPoolExecutor] = (),
 ) -> web.Application:
     """An aiohttp app serving every path: ``guard`` may refuse a request before its body is read, ``direct``
-    may answer it from its body (given a pool of ``threads`` threads); ``other`` answers the rest (given the body
-    and that pool). ``pools`` stop with it."""
+    may answer it from its body (given a pool of ``threads`` threads; at most ``threads`` such answers at once);
+    ``other`` answers the rest (given the body and that pool). ``pools`` stop with it."""
     work = ThreadPoolExecutor(threads, thread_name_prefix="request")
+
+    slots = asyncio.Semaphore(threads)  # direct answers under way at once, in the threads or in the loop itself
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if guard is not None and (waiting := guard(request)) is not None:
@@ -77,7 +79,8 @@ def http_app(
         async with door.body(request) as body:
             if answer is None:
                 return await other(request, body, work)
-            return respond(await answer(body, work))
+            async with slots:  # the rest wait their turn, as they would for a thread
+                return respond(await answer(body, work))
 
     async def stop_threads(_: web.Application) -> None:
         for pool in (work, *pools):

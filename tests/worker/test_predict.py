@@ -240,7 +240,7 @@ def behind_door(app: Flask) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     door = FrontDoor(Limits.of(app.config["VISIONPOOL"]))
     sock = door.bind("127.0.0.1", 0)
-    http = wsgi_app(app, door, 4, None, direct_predict(app))
+    http = wsgi_app(app, door, app.config["VISIONPOOL"].threads, None, direct_predict(app))
     thread = threading.Thread(target=loop.run_forever, name=LOOP_THREAD, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(door.start(http, sock), loop).result(timeout=10)
