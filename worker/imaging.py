@@ -100,8 +100,27 @@ def small_jpeg(data: bytes, max_pixels: int) -> bool:
 
 
 def _upright(data: bytes) -> bool:
-    """No EXIF block and no XMP orientation anywhere in the body: nothing to turn."""
-    return not any(mark in data for mark in ORIENTATION_MARKS)
+    """No EXIF block and no XMP orientation in the segments before the first scan, the only ones Pillow reads:
+    nothing to turn. A photo's compressed pixels (most of its bytes) are not searched."""
+    end = _header_end(data)
+    return all(data.find(mark, 0, end) < 0 for mark in ORIENTATION_MARKS)
+
+
+def _header_end(data: bytes) -> int:
+    """Where a JPEG's first scan starts, walking its segments by their lengths as Pillow's parser does; the body's
+    length (search it all) for anything that does not walk cleanly."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xDA:  # start of scan
+            return at
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return len(data)
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

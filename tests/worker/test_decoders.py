@@ -158,6 +158,22 @@ def test_softmax_ranks_classes_and_cuts() -> None:
     assert [p.class_id for p in decoder.decode(logits, 0.5, 5)] == [1]
 
 
+def test_softmax_ranks_equal_scores_in_class_order() -> None:
+    """The best k of many classes, ties (at the cut too) in class order, exactly as a full stable sort ranks them."""
+    decoder = create_decoder("softmax", {"apply_softmax": False})
+    scores = np.array([0.1, 0.5, 0.3, 0.5, 0.3, 0.3, 0.0, 0.3], np.float32)
+    ranked = lambda k: [p.class_id for p in decoder.decode({"out": scores}, 0.0, k)]  # noqa: E731
+    assert ranked(1) == [1] and ranked(3) == [1, 3, 2] and ranked(4) == [1, 3, 2, 4]
+    assert ranked(8) == ranked(20) == [1, 3, 2, 4, 5, 7, 0, 6]
+    rng = np.random.default_rng(1)
+    many = rng.integers(0, 50, 1000).astype(np.float32) / 50  # 1,000 classes, many ties
+    for k in (1, 5, 17, 999):
+        found = [p.class_id for p in decoder.decode({"out": many}, 0.0, k)]
+        assert found == np.argsort(-many.astype(np.float64), kind="stable")[:k].tolist()
+    with_nan = np.array([0.2, np.nan, 0.9, np.nan], np.float32)
+    assert [p.class_id for p in decoder.decode({"out": with_nan}, 0.0, 3)] == [2, 0]
+
+
 def test_softmax_can_take_probabilities_as_they_are() -> None:
     decoder = create_decoder("softmax", {"apply_softmax": False})
     found = decoder.decode({"out": np.array([0.2, 0.5, 0.3], np.float32)}, 0.0, 1)

@@ -96,6 +96,23 @@ def test_an_xmp_orientation_is_honoured_as_viewers_do(photos) -> None:
     assert mean_abs_diff(decoded.pixels, shown) < 1.0
 
 
+def test_orientation_is_read_where_pillow_reads_it(photos) -> None:
+    """The segments before the first scan are walked by their lengths: an XMP orientation behind a comment that
+    holds a scan's marker bytes still turns the picture; orientation marks after the picture change nothing."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    data = encode(photos["chelsea"], "JPEG", quality=95, xmp=xmp)
+    comment = b"\xff\xda not a scan \xff\xda"
+    data = data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, max_pixels=LIMIT)
+    assert (decoded.height, decoded.width) == shown.shape[:2] == (451, 300)
+    assert mean_abs_diff(decoded.pixels, shown) < 1.0
+    thumb = encode(np.asarray(Image.fromarray(photos["chelsea"]).resize((96, 96))), "JPEG")
+    assert small_jpeg(thumb + b"Exif\x00\x00 tiff:Orientation", max_pixels=1_000_000)
+    assert not small_jpeg(thumb[:2] + b"\xff\xfe\x00\x12tiff:Orientation" + thumb[2:], max_pixels=1_000_000)
+
+
 def test_large_jpeg_decodes_reduced_but_reports_its_full_size(photos) -> None:
     big = np.asarray(Image.fromarray(photos["astronaut"]).resize((1920, 1080)))
     decoded = decode_image(encode(big, "JPEG"), max_pixels=LIMIT, min_size=(300, 300))

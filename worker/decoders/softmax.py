@@ -32,5 +32,16 @@ class SoftmaxDecoder(Decoder):
         elif self.apply_softmax:
             scores = np.exp(scores - scores.max())
             scores /= scores.sum()
-        best = np.argsort(-scores, kind="stable")[:top_k]
-        return [Prediction(int(i), float(scores[i])) for i in best if scores[i] >= threshold]
+        return [Prediction(int(i), float(scores[i])) for i in best(scores, top_k) if scores[i] >= threshold]
+
+
+def best(scores: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` highest scores, highest first, equal ones in index order: a stable sort's first
+    ``k``, from a partition (linear) and a sort of those alone (a stable sort of 1,000 classes cost ~50 us)."""
+    negative = -scores
+    candidates = np.arange(len(negative))
+    if 0 < k < len(negative):
+        kth = np.partition(negative, k - 1)[k - 1]
+        if not np.isnan(kth):  # a NaN (ranked last, as the sort ranks it) leaves every index a candidate
+            candidates = np.flatnonzero(negative <= kth)
+    return candidates[np.argsort(negative[candidates], kind="stable")][:k]
