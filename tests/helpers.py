@@ -70,6 +70,17 @@ def encode(pixels: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:
     return buffer.getvalue()
 
 
+def scan_bomb(scans: int, size: int = 96) -> bytes:
+    """A progressive JPEG followed by ``scans`` empty copies of its last scan's header: each costs a decoder a pass
+    over every pixel (a scan bomb; small here, where what is tested is that it is refused)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    start = data.rindex(b"\xff\xda")
+    header = data[start : start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")]
+    return data[:-2] + header * scans + data[-2:]
+
+
 def iou(a: dict[str, int], b: dict[str, int]) -> float:
     """Intersection over union of two {x, y, width, height} boxes."""
     x1, y1 = max(a["x"], b["x"]), max(a["y"], b["y"])

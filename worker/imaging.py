@@ -4,7 +4,9 @@ Usage:
     image = decode_image(body, max_pixels=40_000_000, min_size=(300, 300))
 
 The header is read first, so an image over the pixel limit (a decompression
-bomb) is refused before any pixel is decoded. JPEGs are decoded by libjpeg-turbo
+bomb) is refused before any pixel is decoded, and so is a progressive JPEG with
+more scans than any encoder writes (each is a pass over every pixel, even an
+empty one: a scan bomb). JPEGs are decoded by libjpeg-turbo
 (simplejpeg) straight to the smallest power-of-two reduction that still covers the
 model's input: a 1920x1080 photo for a 300x300 model never needs full resolution.
 EXIF orientation is applied, so sizes and boxes are in the picture as displayed.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +47,12 @@ ORIENTATION_MARKS = (b"Exif\x00\x00", b"tiff:Orientation")
 PLAIN_COLORSPACES = ("YCbCr", "RGB", "Gray")  # what libjpeg-turbo decodes as Pillow's RGB and L modes
 SMALL_PIXELS = 128 * 128  # small_jpeg: a thumbnail, a crop, a camera's small frame
 SMALL_BYTES = 256 * 1024  # and a body no longer than this (a small picture may carry a large profile or padding)
+# A progressive JPEG's scans: encoders write about 10 (cjpeg, jpegtran and mozjpeg), cjpeg's scripts at most 100. Each
+# costs libjpeg-turbo a pass over every block, even one with no data: 5,000 empty scans of 10 bytes each (50 KB) on a
+# 4-megapixel picture took 3.8 s of CPU, and a 20 MB body of them would take hours.
+MAX_SCANS = 100
+PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)  # start-of-frame markers of progressive JPEGs (Huffman, arithmetic)
+SEGMENT = struct.Struct(">BBH")  # a JPEG segment's start: 0xFF, its marker, its length (markers 0xD0-0xD9 have none)
 # Our own pixel limit (--max-image-pixels), checked on the header before any pixel is decoded, is the
 # one that must fire, with its own message: Pillow's fixed one (~179 MP in Image.open) is switched off.
 Image.MAX_IMAGE_PIXELS = None
@@ -60,7 +69,14 @@ class DecodedImage:
 
 def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | None = None) -> DecodedImage:
     """Decode an image; a JPEG may come reduced, but never below ``min_size`` (width, height)."""
-    plain = _plain_jpeg(data, max_pixels, min_size)
+    header = _jpeg_header(data)
+    scans = _too_many_scans(data, header)
+    if scans:
+        raise InvalidImage(
+            f"The JPEG has {scans:,} scans; this worker decodes at most {MAX_SCANS} (encoders write about 10, and "
+            "each scan costs a pass over every pixel)."
+        )
+    plain = _plain_jpeg(data, header, max_pixels, min_size)
     if plain is not None:
         return plain
     image = _open(data, max_pixels)
@@ -76,13 +92,15 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
     return DecodedImage(pixels, width, height)
 
 
-def _plain_jpeg(data: bytes, max_pixels: int, min_size: tuple[int, int] | None) -> DecodedImage | None:
+def _plain_jpeg(
+    data: bytes, header: tuple[int, bool], max_pixels: int, min_size: tuple[int, int] | None
+) -> DecodedImage | None:
     """A JPEG that says nothing of its orientation (so upright: a camera's frames, a browser's or OpenCV's
     encodings), its header read by libjpeg-turbo instead of Pillow's parser (0.02-0.03 CPU-ms a picture in Python,
     under the lock other requests wait on); None for anything else, or anything odd, which decode_image's other
     path then answers."""
-    size = _header_size(data) if _upright(data) else None
-    if size is None or size[0] * size[1] > max_pixels:
+    size = _header_size(data)
+    if size is None or size[0] * size[1] > max_pixels or not _upright(data, header):
         return None
     try:
         return DecodedImage(_decode_jpeg(data, *size, min_size, 1), *size)
@@ -96,31 +114,51 @@ def small_jpeg(data: bytes, max_pixels: int) -> bool:
     if len(data) > SMALL_BYTES:
         return False
     size = _header_size(data)
-    return size is not None and size[0] * size[1] <= min(SMALL_PIXELS, max_pixels) and _upright(data)
+    if size is None or size[0] * size[1] > min(SMALL_PIXELS, max_pixels):
+        return False
+    header = _jpeg_header(data)
+    return _upright(data, header) and not _too_many_scans(data, header)
 
 
-def _upright(data: bytes) -> bool:
-    """No EXIF block and no XMP orientation in the segments before the first scan, the only ones Pillow reads:
-    nothing to turn. A photo's compressed pixels (most of its bytes) are not searched."""
-    end = _header_end(data)
+def _upright(data: bytes, header: tuple[int, bool]) -> bool:
+    """No EXIF block and no XMP orientation in the segments before the first scan (``_jpeg_header``), the only ones
+    Pillow reads: nothing to turn. A photo's compressed pixels (most of its bytes) are not searched."""
+    end, _ = header
     return all(data.find(mark, 0, end) < 0 for mark in ORIENTATION_MARKS)
 
 
-def _header_end(data: bytes) -> int:
-    """Where a JPEG's first scan starts, walking its segments by their lengths as Pillow's parser does; the body's
-    length (search it all) for anything that does not walk cleanly."""
-    at = 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
+def _too_many_scans(data: bytes, header: tuple[int, bool]) -> int:
+    """A progressive JPEG's count of scans when it passes MAX_SCANS, else 0. A scan starts with a marker (0xFF 0xDA)
+    that the compressed data cannot hold (its 0xFF bytes are followed by 0x00 or a restart number), so counting them
+    is one search of the body, made for progressive JPEGs alone (sequential ones refuse a second scan)."""
+    end, progressive = header
+    if not progressive:
+        return 0
+    scans = data.count(b"\xff\xda", end if end < len(data) else 0)  # all of it when the header did not walk
+    return scans if scans > MAX_SCANS else 0
+
+
+def _jpeg_header(data: bytes) -> tuple[int, bool]:
+    """Where a JPEG's first scan starts, walking its segments by their lengths as Pillow's parser does, and whether
+    its frame is progressive; for a JPEG that does not walk cleanly (junk between segments, which Pillow skips), the
+    body's length (search all of it) and True (count its scans)."""
+    if not data.startswith(b"\xff\xd8"):
+        return len(data), False
+    at, last, progressive = 2, len(data) - 4, False
+    while at <= last:
+        tag, marker, length = SEGMENT.unpack_from(data, at)
+        if tag != 0xFF:
+            break
         if marker == 0xDA:  # start of scan
-            return at
+            return at, progressive
         if marker == 0xFF:  # a fill byte
             at += 1
         elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             at += 2
         else:
-            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
-    return len(data)
+            progressive = progressive or marker in PROGRESSIVE_FRAMES
+            at += 2 + length
+    return len(data), True
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

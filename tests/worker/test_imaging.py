@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from helpers import encode
+from helpers import encode, scan_bomb
 from PIL import Image, ImageOps
 
 from visionpool.worker.errors import ImageTooLarge, InvalidImage
-from visionpool.worker.imaging import decode_image, small_jpeg
+from visionpool.worker.imaging import MAX_SCANS, decode_image, small_jpeg
 
 LIMIT = 40_000_000
 
@@ -138,6 +138,23 @@ def test_a_truncated_jpeg_says_so(photos, exif: bool) -> None:
 def test_garbage_is_invalid_image(data: bytes) -> None:
     with pytest.raises(InvalidImage):
         decode_image(data, max_pixels=LIMIT)
+
+
+def test_a_progressive_jpeg_with_more_scans_than_encoders_write_is_refused(photos) -> None:
+    """A scan bomb: each empty scan costs a pass over every pixel (5,000 took 3.8 s on 4 megapixels); refused from
+    its markers before any is decoded, on every path. Real progressive JPEGs (about 10 scans) decode."""
+    progressive = encode(photos["chelsea"], "JPEG", progressive=True)
+    assert progressive.count(b"\xff\xda") > 1 and decode_image(progressive, max_pixels=LIMIT).width == 451
+    ten = scan_bomb(0)
+    assert small_jpeg(ten, max_pixels=LIMIT) and decode_image(ten, max_pixels=LIMIT).width == 96
+    bomb = scan_bomb(MAX_SCANS)
+    scans = bomb.count(b"\xff\xda")
+    with pytest.raises(InvalidImage, match=f"has {scans} scans; this worker decodes at most 100"):
+        decode_image(bomb, max_pixels=LIMIT)
+    assert not small_jpeg(bomb, max_pixels=LIMIT)  # so the event loop never starts on it
+    junk = bomb[:2] + b"\x00junk" + bomb[2:]  # bytes between segments, which Pillow skips: counted all the same
+    with pytest.raises(InvalidImage, match=f"has {scans} scans"):
+        decode_image(junk, max_pixels=LIMIT)
 
 
 def test_only_a_small_upright_jpeg_is_small(photos) -> None:

@@ -19,7 +19,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import cpu_bf16, encode, iou, sample, scrape
+from helpers import cpu_bf16, encode, iou, sample, scan_bomb, scrape
 from PIL import Image
 
 from visionpool.client.wire import Header
@@ -138,6 +138,7 @@ ERRORS = [
     pytest.param(b"x", "image/jpeg", "/predict?threshold=abc", 400, "invalid_parameter", id="threshold not a number"),
     pytest.param(b"x", "image/jpeg", "/predict?top_k=0", 400, "invalid_parameter", id="top_k zero"),
     pytest.param(png_header(60_000, 60_000), "image/png", "/predict", 413, "image_too_large", id="decompression bomb"),
+    pytest.param(scan_bomb(150), "image/jpeg", "/predict", 400, "invalid_image", id="scan bomb"),
 ]
 
 
@@ -154,6 +155,12 @@ def test_truncated_jpeg_is_refused(client: FlaskClient, jpegs: dict[str, bytes])
     response = post(client, jpegs["chelsea"][: len(jpegs["chelsea"]) // 2])
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_image"
     assert "truncated" in response.get_json()["error"]["message"]
+
+
+def test_a_scan_bomb_is_refused_for_its_scans(client: FlaskClient) -> None:
+    """Refused from its markers (it used to be decoded twice, a pass over every pixel per scan, then refused)."""
+    response = post(client, scan_bomb(150))
+    assert response.status_code == 400 and "scans; this worker decodes at most" in response.get_json()["error"]["message"]
 
 
 def test_truncated_png_is_refused(client: FlaskClient, photos) -> None:
