@@ -10,7 +10,7 @@ from helpers import encode, scan_bomb
 from PIL import Image, ImageOps
 
 from visionpool.worker.errors import ImageTooLarge, InvalidImage
-from visionpool.worker.imaging import MAX_SCANS, decode_image, small_jpeg
+from visionpool.worker.imaging import MAX_SCANS, MAX_SEGMENTS, decode_image, small_jpeg
 
 LIMIT = 40_000_000
 
@@ -155,6 +155,18 @@ def test_a_progressive_jpeg_with_more_scans_than_encoders_write_is_refused(photo
     junk = bomb[:2] + b"\x00junk" + bomb[2:]  # bytes between segments, which Pillow skips: counted all the same
     with pytest.raises(InvalidImage, match=f"has {scans} scans"):
         decode_image(junk, max_pixels=LIMIT)
+
+
+def test_a_jpeg_whose_header_never_ends_is_refused(photos) -> None:
+    """Empty comments before the pixels cost a parser in Python per segment (5 million in a 20 MB body took Pillow
+    5 s): refused past MAX_SEGMENTS; a header of hundreds (a large XMP in 64 KB blocks) still decodes."""
+    thumb = encode(np.asarray(Image.fromarray(photos["chelsea"]).resize((96, 96))), "JPEG")
+    padded = thumb[:2] + b"\xff\xfe\x00\x02" * (MAX_SEGMENTS // 2) + thumb[2:]
+    assert decode_image(padded, max_pixels=LIMIT).width == 96 and small_jpeg(padded, max_pixels=LIMIT)
+    endless = thumb[:2] + b"\xff\xfe\x00\x02" * MAX_SEGMENTS + thumb[2:]
+    with pytest.raises(InvalidImage, match="over 1,000 segments before its pixels"):
+        decode_image(endless, max_pixels=LIMIT)
+    assert not small_jpeg(endless, max_pixels=LIMIT)
 
 
 def test_only_a_small_upright_jpeg_is_small(photos) -> None:
