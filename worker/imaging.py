@@ -53,9 +53,14 @@ SMALL_BYTES = 256 * 1024  # and a body no longer than this (a small picture may 
 MAX_SCANS = 100
 PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)  # start-of-frame markers of progressive JPEGs (Huffman, arithmetic)
 SEGMENT = struct.Struct(">BBH")  # a JPEG segment's start: 0xFF, its marker, its length (markers 0xD0-0xD9 have none)
-# Segments before a JPEG's pixels: a camera writes about 10-20, a 20 MB XMP split in 64 KB blocks 320. A body of
-# 5 million empty comments took Pillow's parser 5 s (and this module's walk 1.5 s) holding the GIL: refused.
+# Segments before a JPEG's pixels (a camera writes about 10-20, a 20 MB XMP split in 64 KB blocks 320), chunks before
+# a PNG's, extensions before a GIF's: each costs Pillow's parser Python, under the GIL. A 20 MB body of empty ones
+# took it 5 s (JPEG), 7 s (PNG), 2 s (GIF): refused past this many, read first in C-sized steps.
 MAX_SEGMENTS = 1000
+MAX_GIF_BLOCKS = 100_000  # the data blocks (at most 255 bytes each) of a GIF's extensions before its picture
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length (its data's) and type; 4 bytes of CRC follow the data
+PNG_CHUNK_BYTES = 1024  # a PNG may have MAX_SEGMENTS chunks and one more per this many bytes (libpng writes 8 KB)
 # Our own pixel limit (--max-image-pixels), checked on the header before any pixel is decoded, is the
 # one that must fire, with its own message: Pillow's fixed one (~179 MP in Image.open) is switched off.
 Image.MAX_IMAGE_PIXELS = None
@@ -171,6 +176,41 @@ def _jpeg_header(data: bytes) -> tuple[int, bool]:
     return len(data), True
 
 
+def _check_layout(data: bytes) -> None:
+    """Refuse (InvalidImage) a PNG of more chunks than its size allows, or a GIF whose picture comes after more
+    extensions than MAX_SEGMENTS or data blocks than MAX_GIF_BLOCKS, before Pillow's parser reads them one by one in
+    Python (a JPEG's segments are counted by _jpeg_header; everything past them is read in C)."""
+    if data.startswith(PNG_SIGNATURE):  # Pillow reads every chunk to the end, pixels (IDAT) in steps of a chunk
+        at, most = len(PNG_SIGNATURE), MAX_SEGMENTS + len(data) // PNG_CHUNK_BYTES
+        for _ in range(most):
+            if at + PNG_CHUNK.size > len(data):
+                return
+            length, kind = PNG_CHUNK.unpack_from(data, at)
+            if kind == b"IEND":
+                return
+            at += PNG_CHUNK.size + length + 4
+        raise InvalidImage(
+            f"The PNG is cut into over {most:,} chunks; encoders write a few, and their pixels in chunks of 8 KB or more."
+        )
+    if data.startswith((b"GIF87a", b"GIF89a")) and len(data) >= 13:
+        flags = data[10]
+        at, extensions, blocks = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), 0, 0
+        while at < len(data) and data[at] == 0x21:  # an extension: introducer, label, data blocks up to an empty one
+            extensions += 1
+            at += 2
+            while at < len(data) and blocks <= MAX_GIF_BLOCKS:
+                size = data[at]
+                at += 1 + size
+                blocks += 1
+                if size == 0:
+                    break
+            if extensions > MAX_SEGMENTS or blocks > MAX_GIF_BLOCKS:
+                raise InvalidImage(
+                    f"The GIF has over {MAX_SEGMENTS:,} extensions or {MAX_GIF_BLOCKS:,} data blocks before its "
+                    "picture; encoders write a few."
+                )
+
+
 def _header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a JPEG whose header libjpeg-turbo reads as RGB or grey."""
     if not data.startswith(b"\xff\xd8"):
@@ -183,6 +223,7 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
+    _check_layout(data)
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
