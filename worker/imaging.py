@@ -180,14 +180,18 @@ def _check_layout(data: bytes) -> None:
     """Refuse (InvalidImage) a PNG of more chunks than its size allows, or a GIF whose picture comes after more
     extensions than MAX_SEGMENTS or data blocks than MAX_GIF_BLOCKS, before Pillow's parser reads them one by one in
     Python (a JPEG's segments are counted by _jpeg_header; everything past them is read in C)."""
-    if data.startswith(PNG_SIGNATURE):  # Pillow reads every chunk to the end, pixels (IDAT) in steps of a chunk
+    if data.startswith(PNG_SIGNATURE):  # Pillow reads each chunk to the end (an animation's: to its second frame)
         at, most = len(PNG_SIGNATURE), MAX_SEGMENTS + len(data) // PNG_CHUNK_BYTES
+        frames, pixels = 0, False
         for _ in range(most):
             if at + PNG_CHUNK.size > len(data):
                 return
             length, kind = PNG_CHUNK.unpack_from(data, at)
-            if kind == b"IEND":
+            if kind == b"IEND" or (kind == b"fcTL" and pixels and 1 < frames <= 0x80000000):
                 return
+            if kind == b"acTL" and not pixels and length >= 4:  # an animation, as Pillow reads it: one acTL of 2+ frames
+                frames = int.from_bytes(data[at + 8 : at + 12], "big") if frames == 0 else -1
+            pixels = pixels or kind == b"IDAT"
             at += PNG_CHUNK.size + length + 4
         raise InvalidImage(
             f"The PNG is cut into over {most:,} chunks; encoders write a few, and their pixels in chunks of 8 KB or more."

@@ -191,6 +191,11 @@ def test_a_png_or_gif_cut_into_countless_pieces_is_refused(photos) -> None:
     in_kb = [png_chunk(b"IDAT", pixels[i : i + 1024]) for i in range(0, len(pixels), 1024)]  # an encoder's small steps
     assert len(in_kb) > 2 * MAX_SEGMENTS
     assert decode_image(noise[:33] + b"".join(in_kb) + png_chunk(b"IEND"), max_pixels=LIMIT).width == 1000
+    frames = [Image.fromarray(np.full((16, 16, 3), i % 256, np.uint8)) for i in range(3000)]
+    animation = io.BytesIO()
+    frames[0].save(animation, "PNG", save_all=True, append_images=frames[1:], duration=10)
+    assert animation.getvalue().count(b"fcTL") == 3000  # Pillow reads an animation's chunks up to its second frame
+    assert decode_image(animation.getvalue(), max_pixels=LIMIT).width == 16
     for at in (33, len(png) - 12):  # before the pixels, and between them and the end
         endless = png[:at] + png_chunk(b"abCd") * (MAX_SEGMENTS + len(png) // 1024 + 10) + png[at:]
         with pytest.raises(InvalidImage, match="The PNG is cut into over"):
