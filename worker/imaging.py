@@ -4,9 +4,8 @@ Usage:
     image = decode_image(body, max_pixels=40_000_000, min_size=(300, 300))
 
 The header is read first, so an image over the pixel limit (a decompression
-bomb) is refused before any pixel is decoded, and so is a progressive JPEG with
-more scans than any encoder writes (each is a pass over every pixel, even an
-empty one: a scan bomb). JPEGs are decoded by libjpeg-turbo
+bomb) is refused before any pixel is decoded, and so is a body whose layout would
+cost a decoder far more than its size warrants (layout.py). JPEGs are decoded by libjpeg-turbo
 (simplejpeg) straight to the smallest power-of-two reduction that still covers the
 model's input: a 1920x1080 photo for a 300x300 model never needs full resolution.
 EXIF orientation is applied, so sizes and boxes are in the picture as displayed.
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +22,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageTooLarge, InvalidImage
+from .layout import check_layout
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +46,6 @@ ORIENTATION_MARKS = (b"Exif\x00\x00", b"tiff:Orientation")
 PLAIN_COLORSPACES = ("YCbCr", "RGB", "Gray")  # what libjpeg-turbo decodes as Pillow's RGB and L modes
 SMALL_PIXELS = 128 * 128  # small_jpeg: a thumbnail, a crop, a camera's small frame
 SMALL_BYTES = 256 * 1024  # and a body no longer than this (a small picture may carry a large profile or padding)
-# A progressive JPEG's scans: encoders write about 10 (cjpeg, jpegtran and mozjpeg), cjpeg's scripts at most 100. Each
-# costs libjpeg-turbo a pass over every block, even one with no data: 5,000 empty scans of 10 bytes each (50 KB) on a
-# 4-megapixel picture took 3.8 s of CPU, and a 20 MB body of them would take hours.
-MAX_SCANS = 100
-PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)  # start-of-frame markers of progressive JPEGs (Huffman, arithmetic)
-SEGMENT = struct.Struct(">BBH")  # a JPEG segment's start: 0xFF, its marker, its length (markers 0xD0-0xD9 have none)
-# Segments before a JPEG's pixels (a camera writes about 10-20, a 20 MB XMP split in 64 KB blocks 320), chunks before
-# a PNG's, extensions before a GIF's: each costs Pillow's parser Python, under the GIL. A 20 MB body of empty ones
-# took it 5 s (JPEG), 7 s (PNG), 2 s (GIF): refused past this many, read first in C-sized steps.
-MAX_SEGMENTS = 1000
-MAX_GIF_BLOCKS = 100_000  # the data blocks (at most 255 bytes each) of a GIF's extensions before its picture
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length (its data's) and type; 4 bytes of CRC follow the data
-PNG_CHUNK_BYTES = 1024  # a PNG may have MAX_SEGMENTS chunks and one more per this many bytes (libpng writes 8 KB)
 # Our own pixel limit (--max-image-pixels), checked on the header before any pixel is decoded, is the
 # one that must fire, with its own message: Pillow's fixed one (~179 MP in Image.open) is switched off.
 Image.MAX_IMAGE_PIXELS = None
@@ -77,14 +62,8 @@ class DecodedImage:
 
 def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | None = None) -> DecodedImage:
     """Decode an image; a JPEG may come reduced, but never below ``min_size`` (width, height)."""
-    header = _jpeg_header(data)
-    scans = _too_many_scans(data, header)
-    if scans:
-        raise InvalidImage(
-            f"The JPEG has {scans:,} scans; this worker decodes at most {MAX_SCANS} (encoders write about 10, and "
-            "each scan costs a pass over every pixel)."
-        )
-    plain = _plain_jpeg(data, header, max_pixels, min_size)
+    header_end = check_layout(data)
+    plain = _plain_jpeg(data, header_end, max_pixels, min_size) if header_end is not None else None
     if plain is not None:
         return plain
     image = _open(data, max_pixels)
@@ -100,20 +79,15 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
     return DecodedImage(pixels, width, height)
 
 
-def _plain_jpeg(
-    data: bytes, header: tuple[int, bool], max_pixels: int, min_size: tuple[int, int] | None
-) -> DecodedImage | None:
+def _plain_jpeg(data: bytes, header_end: int, max_pixels: int, min_size: tuple[int, int] | None) -> DecodedImage | None:
     """A JPEG that says nothing of its orientation (so upright: a camera's frames, a browser's or OpenCV's
     encodings), its header read by libjpeg-turbo instead of Pillow's parser (0.02-0.03 CPU-ms a picture in Python,
-    under the lock other requests wait on); None for anything else, or anything odd, which decode_image's other
-    path then answers."""
+    under the lock other requests wait on); None for anything else, which decode_image's other path then answers.
+    InvalidImage for a corrupt one: the other path would only decode it a second time to say the same."""
     size = _header_size(data)
-    if size is None or size[0] * size[1] > max_pixels or not _upright(data, header):
+    if size is None or size[0] * size[1] > max_pixels or not _upright(data, header_end):
         return None
-    try:
-        return DecodedImage(_decode_jpeg(data, *size, min_size, 1), *size)
-    except InvalidImage:
-        return None  # the other path says what is wrong with it, as it always has
+    return DecodedImage(_decode_jpeg(data, *size, min_size, 1), *size)
 
 
 def small_jpeg(data: bytes, max_pixels: int) -> bool:
@@ -125,94 +99,16 @@ def small_jpeg(data: bytes, max_pixels: int) -> bool:
     if size is None or size[0] * size[1] > min(SMALL_PIXELS, max_pixels):
         return False
     try:
-        header = _jpeg_header(data)
+        header_end = check_layout(data)
     except InvalidImage:
         return False  # the request threads refuse it
-    return _upright(data, header) and not _too_many_scans(data, header)
+    return header_end is not None and _upright(data, header_end)
 
 
-def _upright(data: bytes, header: tuple[int, bool]) -> bool:
-    """No EXIF block and no XMP orientation in the segments before the first scan (``_jpeg_header``), the only ones
+def _upright(data: bytes, header_end: int) -> bool:
+    """No EXIF block and no XMP orientation in the segments before the first scan (``check_layout``), the only ones
     Pillow reads: nothing to turn. A photo's compressed pixels (most of its bytes) are not searched."""
-    end, _ = header
-    return all(data.find(mark, 0, end) < 0 for mark in ORIENTATION_MARKS)
-
-
-def _too_many_scans(data: bytes, header: tuple[int, bool]) -> int:
-    """A progressive JPEG's count of scans when it passes MAX_SCANS, else 0. A scan starts with a marker (0xFF 0xDA)
-    that the compressed data cannot hold (its 0xFF bytes are followed by 0x00 or a restart number), so counting them
-    is one search of the body, made for progressive JPEGs alone (sequential ones refuse a second scan)."""
-    end, progressive = header
-    if not progressive:
-        return 0
-    scans = data.count(b"\xff\xda", end if end < len(data) else 0)  # all of it when the header did not walk
-    return scans if scans > MAX_SCANS else 0
-
-
-def _jpeg_header(data: bytes) -> tuple[int, bool]:
-    """Where a JPEG's first scan starts, walking its segments by their lengths as Pillow's parser does, and whether
-    its frame is progressive; for a JPEG that does not walk cleanly (junk between segments, which Pillow skips), the
-    body's length (search all of it) and True (count its scans). InvalidImage past MAX_SEGMENTS."""
-    if not data.startswith(b"\xff\xd8"):
-        return len(data), False
-    at, last, progressive = 2, len(data) - 4, False
-    for _ in range(MAX_SEGMENTS):
-        if at > last:
-            break
-        tag, marker, length = SEGMENT.unpack_from(data, at)
-        if tag != 0xFF:
-            break
-        if marker == 0xDA:  # start of scan
-            return at, progressive
-        if marker == 0xFF:  # a fill byte
-            at += 1
-        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
-            at += 2
-        else:
-            progressive = progressive or marker in PROGRESSIVE_FRAMES
-            at += 2 + length
-    else:
-        raise InvalidImage(f"The JPEG has over {MAX_SEGMENTS:,} segments before its pixels; cameras write about 20.")
-    return len(data), True
-
-
-def _check_layout(data: bytes) -> None:
-    """Refuse (InvalidImage) a PNG of more chunks than its size allows, or a GIF whose picture comes after more
-    extensions than MAX_SEGMENTS or data blocks than MAX_GIF_BLOCKS, before Pillow's parser reads them one by one in
-    Python (a JPEG's segments are counted by _jpeg_header; everything past them is read in C)."""
-    if data.startswith(PNG_SIGNATURE):  # Pillow reads each chunk to the end (an animation's: to its second frame)
-        at, most = len(PNG_SIGNATURE), MAX_SEGMENTS + len(data) // PNG_CHUNK_BYTES
-        frames, pixels = 0, False
-        for _ in range(most):
-            if at + PNG_CHUNK.size > len(data):
-                return
-            length, kind = PNG_CHUNK.unpack_from(data, at)
-            if kind == b"IEND" or (kind == b"fcTL" and pixels and 1 < frames <= 0x80000000):
-                return
-            if kind == b"acTL" and not pixels and length >= 4:  # an animation, as Pillow reads it: one acTL of 2+ frames
-                frames = int.from_bytes(data[at + 8 : at + 12], "big") if frames == 0 else -1
-            pixels = pixels or kind == b"IDAT"
-            at += PNG_CHUNK.size + length + 4
-        raise InvalidImage(
-            f"The PNG is cut into over {most:,} chunks; encoders write a few, and their pixels in chunks of 8 KB or more."
-        )
-    if data.startswith((b"GIF87a", b"GIF89a")) and len(data) >= 13:
-        flags = data[10]
-        at, extensions, blocks = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), 0, 0
-        while at < len(data) and data[at] == 0x21:  # an extension: introducer, label, data blocks up to an empty one
-            extensions += 1
-            at += 2
-            while at < len(data) and blocks <= MAX_GIF_BLOCKS:
-                size = data[at]
-                at += 1 + size
-                blocks += 1
-                if size == 0:
-                    break
-            if extensions > MAX_SEGMENTS or blocks > MAX_GIF_BLOCKS:
-                raise InvalidImage(
-                    f"The GIF has over {MAX_SEGMENTS:,} extensions or {MAX_GIF_BLOCKS:,} data blocks before its "
-                    "picture; encoders write a few."
-                )
+    return all(data.find(mark, 0, header_end) < 0 for mark in ORIENTATION_MARKS)
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
@@ -227,7 +123,6 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    _check_layout(data)
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
