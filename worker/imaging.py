@@ -39,6 +39,8 @@ CONTENT_TYPES = {
     "application/octet-stream": None,  # any of the formats below, told by its bytes
 }
 FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's readers tried (each other one parses a body
+# in Python before it can be refused: 20 MB of EPS lines took 10.9 s; an ICO decoded its PNG with no pixel limit)
 EXIF_ORIENTATION = 0x0112
 # how an EXIF block (APP1) starts, and how XMP (also read by Pillow) names the orientation: either anywhere in a
 # JPEG sends it down Pillow's path
@@ -67,6 +69,8 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
     if plain is not None:
         return plain
     image = _open(data, max_pixels)
+    if image.format == "TIFF":  # Pillow turns a TIFF upright itself as it loads it, and drops its orientation
+        _load(image)
     orientation = _orientation(image)
     width, height = image.size
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
@@ -124,7 +128,7 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)  # no other reader parses a body (an MPO is a JPEG)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         logger.debug("undecodable upload: %s", error)
         raise InvalidImage(
@@ -183,10 +187,18 @@ def _decode_pillow(image: Image.Image, min_size: tuple[int, int] | None, orienta
     if image.format in ("JPEG", "MPO"):
         factor = _reduction(*image.size, min_size, orientation)
         image.draft("RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))
+    _load(image)
+    try:
+        return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
+
+
+def _load(image: Image.Image) -> None:
+    """The first frame's pixels (once: loading again does nothing)."""
     try:
         image.seek(0)
         image.load()
-        return _to_rgb(image)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
 

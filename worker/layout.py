@@ -3,20 +3,24 @@
 Usage:
     header_end = check_layout(body)  # InvalidImage, or where a JPEG's first scan starts (None: not a JPEG)
 
-Pillow parses JPEG segments, PNG chunks, GIF blocks, TIFF directories and strips and BMP runs in Python, a piece at
-a time, under the GIL; libjpeg-turbo makes a pass over every block of a JPEG for each of its scans, empty or not. So a
-body of many empty pieces costs far more than its size warrants. Measured on this project's machine (Xeon, one
-request): 5,000 empty scans (50 KB) on a 4-megapixel JPEG 3.8 s, 5,000 scans of one component each (sequential,
-arithmetic-coded: no decoder complains) 19.7 s; 20 MB of empty JPEG comments 5 s, of empty PNG chunks 7 s, of
-corrupt compressed PNG text 13 s, of empty GIF extensions 2 s; 300,000 TIFF strips (1.8 MB) 1.9 s; 10 MB of
-one-pixel BMP runs 2.9 s. Each is refused here, in microseconds to a few milliseconds, with the reason; what real
-encoders write passes (cameras, phones, browsers, libpng, giflib, libtiff: a few to a few dozen pieces).
+Pillow parses JPEG segments, PNG chunks, GIF blocks, TIFF directories and strips, EXIF numbers and BMP runs in
+Python, a piece at a time, under the GIL; libjpeg-turbo makes a pass over every block of a JPEG for each of its scans,
+empty or not. So a body of many empty pieces costs far more than its size warrants. Measured on this project's machine
+(Xeon, one request): 5,000 empty scans (50 KB) on a 4-megapixel JPEG 3.8 s, 5,000 scans of one component each
+(sequential, arithmetic-coded: no decoder complains) 19.7 s; 20 MB of empty JPEG comments 5 s, of empty PNG chunks
+7 s, of corrupt compressed PNG text 13 s, of empty GIF extensions 2 s; 300,000 TIFF strips (1.8 MB) 1.9 s; 2.4
+million EXIF rationals (20 MB) 5.6-6 s; 300 JPEG frame headers of 64 KB 1.9 s; a 40000x1000 RLE BMP of 5 KB 5.7 s.
+Each is refused here, in microseconds to a few milliseconds, with the reason; what real encoders write passes
+(cameras, phones, browsers, libpng, giflib, libtiff: a few to a few dozen pieces). imaging.py lets no other Pillow
+reader open a body.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections import Counter
+from dataclasses import dataclass
 
 from .errors import InvalidImage
 
@@ -28,6 +32,7 @@ MAX_GIF_BLOCKS = 100_000  # the data blocks (at most 255 bytes each) of a GIF's 
 MAX_PNG_COMPRESSED = 100  # zTXt, iTXt and iCCP chunks: Pillow inflates each (up to 1 MB); encoders write a few
 MAX_FILL_BYTES = 1 << 16  # 0xFF bytes before a JPEG marker (allowed, and rarely more than a few)
 MAX_RLE_BYTES = 1 << 20  # an RLE-compressed BMP's size: Pillow decodes its runs in Python (~0.3 s a MB)
+MAX_RLE_PIXELS = 1 << 20  # and its pixels: Pillow pads every row a byte at a time (40000x1000, 5 KB: 5.7 s)
 
 SEGMENT = struct.Struct(">BBH")  # a JPEG segment's start: 0xFF, its marker, its length (markers 0xD0-0xD9 have none)
 STANDALONE = {*range(0xD0, 0xDA), 0x01}  # restarts, start and end of image, TEM: no length
@@ -40,7 +45,15 @@ NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # past compressed data (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length (its data's) and type; 4 bytes of CRC follow the data
 PNG_COMPRESSED = {b"zTXt", b"iTXt", b"iCCP"}
-TIFF_OFFSETS = {273, 324}  # StripOffsets, TileOffsets: Pillow makes a piece of work of each (uncompressed)
+MAX_EXIF_BYTES = 256 * 1024  # an EXIF block in a PNG or WebP (Pillow parses it for the orientation; a JPEG's is 64 KB)
+TIFF_PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")  # Pillow's
+TIFF_PIECES = (273, 279, 324, 325)  # strip and tile offsets and byte counts: Pillow works a piece at a time on raw ones
+MAX_TIFF_STRIPS = 1_000_000  # compressed ones go to libtiff in one call (a million one-row strips: 0.18 s)
+TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT ... IFD8: a Python object per value
+MAX_TIFF_VALUES = 65536  # a number tag's values (a GeoTIFF's tie points run to thousands; a rational bomb to millions)
+TIFF_PALETTE = 320  # a ColorMap: 3 x 2^bits values
+TIFF_SUBDIRECTORIES = (34665, 34853, 40965)  # EXIF, GPS, interoperability: Pillow reads them as it loads
+TIFF_INTEROP = 40965
 
 
 def check_layout(data: bytes) -> int | None:
@@ -53,15 +66,17 @@ def check_layout(data: bytes) -> int | None:
         _png(data)
     elif data.startswith((b"GIF87a", b"GIF89a")):
         _gif(data)
-    elif data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+    elif data.startswith(TIFF_PREFIXES):
         _tiff(data)
+    elif data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        _webp(data)
     elif data.startswith(b"BM"):
         _bmp(data)
     return None
 
 
 def _jpeg(data: bytes) -> int:
-    at, components, progressive, fill = 2, 0, False, 0
+    at, components, progressive, fill, seen = 2, 0, False, 0, Counter[int | str]()  # segments of each marker
     for _ in range(MAX_SEGMENTS):
         if at + SEGMENT.size > len(data):
             return len(data)  # no scan: the decoders say what is wrong with it
@@ -85,6 +100,8 @@ def _jpeg(data: bytes) -> int:
                 "Arithmetic-coded JPEGs are not supported (browsers and cameras do not write them); send a "
                 "Huffman-coded JPEG (what every encoder writes by default) or a PNG."
             )
+        seen[marker] += 1
+        _jpeg_segment(data, at, marker, length, seen)
         if marker in FRAMES and at + 10 <= len(data):
             components, progressive = data[at + 9], marker in PROGRESSIVE
         if marker == 0xDA:  # the first scan: more may follow unless it holds every component of a sequential frame
@@ -93,6 +110,23 @@ def _jpeg(data: bytes) -> int:
             return at
         at += 2 + length
     raise InvalidImage(f"The JPEG has over {MAX_SEGMENTS:,} segments before its pixels; cameras write about 20.")
+
+
+def _jpeg_segment(data: bytes, at: int, marker: int, length: int, seen: Counter[int | str]) -> None:
+    """The segments Pillow parses piece by piece in Python, bounded by what libjpeg accepts or cameras write: one
+    frame header of its exact size, quantisation tables of their size, a few Exif (which Pillow joins) and Photoshop
+    blocks."""
+    if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+        seen["exif"] += 1
+    too_many = sum(seen[frame] for frame in FRAMES) > 1 or seen[0xDB] > 8 or seen[0xED] > 16 or seen["exif"] > 2
+    wrong_size = (marker in FRAMES and at + 10 <= len(data) and length != 8 + 3 * data[at + 9]) or (
+        marker == 0xDB and length > 2 + 4 * 129
+    )
+    if too_many or wrong_size:
+        raise InvalidImage(
+            f"The JPEG's header has a segment (marker 0x{marker:02X}) that no encoder writes so often or so long: "
+            "at most one frame header, 8 quantisation segments, 2 Exif and 16 Photoshop blocks."
+        )
 
 
 def _scans(data: bytes, at: int) -> None:
@@ -130,6 +164,8 @@ def _png(data: bytes) -> None:
             return
         if kind == b"acTL" and not pixels and length >= 4:  # an animation, as Pillow takes it: one acTL of 2+ frames
             frames = int.from_bytes(data[at + 8 : at + 12], "big") if frames == 0 else -1
+        if kind == b"eXIf" and length > MAX_EXIF_BYTES:
+            raise InvalidImage(f"The PNG's EXIF block is over {MAX_EXIF_BYTES >> 10} KB; cameras write at most 64.")
         compressed += kind in PNG_COMPRESSED
         if compressed > MAX_PNG_COMPRESSED:
             raise InvalidImage(
@@ -171,33 +207,81 @@ def _gif(data: bytes) -> None:
 
 
 def _tiff(data: bytes) -> None:
-    """The first directory (the picture Pillow opens): its tags, and its strips or tiles."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
-    head, count, entry = (struct.Struct(order + "Q"), struct.Struct(order + "Q"), struct.Struct(order + "HHQ")) if big \
-        else (struct.Struct(order + "I"), struct.Struct(order + "H"), struct.Struct(order + "HHI"))  # fmt: skip
-    where = 8 if big else 4
-    if where + head.size > len(data):
+    """The first directory (the picture Pillow opens) and the EXIF, GPS and interoperability ones it reads as it
+    loads: their tags, each number tag's count (Pillow makes an object of each value), the strips or tiles."""
+    layout = TiffLayout("<" if data[:2] == b"II" else ">", data[2] == 0x2B)  # as Pillow tells a BigTIFF
+    where, size = (8, 8) if layout.big else (4, 4)  # the first directory's offset
+    if where + size > len(data):
         return
-    (at,) = head.unpack_from(data, where)
+    first = int.from_bytes(data[where : where + size], "little" if layout.order == "<" else "big")
+    entries = _tiff_directory(data, first, layout)
+    compressed = entries.get(259, (3, 1, 1))[2] != 1
+    most = MAX_TIFF_STRIPS if compressed else MAX_SEGMENTS + len(data) // PIECE_BYTES
+    for tag in TIFF_PIECES:
+        if entries.get(tag, (0, 0, 0))[1] > most:
+            raise InvalidImage(
+                f"The TIFF is cut into {entries[tag][1]:,} strips or tiles; encoders write one per 8 KB or more."
+            )
+    for tag in TIFF_SUBDIRECTORIES:
+        if tag in entries:
+            inner = _tiff_directory(data, entries[tag][2], layout)
+            if TIFF_INTEROP in inner:
+                _tiff_directory(data, inner[TIFF_INTEROP][2], layout)
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """How a TIFF writes its numbers: byte order, and classic (4-byte offsets) or BigTIFF (8-byte)."""
+
+    order: str  # "<" or ">", for struct
+    big: bool
+
+
+def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple[int, int, int]]:
+    """The directory at ``at``: tag -> (type, count, value or offset), refused past MAX_SEGMENTS tags or with a
+    number tag of more than MAX_TIFF_VALUES values (strips, tiles and a palette have their own bounds)."""
+    count = struct.Struct(layout.order + ("Q" if layout.big else "H"))
+    entry = struct.Struct(layout.order + ("HHQQ" if layout.big else "HHII"))
     if at + count.size > len(data):
-        return
+        return {}
     (tags,) = count.unpack_from(data, at)
     if tags > MAX_SEGMENTS:
         raise InvalidImage(f"The TIFF's directory has {tags:,} tags; files carry a few dozen.")
-    most = MAX_SEGMENTS + len(data) // PIECE_BYTES
-    step = 20 if big else 12
-    for first in range(at + count.size, min(at + count.size + tags * step, len(data) - entry.size + 1), step):
-        tag, _, values = entry.unpack_from(data, first)
-        if tag in TIFF_OFFSETS and values > most:
-            raise InvalidImage(f"The TIFF is cut into {values:,} strips or tiles; encoders write one per 8 KB or more.")
+    entries = {}
+    for start in range(at + count.size, min(at + count.size + tags * entry.size, len(data) - entry.size + 1),
+                       entry.size):  # fmt: skip
+        tag, kind, values, value = entry.unpack_from(data, start)
+        if kind == 3 and values == 1:  # one SHORT, kept in the first two bytes of the field
+            value = value >> (48 if layout.big else 16) if layout.order == ">" else value & 0xFFFF
+        entries[tag] = (kind, values, value)
+        limit = 3 * 65536 if tag == TIFF_PALETTE else MAX_TIFF_VALUES
+        if kind in TIFF_NUMBERS and tag not in TIFF_PIECES and values > limit:
+            raise InvalidImage(f"The TIFF's tag {tag} holds {values:,} numbers; files hold a few.")
+    return entries
 
 
 def _bmp(data: bytes) -> None:
+    """An RLE-compressed BMP: Pillow decodes its runs, and pads each row, one by one in Python."""
     if len(data) >= 34 and int.from_bytes(data[14:18], "little") >= 40:
+        width, height = abs(int.from_bytes(data[18:22], "little", signed=True)), abs(
+            int.from_bytes(data[22:26], "little", signed=True)
+        )
         compression = int.from_bytes(data[30:34], "little")
-        if compression in (1, 2) and len(data) > MAX_RLE_BYTES:  # RLE8, RLE4
+        if compression in (1, 2) and (len(data) > MAX_RLE_BYTES or width * height > MAX_RLE_PIXELS):  # RLE8, RLE4
             raise InvalidImage(
-                f"An RLE-compressed BMP may be at most {MAX_RLE_BYTES // (1 << 20)} MB here (its runs are decoded one "
-                "by one); send it as PNG."
+                f"An RLE-compressed BMP may be at most {MAX_RLE_BYTES >> 20} MB and {MAX_RLE_PIXELS >> 20} megapixel "
+                "here (its runs are decoded one by one); send it as PNG."
             )
+
+
+def _webp(data: bytes) -> None:
+    """The chunks of a WebP (libwebp reads them in C), for its EXIF block, which Pillow parses in Python."""
+    at, most = 12, MAX_SEGMENTS + len(data) // PIECE_BYTES
+    for _ in range(most):
+        if at + 8 > len(data):
+            return
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if data[at : at + 4] == b"EXIF" and size > MAX_EXIF_BYTES:
+            raise InvalidImage(f"The WebP's EXIF block is over {MAX_EXIF_BYTES >> 10} KB; cameras write at most 64.")
+        at += 8 + size + (size & 1)
+    raise InvalidImage(f"The WebP is cut into over {most:,} chunks.")

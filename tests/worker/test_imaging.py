@@ -113,6 +113,17 @@ def test_orientation_is_read_where_pillow_reads_it(photos) -> None:
     assert not small_jpeg(thumb[:2] + b"\xff\xfe\x00\x12tiff:Orientation" + thumb[2:], max_pixels=1_000_000)
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_tiff_is_turned_once(photos, orientation: int) -> None:
+    """Pillow turns a TIFF upright itself as it loads it: turning it again showed it a quarter or half too far."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    png = encode(photos["chelsea"], "PNG", exif=exif.tobytes())
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(png))).convert("RGB"))
+    decoded = decode_image(encode(photos["chelsea"], "TIFF", exif=exif.tobytes()), max_pixels=LIMIT)
+    assert (decoded.height, decoded.width) == shown.shape[:2] and np.array_equal(decoded.pixels, shown)
+
+
 def test_large_jpeg_decodes_reduced_but_reports_its_full_size(photos) -> None:
     big = np.asarray(Image.fromarray(photos["astronaut"]).resize((1920, 1080)))
     decoded = decode_image(encode(big, "JPEG"), max_pixels=LIMIT, min_size=(300, 300))

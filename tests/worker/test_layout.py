@@ -160,7 +160,87 @@ def bmp_rle8(width: int, height: int, runs: bytes) -> bytes:
 
 
 def test_a_large_rle_bmp_is_refused() -> None:
-    """Pillow decodes an RLE BMP's runs one by one in Python."""
+    """Pillow decodes an RLE BMP's runs, and pads its rows, one by one in Python."""
     small = bmp_rle8(4, 2, b"\x04\x05\x00\x00\x04\x07\x00\x01")  # two rows of four, end of picture
     assert decode_image(small, max_pixels=LIMIT).width == 4
-    refused(bmp_rle8(4000, 2500, b"\x01\x05" * (MAX_RLE_BYTES // 2) + b"\x00\x01"), "RLE-compressed BMP may be at most")
+    refused(bmp_rle8(1000, 1000, b"\x01\x05" * (MAX_RLE_BYTES // 2) + b"\x00\x01"), "RLE-compressed BMP may be at most")
+    refused(bmp_rle8(40000, 1000, b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"), "RLE-compressed BMP may be at most")
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n" + b"x\n" * 100_000, id="eps"),
+    pytest.param(b"**\n" * 100_000, id="imt"),
+    pytest.param(b"P6" + b" " * 100_000 + b"1 1 255\n\x00\x00\x00", id="ppm"),
+    pytest.param(b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\x00" * 44
+                 + struct.pack("<2I4s5I", 32, 0, b"\x00" * 4, 0, 0, 0, 0, 0) + b"\x00" * 84, id="dds"),
+])  # fmt: skip
+def test_no_other_reader_parses_a_body(body: bytes) -> None:
+    """Pillow's other readers parse a body in Python before its format can be refused (20 MB of EPS lines: 10.9 s),
+    or fail with errors of their own (a DDS: NotImplementedError, a 500)."""
+    refused(body, "not an image this worker can decode")
+
+
+def test_an_ico_is_not_opened(photos) -> None:
+    """An ICO's reader decodes the PNG inside it while opening, with no pixel limit."""
+    png = encode(photos["chelsea"], "PNG")
+    ico = b"\x00\x00\x01\x00\x01\x00" + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 22) + png
+    refused(ico, "not an image this worker can decode")
+
+
+def tiff_entries(prefix: bytes, entries: list[tuple[int, int, int, int]], big: bool = False) -> bytes:
+    """A TIFF of one directory (little-endian unless the prefix says otherwise), its values inline."""
+    order = ">" if prefix[:2] == b"MM" else "<"
+    head, count, entry = ("HHQ", "Q", "HHQQ") if big else ("I", "H", "HHII")
+    first = struct.pack(order + head, *((8, 0, 16) if big else (8,)))
+    return prefix + first + struct.pack(order + count, len(entries)) + b"".join(
+        struct.pack(order + entry, *e) for e in entries
+    )
+
+
+def test_every_tiff_header_pillow_reads_is_checked() -> None:
+    strips = tiff_of_strips(20_000)
+    for prefix in (b"II\x00*", b"II*\x00"):  # both are little-endian TIFFs to Pillow
+        refused(prefix + strips[4:], "cut into 20,000 strips")
+    size = [(256, 4, 1, 1), (257, 4, 1, 1)]
+    refused(tiff_entries(b"MM\x00+", [*size, (282, 5, 100_000, 8)]), "tag 282 holds 100,000 numbers")  # classic, BE
+    refused(tiff_entries(b"II+\x00", [*size, (282, 5, 100_000, 16)], big=True), "tag 282 holds 100,000 numbers")
+    exif_at = 16 + 8 + 3 * 20 + 8  # a BigTIFF's EXIF directory, past the first one, claiming 5,000 tags
+    body = tiff_entries(b"II+\x00", [*size, (34665, 4, 1, exif_at)], big=True) + bytes(8) + struct.pack("<Q", 5000)
+    refused(body, "directory has 5,000 tags")
+
+
+def test_a_compressed_tiff_may_have_a_strip_per_row(photos) -> None:
+    """libtiff reads compressed strips in one call: what libtiff writes by default (8 KB strips) decodes."""
+    page = np.full((3000, 4000, 3), 255, np.uint8)
+    page[::50] = 0
+    data = encode(page, "TIFF", compression="tiff_adobe_deflate", strip_size=8192)
+    assert len(Image.open(io.BytesIO(data)).tag_v2[273]) == 3000 and len(data) < 1_000_000  # strips, under a MB
+    assert decode_image(data, max_pixels=LIMIT).width == 4000
+
+
+def test_exif_blocks_pillow_parses_are_bounded(photos) -> None:
+    """Pillow makes an object of each number in an EXIF block it reads for the orientation."""
+    big = b"Exif\x00\x00" + bytes(300_000)
+    small = Image.Exif()
+    small[0x0112] = 1
+    for fmt in ("PNG", "WEBP"):
+        assert decode_image(encode(photos["chelsea"], fmt, exif=small.tobytes()), max_pixels=LIMIT).width == 451
+        refused(encode(photos["chelsea"], fmt, exif=big), f"The {fmt.replace('WEBP', 'WebP')}'s EXIF block is over")
+    jpeg = thumbnail(photos, exif=small.tobytes())
+    app1 = jpeg.index(b"\xff\xe1")
+    segment = jpeg[app1 : app1 + 2 + int.from_bytes(jpeg[app1 + 2 : app1 + 4], "big")]
+    assert decode_image(jpeg[:app1] + segment + jpeg[app1:], max_pixels=LIMIT).width == 96  # two: Pillow joins them
+    refused(jpeg[:app1] + segment * 2 + jpeg[app1:], "no encoder writes so often or so long")
+
+
+def test_jpeg_segments_pillow_parses_are_bounded(photos) -> None:
+    """One frame header of its size, quantisation tables of theirs, a few Photoshop blocks: 300 of 64 KB each took
+    Pillow 1-1.9 s."""
+    jpeg = thumbnail(photos)
+    sof = jpeg.index(b"\xff\xc0")
+    frame = jpeg[sof : sof + 2 + int.from_bytes(jpeg[sof + 2 : sof + 4], "big")]
+    refused(jpeg[:sof] + frame + jpeg[sof:], "no encoder writes so often or so long")  # two frame headers
+    refused(jpeg[:2] + b"\xff\xdb" + struct.pack(">H", 1000) + bytes(998) + jpeg[2:], "so often or so long")
+    photoshop = b"\xff\xed\x00\x12Photoshop 3.0\x00\x00\x00"
+    assert decode_image(jpeg[:2] + photoshop * 16 + jpeg[2:], max_pixels=LIMIT).width == 96
+    refused(jpeg[:2] + photoshop * 17 + jpeg[2:], "16 Photoshop blocks")
