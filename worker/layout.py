@@ -52,6 +52,7 @@ MAX_TIFF_STRIPS = 1_000_000  # compressed ones go to libtiff in one call (a mill
 TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT ... IFD8: a Python object per value
 MAX_TIFF_VALUES = 65536  # a number tag's values (a GeoTIFF's tie points run to thousands; a rational bomb to millions)
 TIFF_PALETTE = 320  # a ColorMap: 3 x 2^bits values
+TIFF_INLINE = {3: 2, 4: 4, 13: 4, 16: 8, 18: 8}  # SHORT, LONG, IFD, LONG8, IFD8: bytes of one value
 TIFF_SUBDIRECTORIES = (34665, 34853, 40965)  # EXIF, GPS, interoperability: Pillow reads them as it loads
 TIFF_INTEROP = 40965
 
@@ -251,8 +252,10 @@ def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple
     for start in range(at + count.size, min(at + count.size + tags * entry.size, len(data) - entry.size + 1),
                        entry.size):  # fmt: skip
         tag, kind, values, value = entry.unpack_from(data, start)
-        if kind == 3 and values == 1:  # one SHORT, kept in the first two bytes of the field
-            value = value >> (48 if layout.big else 16) if layout.order == ">" else value & 0xFFFF
+        width = TIFF_INLINE.get(kind, 0)
+        if width and values == 1:  # one number, kept in the first bytes of the field
+            unused = 8 * ((8 if layout.big else 4) - width)
+            value = value >> unused if layout.order == ">" else value & ((1 << 8 * width) - 1)
         entries[tag] = (kind, values, value)
         limit = 3 * 65536 if tag == TIFF_PALETTE else MAX_TIFF_VALUES
         if kind in TIFF_NUMBERS and tag not in TIFF_PIECES and values > limit:
