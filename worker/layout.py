@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections import Counter
 from dataclasses import dataclass
 
 from .errors import InvalidImage
@@ -40,6 +39,8 @@ NO_LENGTH_FOR_PILLOW = {0x00, 0xC8, *range(0xF0, 0xFE)}  # junk or reserved: lib
 FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
 PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+COUNTED = {**dict.fromkeys(FRAMES, 0), 0xDB: 1, 0xED: 2}  # frame headers, quantisation tables, Photoshop; 3: Exif
+COUNTED_LIMITS = (1, 8, 16, 2)
 FILL = re.compile(rb"\xff+")
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # past compressed data (0xFF 0x00: a data byte; 0xD0-7: restart)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,7 +78,7 @@ def check_layout(data: bytes) -> int | None:
 
 
 def _jpeg(data: bytes) -> int:
-    at, components, progressive, fill, seen = 2, 0, False, 0, Counter[int | str]()  # segments of each marker
+    at, components, progressive, fill, counts = 2, 0, False, 0, [0] * len(COUNTED_LIMITS)
     for _ in range(MAX_SEGMENTS):
         if at + SEGMENT.size > len(data):
             return len(data)  # no scan: the decoders say what is wrong with it
@@ -101,8 +102,7 @@ def _jpeg(data: bytes) -> int:
                 "Arithmetic-coded JPEGs are not supported (browsers and cameras do not write them); send a "
                 "Huffman-coded JPEG (what every encoder writes by default) or a PNG."
             )
-        seen[marker] += 1
-        _jpeg_segment(data, at, marker, length, seen)
+        _jpeg_segment(data, at, marker, length, counts)
         if marker in FRAMES and at + 10 <= len(data):
             components, progressive = data[at + 9], marker in PROGRESSIVE
         if marker == 0xDA:  # the first scan: more may follow unless it holds every component of a sequential frame
@@ -113,17 +113,18 @@ def _jpeg(data: bytes) -> int:
     raise InvalidImage(f"The JPEG has over {MAX_SEGMENTS:,} segments before its pixels; cameras write about 20.")
 
 
-def _jpeg_segment(data: bytes, at: int, marker: int, length: int, seen: Counter[int | str]) -> None:
+def _jpeg_segment(data: bytes, at: int, marker: int, length: int, counts: list[int]) -> None:
     """The segments Pillow parses piece by piece in Python, bounded by what libjpeg accepts or cameras write: one
     frame header of its exact size, quantisation tables of their size, a few Exif (which Pillow joins) and Photoshop
-    blocks."""
-    if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
-        seen["exif"] += 1
-    too_many = sum(seen[frame] for frame in FRAMES) > 1 or seen[0xDB] > 8 or seen[0xED] > 16 or seen["exif"] > 2
-    wrong_size = (marker in FRAMES and at + 10 <= len(data) and length != 8 + 3 * data[at + 9]) or (
-        marker == 0xDB and length > 2 + 4 * 129
+    blocks. ``counts``: how many of each (COUNTED's slots) so far."""
+    slot = (3 if data.startswith(b"Exif\x00\x00", at + 4) else None) if marker == 0xE1 else COUNTED.get(marker)
+    if slot is None:
+        return
+    counts[slot] += 1
+    wrong_size = (slot == 0 and at + 10 <= len(data) and length != 8 + 3 * data[at + 9]) or (
+        slot == 1 and length > 2 + 4 * 129
     )
-    if too_many or wrong_size:
+    if counts[slot] > COUNTED_LIMITS[slot] or wrong_size:
         raise InvalidImage(
             f"The JPEG's header has a segment (marker 0x{marker:02X}) that no encoder writes so often or so long: "
             "at most one frame header, 8 quantisation segments, 2 Exif and 16 Photoshop blocks."
