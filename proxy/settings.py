@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from visionpool.serving.options import option
 from visionpool.discovery.consul import split_url
+from visionpool.serving.options import option
 from visionpool.serving.settings import ServiceSettings, kv_key
 
 

@@ -36,10 +36,7 @@ from visionpool.client import wire
 from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools import overhead
-from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total
 from visionpool.tools.limits import cpu_costs, engine_limit, inference_limit
-from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.tools.loadgen import (
     Measurement,
     on_this_machine,
@@ -48,6 +45,9 @@ from visionpool.tools.loadgen import (
     table,
     triton_loop,
 )
+from visionpool.tools.peer import serve_peer
+from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total
+from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.worker.engines import host_cores
 
 SOAK_CHECKPOINT = 1_000

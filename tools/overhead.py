@@ -130,7 +130,8 @@ def measure(
                                      f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
                 pipeline_ms = None
                 if stages is not None:  # over the warm-up and the measured seconds
-                    spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages))
+                    now = _pipeline_seconds(url)
+                    spent, images_done = (after - before for after, before in zip(now, stages, strict=True))
                     pipeline_ms = round(1000 * spent / images_done, 3) if images_done else None
                 rows.append({"server": name, "versions": versions, "concurrency": concurrency,
                              "images_per_s": row["images_per_s"], "errors": row["errors"],

@@ -28,12 +28,12 @@ from visionpool.serving.tickets import Tickets
 
 from . import create_app
 from .announce import Announcer
+from .fast import direct_predict
+from .fronts import EngineHub, Fronts
 from .metrics import METRICS
 from .models import get_models
 from .settings import WorkerSettings
 from .v2_grpc import start_grpc
-from .fast import direct_predict
-from .fronts import EngineHub, Fronts
 from .wsgi import ticket_guard, wsgi_app
 
 logger = logging.getLogger(__name__)

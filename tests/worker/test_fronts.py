@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import mmap
-import queue
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -29,10 +29,10 @@ from typing import TypeVar
 import numpy as np
 import pytest
 import requests
-
 from graphs import TASK_MODELS, task_repository
 from helpers import encode, sample, scrape, wait_until, write_sleepy_model, write_slow_loading_model
 from pools import secured_pool
+
 from visionpool.client.wire import Header
 from visionpool.worker import WorkerSettings, create_app
 from visionpool.worker.errors import Overloaded, ServiceError

@@ -24,10 +24,9 @@ from PIL import Image
 
 from visionpool.client.wire import Header
 from visionpool.serving.frontdoor import FrontDoor, Limits
+from visionpool.worker.engines import host_cores
 from visionpool.worker.fast import direct_predict
 from visionpool.worker.wsgi import wsgi_app
-
-from visionpool.worker.engines import host_cores
 
 # What SSD MobileNet v2 finds in scikit-image's photos, drawn around the object by eye and
 # confirmed by the model: boxes must land within IoU 0.8 of these.
@@ -294,7 +293,9 @@ def test_an_answer_is_the_flask_routes_to_the_byte_that_matters(onnx_app: Flask,
 
 
 @pytest.mark.parametrize(("data", "content_type", "path", "status", "code"), ERRORS)
-def test_every_refusal_is_the_flask_routes(onnx_app: Flask, served: str, data, content_type, path, status, code) -> None:
+def test_every_refusal_is_the_flask_routes(
+    onnx_app: Flask, served: str, data, content_type, path, status, code
+) -> None:
     flask = flask_answer(onnx_app, path, data, content_type, "id-2")
     fast = door_answer(served, path, data, content_type, "id-2")
     assert fast == flask and fast[0] == status and fast[1]["error"]["code"] == code
@@ -306,7 +307,9 @@ def test_it_counts_and_logs_as_the_flask_route(served: str, jpegs, caplog: pytes
     with caplog.at_level(logging.INFO, logger="visionpool.worker.requests"):
         answer = requests.post(served + "/predict", data=jpegs["chelsea"], headers={"Content-Type": "image/jpeg"})
     assert answer.status_code == 200
-    after = sample(scrape(served), "visionpool_worker_requests_total", model="ssd-mobilenet-v2", status="200", outcome="ok")
+    after = sample(
+        scrape(served), "visionpool_worker_requests_total", model="ssd-mobilenet-v2", status="200", outcome="ok"
+    )
     assert after == before + 1
     [line] = [r for r in caplog.records if getattr(r, "request_id", None) == answer.headers[Header.REQUEST_ID]]
     assert line.status == 200 and line.model == "ssd-mobilenet-v2"  # type: ignore[attr-defined]
