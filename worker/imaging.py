@@ -22,7 +22,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageTooLarge, InvalidImage
-from .layout import check_layout
+from .layout import MAX_EXIF_BYTES, check_layout
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +129,15 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)  # no other reader parses a body (an MPO is a JPEG)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, OverflowError) as error:
         logger.debug("undecodable upload: %s", error)
         raise InvalidImage(
             "The body is not an image this worker can decode (JPEG, PNG, WebP, BMP, GIF or TIFF)."
         ) from None
     if image.format not in FORMATS:
         raise InvalidImage(f"{image.format} images are not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF.")
+    if len(image.info.get("exif") or b"") > MAX_EXIF_BYTES:  # Pillow makes an object of each number in it
+        raise InvalidImage(f"The image's EXIF block is over {MAX_EXIF_BYTES >> 10} KB; cameras write at most 64.")
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -190,7 +192,7 @@ def _decode_pillow(image: Image.Image, min_size: tuple[int, int] | None, orienta
     _load(image)
     try:
         return _to_rgb(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, OverflowError) as error:
         raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
 
 
@@ -199,7 +201,7 @@ def _load(image: Image.Image) -> None:
     try:
         image.seek(0)
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, OverflowError) as error:
         raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
 
 

@@ -9,8 +9,8 @@ empty or not. So a body of many empty pieces costs far more than its size warran
 (Xeon, one request): 5,000 empty scans (50 KB) on a 4-megapixel JPEG 3.8 s, 5,000 scans of one component each
 (sequential, arithmetic-coded: no decoder complains) 19.7 s; 20 MB of empty JPEG comments 5 s, of empty PNG chunks
 7 s, of corrupt compressed PNG text 13 s, of empty GIF extensions 2 s; 300,000 TIFF strips (1.8 MB) 1.9 s; 2.4
-million EXIF rationals (20 MB) 5.6-6 s; 300 JPEG frame headers of 64 KB 1.9 s; a 40000x1000 RLE BMP of 5 KB 5.7 s.
-Each is refused here, in microseconds to a few milliseconds, with the reason; what real encoders write passes
+million EXIF rationals (20 MB) 5.6-6 s, or 38 tags of 65,536 shared by EXIF and GPS 7-11 s; 300 JPEG frame headers
+of 64 KB 1.9 s; a 40000x1000 RLE BMP of 5 KB 5.7 s. Each is refused here, in microseconds to a few milliseconds, with the reason; what real encoders write passes
 (cameras, phones, browsers, libpng, giflib, libtiff: a few to a few dozen pieces). imaging.py lets no other Pillow
 reader open a body.
 """
@@ -25,7 +25,7 @@ from .errors import InvalidImage
 
 MAX_SEGMENTS = 1000  # JPEG segments, PNG chunks, GIF extensions, TIFF tags (cameras write 10-50; a 20 MB XMP in 64 KB
 # blocks, 320)
-PIECE_BYTES = 1024  # and, for PNG chunks and TIFF strips, one more per this many bytes of body (libpng writes 8 KB)
+PIECE_BYTES = 1024  # and, for PNG chunks, one more per this many bytes of body (libpng writes 8 KB)
 MAX_SCANS = 100  # a JPEG's scans: encoders write 1-10 (progressive), cjpeg's scan scripts allow at most 100
 MAX_GIF_BLOCKS = 100_000  # the data blocks (at most 255 bytes each) of a GIF's extensions before its picture
 MAX_PNG_COMPRESSED = 100  # zTXt, iTXt and iCCP chunks: Pillow inflates each (up to 1 MB); encoders write a few
@@ -46,12 +46,14 @@ NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # past compressed data (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK = struct.Struct(">I4s")  # a chunk's length (its data's) and type; 4 bytes of CRC follow the data
 PNG_COMPRESSED = {b"zTXt", b"iTXt", b"iCCP"}
-MAX_EXIF_BYTES = 256 * 1024  # an EXIF block in a PNG or WebP (Pillow parses it for the orientation; a JPEG's is 64 KB)
+MAX_EXIF_BYTES = 256 * 1024  # an EXIF block Pillow parses for the orientation (a JPEG's is 64 KB; imaging checks the
+# one a WebP's reader found, which libwebp finds in C)
 TIFF_PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")  # Pillow's
 TIFF_PIECES = (273, 279, 324, 325)  # strip and tile offsets and byte counts: Pillow works a piece at a time on raw ones
 MAX_TIFF_STRIPS = 1_000_000  # compressed ones go to libtiff in one call (a million one-row strips: 0.18 s)
-TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT ... IFD8: a Python object per value
-MAX_TIFF_VALUES = 65536  # a number tag's values (a GeoTIFF's tie points run to thousands; a rational bomb to millions)
+TIFF_NUMBERS = {3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT ... IFD8: a Python object per value
+MAX_TIFF_VALUES = 65536  # a number tag's values, raw strips (6 us each), EXIF and GPS numbers (a bomb: millions)
+TIFF_UNREAD = {33922, 34264}  # GeoTIFF tie points and transformation: tens of thousands, never unpacked by Pillow
 TIFF_PALETTE = 320  # a ColorMap: 3 x 2^bits values
 TIFF_INLINE = {3: 2, 4: 4, 13: 4, 16: 8, 18: 8}  # SHORT, LONG, IFD, LONG8, IFD8: bytes of one value
 TIFF_SUBDIRECTORIES = (34665, 34853, 40965)  # EXIF, GPS, interoperability: Pillow reads them as it loads
@@ -70,8 +72,6 @@ def check_layout(data: bytes) -> int | None:
         _gif(data)
     elif data.startswith(TIFF_PREFIXES):
         _tiff(data)
-    elif data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        _webp(data)
     elif data.startswith(b"BM"):
         _bmp(data)
     return None
@@ -218,17 +218,17 @@ def _tiff(data: bytes) -> None:
     first = int.from_bytes(data[where : where + size], "little" if layout.order == "<" else "big")
     entries = _tiff_directory(data, first, layout)
     compressed = entries.get(259, (3, 1, 1))[2] != 1
-    most = MAX_TIFF_STRIPS if compressed else MAX_SEGMENTS + len(data) // PIECE_BYTES
+    most = MAX_TIFF_STRIPS if compressed else MAX_TIFF_VALUES
     for tag in TIFF_PIECES:
         if entries.get(tag, (0, 0, 0))[1] > most:
             raise InvalidImage(
-                f"The TIFF is cut into {entries[tag][1]:,} strips or tiles; encoders write one per 8 KB or more."
+                f"The TIFF is cut into {entries[tag][1]:,} strips or tiles; this worker reads at most {most:,}."
             )
-    for tag in TIFF_SUBDIRECTORIES:
-        if tag in entries:
-            inner = _tiff_directory(data, entries[tag][2], layout)
-            if TIFF_INTEROP in inner:
-                _tiff_directory(data, inner[TIFF_INTEROP][2], layout)
+    inner = [_tiff_directory(data, entries[tag][2], layout) for tag in TIFF_SUBDIRECTORIES if tag in entries]
+    inner += [_tiff_directory(data, d[TIFF_INTEROP][2], layout) for d in inner[:1] if TIFF_INTEROP in d]
+    numbers = sum(values for d in inner for kind, values, _ in d.values() if kind in TIFF_NUMBERS)
+    if numbers > MAX_TIFF_VALUES:  # each read in full, every time it is pointed at
+        raise InvalidImage(f"The TIFF's EXIF and GPS directories hold {numbers:,} numbers; cameras write hundreds.")
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple
             value = value >> unused if layout.order == ">" else value & ((1 << 8 * width) - 1)
         entries[tag] = (kind, values, value)
         limit = 3 * 65536 if tag == TIFF_PALETTE else MAX_TIFF_VALUES
-        if kind in TIFF_NUMBERS and tag not in TIFF_PIECES and values > limit:
+        if kind in TIFF_NUMBERS and tag not in TIFF_PIECES and tag not in TIFF_UNREAD and values > limit:
             raise InvalidImage(f"The TIFF's tag {tag} holds {values:,} numbers; files hold a few.")
     return entries
 
@@ -276,16 +276,3 @@ def _bmp(data: bytes) -> None:
                 f"An RLE-compressed BMP may be at most {MAX_RLE_BYTES >> 20} MB and {MAX_RLE_PIXELS >> 20} megapixel "
                 "here (its runs are decoded one by one); send it as PNG."
             )
-
-
-def _webp(data: bytes) -> None:
-    """The chunks of a WebP (libwebp reads them in C), for its EXIF block, which Pillow parses in Python."""
-    at, most = 12, MAX_SEGMENTS + len(data) // PIECE_BYTES
-    for _ in range(most):
-        if at + 8 > len(data):
-            return
-        size = int.from_bytes(data[at + 4 : at + 8], "little")
-        if data[at : at + 4] == b"EXIF" and size > MAX_EXIF_BYTES:
-            raise InvalidImage(f"The WebP's EXIF block is over {MAX_EXIF_BYTES >> 10} KB; cameras write at most 64.")
-        at += 8 + size + (size & 1)
-    raise InvalidImage(f"The WebP is cut into over {most:,} chunks.")
