@@ -10,9 +10,9 @@ empty or not. So a body of many empty pieces costs far more than its size warran
 (sequential, arithmetic-coded: no decoder complains) 19.7 s; 20 MB of empty JPEG comments 5 s, of empty PNG chunks
 7 s, of corrupt compressed PNG text 13 s, of empty GIF extensions 2 s; 300,000 TIFF strips (1.8 MB) 1.9 s; 2.4
 million EXIF rationals (20 MB) 5.6-6 s, or 38 tags of 65,536 shared by EXIF and GPS 7-11 s; 300 JPEG frame headers
-of 64 KB 1.9 s; a 40000x1000 RLE BMP of 5 KB 5.7 s. Each is refused here, in microseconds to a few milliseconds, with the reason; what real encoders write passes
-(cameras, phones, browsers, libpng, giflib, libtiff: a few to a few dozen pieces). imaging.py lets no other Pillow
-reader open a body.
+of 64 KB 1.9 s; a 40000x1000 RLE BMP of 5 KB 5.7 s. Each is refused here, in microseconds to a few milliseconds,
+with the reason; what real encoders write passes (cameras, phones, browsers, libpng, giflib, libtiff, libwebp: a few
+to a few dozen pieces). imaging.py lets no other Pillow reader open a body, and checks the EXIF block a reader found.
 """
 
 from __future__ import annotations
