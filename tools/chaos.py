@@ -15,6 +15,9 @@ clients' p50/p99 before and during, and whether any of their requests failed:
     oversized      bodies over the server's limit: time to 413, ejections, the next request's answer
     fuzz           broken images (bit flips, cuts, inserted bytes, wrong Content-Type, every format):
                    the answers by status (any 5xx fails), the worker's memory before and after
+    bombs          images built to make a decoder work far beyond their size (a JPEG of 5,000 empty scans,
+                   countless JPEG comments, PNG chunks, GIF extensions, TIFF strips, a 40-megapixel RLE BMP
+                   of 5 KB, EPS): each must be refused (400)
     flood          connections opened and closed as fast as they go
     kill           SIGKILL, then SIGTERM, of a worker on this machine under load through the proxy:
                    failed requests, and the proxy's retry counter (proof one was in flight)
@@ -46,7 +49,7 @@ from visionpool.serving.commands import command
 from visionpool.serving.options import option
 from visionpool.tools.loadgen import Measurement, closed_loop, on_this_machine, sample_images
 
-SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood", "kill", "auth")
+SCENARIOS = ("slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "bombs", "flood", "kill", "auth")
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_CONNECTIONS = 5_000  # no scenario opens more, whatever it is asked
 
@@ -276,6 +279,35 @@ class Chaos:
             report.failed.append("the worker died")
         return report
 
+    async def _bombs(self) -> Report:
+        bodies = list(_bombs().items())
+        count = min(self.args.bombs, 100_000)
+        report = Report("bombs", f"up to {count} images of {len(bodies)} kinds built to cost a decoder seconds each")
+        statuses = Counter[str]()
+
+        async def attack(seconds: float) -> None:
+            stop_at = time.monotonic() + seconds
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+                for number in range(count):
+                    if time.monotonic() > stop_at:
+                        return
+                    name, (data, content_type) = bodies[number % len(bodies)]
+                    try:
+                        async with session.post(self.target + self.path, data=data,
+                                                headers={"Content-Type": content_type}) as answer:  # fmt: skip
+                            statuses[f"{name} {answer.status}"] += 1
+                            await answer.read()
+                    except aiohttp.ClientError as error:
+                        statuses[f"{name} {type(error).__name__}"] += 1
+
+        await self._under(attack, report)
+        report.answers = dict(sorted(statuses.items()))
+        report.notes["sent"] = sum(statuses.values())
+        wrong = sorted(key for key in statuses if not key.endswith(" 400"))
+        if wrong:
+            report.failed.append(f"not refused with 400: {', '.join(wrong)}")
+        return report
+
     async def _flood(self) -> Report:
         count = min(self.args.flood, 50_000)
         report = Report("flood", f"up to {count:,} connections opened and closed at once, 50 at a time")
@@ -481,6 +513,44 @@ def _encoded(jpeg: bytes, fmt: str) -> tuple[bytes, str]:
     return buffer.getvalue(), f"image/{fmt.lower()}"
 
 
+def _bombs() -> dict[str, tuple[bytes, str]]:
+    """Bodies of about a megabyte built to make a decoder work far beyond their size (worker/layout.py has what
+    each cost before it was refused), with their content types."""
+    from PIL import Image
+
+    gradient = bytes((x + y) % 256 for y in range(480) for x in range(640))
+    picture = Image.frombytes("L", (640, 480), gradient).convert("RGB")
+
+    def saved(fmt: str, **params: Any) -> bytes:
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **params)
+        return buffer.getvalue()
+
+    progressive = saved("JPEG", progressive=True)
+    last_scan = progressive.rindex(b"\xff\xda")
+    scan = progressive[last_scan : last_scan + 2 + int.from_bytes(progressive[last_scan + 2 : last_scan + 4], "big")]
+    jpeg, png, gif = saved("JPEG"), saved("PNG"), saved("GIF")
+    palette = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    strips = 200_000
+    tiff = b"II*\x00" + (8).to_bytes(4, "little") + (3).to_bytes(2, "little") + b"".join(
+        tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + n.to_bytes(4, "little") + value.to_bytes(4, "little")
+        for tag, kind, n, value in ((256, 4, 1, 1), (257, 4, 1, strips), (273, 4, strips, 64))
+    ) + bytes(4 + 4 * strips)
+    bmp_info = (40).to_bytes(4, "little") + (40000).to_bytes(4, "little") + (1000).to_bytes(4, "little")
+    bmp_info += (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + (1).to_bytes(4, "little") + bytes(20)
+    runs = b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"
+    bmp = b"BM" + (54 + 1024 + len(runs)).to_bytes(4, "little") + bytes(4) + (54 + 1024).to_bytes(4, "little")
+    return {
+        "jpeg-scans": (progressive[:-2] + scan * 5000 + progressive[-2:], "image/jpeg"),
+        "jpeg-comments": (jpeg[:2] + b"\xff\xfe\x00\x02" * 250_000 + jpeg[2:], "image/jpeg"),
+        "png-chunks": (png[:33] + b"\x00\x00\x00\x00abCd\x00\x00\x00\x00" * 80_000 + png[33:], "image/png"),
+        "gif-extensions": (gif[:palette] + b"\x21\xfe\x00" * 330_000 + gif[palette:], "image/gif"),
+        "tiff-strips": (tiff, "image/tiff"),
+        "rle-bmp": (bmp + bmp_info + bytes(1024) + runs, "image/bmp"),
+        "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n" + b"x\n" * 500_000, "application/octet-stream"),
+    }
+
+
 def _mutate(rng: random.Random, original: tuple[bytes, str]) -> tuple[bytes, str]:
     """One broken copy: bit flips, a cut, inserted bytes, or the wrong Content-Type."""
     data, content_type = bytearray(original[0]), original[1]
@@ -520,6 +590,7 @@ class ChaosSettings:
     oversized: int = option(20, "Oversized uploads.", no_env=True)
     oversized_bytes: int = option(25_000_000, "Their size, in bytes.", no_env=True)
     fuzz: int = option(10_000, "Broken images.", no_env=True)
+    bombs: int = option(2_000, "Images built to cost a decoder seconds each (all must be refused).", no_env=True)
     flood: int = option(20_000, "Connections opened and closed.", no_env=True)
     images: list[str] = option(
         default_factory=list, help="Photos for the normal clients (default: generated).", nargs="*", no_env=True
@@ -529,7 +600,8 @@ class ChaosSettings:
                                  secret=True)  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.seconds <= 0 or min(self.clients, self.slow, self.idle, self.oversized, self.fuzz, self.flood) < 0:
+        counts = (self.clients, self.slow, self.idle, self.oversized, self.fuzz, self.bombs, self.flood)
+        if self.seconds <= 0 or min(counts) < 0:
             raise ValueError("seconds must be above 0 and every count at least 0")
 
 

@@ -36,16 +36,19 @@ def test_a_short_chaos_run_reports_every_scenario(make_pool, tmp_path: Path) -> 
     pool = make_pool(1, model="sleepy", seconds=0.01)
     out = tmp_path / "chaos.json"
     command = [sys.executable, "-m", "visionpool.client", "chaos", "--url", pool.url, "--seconds", "1"]
-    command += ["--scenarios", "slow-uploads,slow-headers,idle,oversized,fuzz,flood", "--slow", "20", "--idle", "50"]
-    command += ["--oversized", "2", "--fuzz", "60", "--flood", "200", "--json", str(out)]
+    command += ["--scenarios", "slow-uploads,slow-headers,idle,oversized,fuzz,bombs,flood"]
+    command += ["--slow", "20", "--idle", "50"]
+    command += ["--oversized", "2", "--fuzz", "60", "--bombs", "14", "--flood", "200", "--json", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     reports = {r["scenario"]: r for r in json.loads(out.read_text())}
-    assert set(reports) == {"slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "flood"}
+    assert set(reports) == {"slow-uploads", "slow-headers", "idle", "oversized", "fuzz", "bombs", "flood"}
+    bombs = reports["bombs"]["answers"]  # each of the seven kinds twice, each refused
+    assert sum(bombs.values()) == 14 and all(key.endswith(" 400") for key in bombs) and len(bombs) == 7
     assert reports["oversized"]["answers"] == {"413": 2, "next valid request 200": 2}
     assert sum(reports["fuzz"]["answers"].values()) == 60 and "500" not in reports["fuzz"]["answers"]
     assert reports["slow-uploads"]["during"]["errors"] == 0 and reports["slow-uploads"]["during"]["images_per_s"] > 0
-    assert "6 of 6 scenarios ok" in result.stdout
+    assert "7 of 7 scenarios ok" in result.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "visionpool.client", "chaos", "--url", "http://192.0.2.10:8080"],
         capture_output=True,
