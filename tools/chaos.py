@@ -35,6 +35,7 @@ import json
 import os
 import random
 import signal
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -531,22 +532,19 @@ def _bombs() -> dict[str, tuple[bytes, str]]:
     scan = progressive[last_scan : last_scan + 2 + int.from_bytes(progressive[last_scan + 2 : last_scan + 4], "big")]
     jpeg, png, gif = saved("JPEG"), saved("PNG"), saved("GIF")
     palette = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
-    strips = 200_000
-    tiff = b"II*\x00" + (8).to_bytes(4, "little") + (3).to_bytes(2, "little") + b"".join(
-        tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + n.to_bytes(4, "little") + value.to_bytes(4, "little")
-        for tag, kind, n, value in ((256, 4, 1, 1), (257, 4, 1, strips), (273, 4, strips, 64))
-    ) + bytes(4 + 4 * strips)
-    bmp_info = (40).to_bytes(4, "little") + (40000).to_bytes(4, "little") + (1000).to_bytes(4, "little")
-    bmp_info += (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + (1).to_bytes(4, "little") + bytes(20)
-    runs = b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"
-    bmp = b"BM" + (54 + 1024 + len(runs)).to_bytes(4, "little") + bytes(4) + (54 + 1024).to_bytes(4, "little")
+    strips = 200_000  # a 1-pixel-wide TIFF of a strip per row: width, height, the strips' offsets
+    tags = ((256, 4, 1, 1), (257, 4, 1, strips), (273, 4, strips, 64))
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 3) + b"".join(struct.pack("<HHII", *tag) for tag in tags)
+    tiff += bytes(4 + 4 * strips)
+    runs = b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"  # a 40000x1000 RLE8 BMP: one pixel, then the end of its row
+    bmp = b"BM" + struct.pack("<IIIIiiHHI", 54 + 1024 + len(runs), 0, 54 + 1024, 40, 40000, 1000, 1, 8, 1) + bytes(20)
     return {
         "jpeg-scans": (progressive[:-2] + scan * 5000 + progressive[-2:], "image/jpeg"),
         "jpeg-comments": (jpeg[:2] + b"\xff\xfe\x00\x02" * 250_000 + jpeg[2:], "image/jpeg"),
         "png-chunks": (png[:33] + b"\x00\x00\x00\x00abCd\x00\x00\x00\x00" * 80_000 + png[33:], "image/png"),
         "gif-extensions": (gif[:palette] + b"\x21\xfe\x00" * 330_000 + gif[palette:], "image/gif"),
         "tiff-strips": (tiff, "image/tiff"),
-        "rle-bmp": (bmp + bmp_info + bytes(1024) + runs, "image/bmp"),
+        "rle-bmp": (bmp + bytes(1024) + runs, "image/bmp"),
         "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n" + b"x\n" * 500_000, "application/octet-stream"),
     }
 

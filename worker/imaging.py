@@ -13,8 +13,10 @@ EXIF orientation is applied, so sizes and boxes are in the picture as displayed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,12 +40,12 @@ CONTENT_TYPES = {
     "image/tiff": "TIFF",
     "application/octet-stream": None,  # any of the formats below, told by its bytes
 }
-FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
-OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's readers tried (each other one parses a body
-# in Python before it can be refused: 20 MB of EPS lines took 10.9 s; an ICO decoded its PNG with no pixel limit)
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # the only Pillow readers tried (an MPO is read as a JPEG;
+# each other reader parses a body in Python before it can be refused: 20 MB of EPS lines took 10.9 s; an ICO decoded
+# its PNG with no pixel limit)
 EXIF_ORIENTATION = 0x0112
-# how an EXIF block (APP1) starts, and how XMP (also read by Pillow) names the orientation: either anywhere in a
-# JPEG sends it down Pillow's path
+# how an EXIF block (APP1) starts, and how XMP (also read by Pillow) names the orientation: either before a JPEG's
+# first scan sends it down Pillow's path
 ORIENTATION_MARKS = (b"Exif\x00\x00", b"tiff:Orientation")
 PLAIN_COLORSPACES = ("YCbCr", "RGB", "Gray")  # what libjpeg-turbo decodes as Pillow's RGB and L modes
 SMALL_PIXELS = 128 * 128  # small_jpeg: a thumbnail, a crop, a camera's small frame
@@ -128,14 +130,12 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)  # no other reader parses a body (an MPO is a JPEG)
+        image = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, OverflowError) as error:
         logger.debug("undecodable upload: %s", error)
         raise InvalidImage(
             "The body is not an image this worker can decode (JPEG, PNG, WebP, BMP, GIF or TIFF)."
         ) from None
-    if image.format not in FORMATS:
-        raise InvalidImage(f"{image.format} images are not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF.")
     if len(image.info.get("exif") or b"") > MAX_EXIF_BYTES:  # Pillow makes an object of each number in it
         raise InvalidImage(f"The image's EXIF block is over {MAX_EXIF_BYTES >> 10} KB; cameras write at most 64.")
     width, height = image.size
@@ -190,17 +190,22 @@ def _decode_pillow(image: Image.Image, min_size: tuple[int, int] | None, orienta
         factor = _reduction(*image.size, min_size, orientation)
         image.draft("RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))
     _load(image)
-    try:
+    with _corrupt_is_invalid():
         return _to_rgb(image)
-    except (OSError, SyntaxError, ValueError, EOFError, OverflowError) as error:
-        raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
 
 
 def _load(image: Image.Image) -> None:
     """The first frame's pixels (once: loading again does nothing)."""
-    try:
+    with _corrupt_is_invalid():
         image.seek(0)
         image.load()
+
+
+@contextlib.contextmanager
+def _corrupt_is_invalid() -> Iterator[None]:
+    """What Pillow raises on a broken picture, as InvalidImage."""
+    try:
+        yield
     except (OSError, SyntaxError, ValueError, EOFError, OverflowError) as error:
         raise InvalidImage(f"The image is corrupt or truncated ({error}).") from None
 
