@@ -412,8 +412,9 @@ class ConsulDouble:
         self._kv_index = max(self._kv_index, self._index) + 1
         self._index = self._kv_index
         old = self._kv.get(key)
+        created = old["CreateIndex"] if old else self._kv_index
         self._kv[key] = {"LockIndex": 0, "Key": key, "Flags": 0, "Value": value,
-                         "CreateIndex": old["CreateIndex"] if old else self._kv_index, "ModifyIndex": self._kv_index}  # fmt: skip
+                         "CreateIndex": created, "ModifyIndex": self._kv_index}  # fmt: skip
         self._kv_changed[key] = self._kv_index
         self._changed.set()
         self._changed = asyncio.Event()

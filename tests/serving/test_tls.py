@@ -138,8 +138,10 @@ def test_workers_that_ask_for_client_certificates(start_proxy, start_worker, tmp
     with pytest.raises(ConnectionFailed), Client(url, mode="p2p", verify=str(certs.ca), retries=0) as client:
         client.predict(IMAGE)
 
-    with_cert = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(certs.ca),
-                                                  private_key=str(certs.key), certificate_chain=str(certs.cert))  # fmt: skip
+    with_cert = triton_grpc.InferenceServerClient(
+        f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(certs.ca), private_key=str(certs.key),
+        certificate_chain=str(certs.cert),
+    )
     inputs = [triton_grpc.InferInput("IMAGE", [1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([IMAGE], dtype=np.object_))
     assert with_cert.infer("sleepy", inputs).as_numpy("COUNT").tolist() == [1]

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.slow  # every test here starts processes
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "visionpool.client", "bench", *args], capture_output=True, text=True, timeout=180, env=env
+        [sys.executable, "-m", "visionpool.client", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
 
 
@@ -126,7 +130,8 @@ def test_the_peer_serves_the_same_onnx_model_beside_the_worker(tmp_path: Path) -
     (folder / "labels.txt").write_text("r\ng\nb\n")
     (folder / "config.toml").write_text('task = "classification"\nengine = "onnxruntime"\nfiles = ["model.onnx"]\n'
                                         'labels = "labels.txt"\n[input]\nwidth = 32\nheight = 32\n'
-                                        '[output]\ndecoder = "softmax"\nscore_threshold = 0.0\ntop_k = 3\n')  # fmt: skip
+                                        '[output]\ndecoder = "softmax"\nscore_threshold = 0.0\n'
+                                        'top_k = 3\n')  # fmt: skip
     out = tmp_path / "bench.json"
     result = bench("--model-repository", str(tmp_path / "models"), "--model", "means", "--targets", "worker,peer",
                    "--concurrency", "2", "--duration", "0.8", "--warmup", "0.2", "--json", str(out))  # fmt: skip
