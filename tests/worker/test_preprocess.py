@@ -28,10 +28,14 @@ def test_nchw_puts_each_channel_in_its_plane() -> None:
     assert [float(tensor[c].mean()) for c in range(3)] == [10.0, 100.0, 200.0]
 
 
-@pytest.mark.parametrize(("color", "first"), [pytest.param("RGB", 10, id="rgb"), pytest.param("BGR", 200, id="bgr")])
-def test_colour_order(color: str, first: int) -> None:
-    tensor, _ = preprocess(image(4, 4), InputSpec(width=2, height=2, layout="NHWC", color=color, dtype="uint8"))
-    assert tensor[0, 0, 0] == first
+@pytest.mark.parametrize(
+    ("color", "order"), [pytest.param("RGB", [10, 100, 200], id="rgb"), pytest.param("BGR", [200, 100, 10], id="bgr")]
+)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_colour_order(color: str, order: list[int], layout: str) -> None:
+    tensor, _ = preprocess(image(4, 4), InputSpec(width=2, height=2, layout=layout, color=color, dtype="uint8"))
+    assert tensor.flags["C_CONTIGUOUS"]
+    assert (tensor[:, 0, 0] if layout == "NCHW" else tensor[0, 0]).tolist() == order
 
 
 def test_uint8_input_is_the_pixels_untouched() -> None:
