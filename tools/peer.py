@@ -87,7 +87,7 @@ def serve_peer(
         why = f"pip install {' '.join(missing)}" if missing else f"the peer runs ONNX files, not {model.name}"
         yield None, lambda: 0.0, why
         return
-    spec = {**asdict(config.input), "model": str(model), "model_name": config.name}
+    spec = {**asdict(config.input), "model": str(model.resolve()), "model_name": config.name}  # gunicorn runs elsewhere
     with tempfile.TemporaryDirectory(prefix="visionpool-peer-") as scratch:
         folder = Path(scratch)
         (folder / "model_peer.py").write_text(PEER)

@@ -15,13 +15,14 @@ from helpers import debian_packages, write_sleepy_model
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 
-def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "visionpool.client", "bench", *args],
         capture_output=True,
         text=True,
         timeout=180,
         env=env,
+        cwd=cwd,
     )
 
 
@@ -133,8 +134,9 @@ def test_the_peer_serves_the_same_onnx_model_beside_the_worker(tmp_path: Path) -
                                         '[output]\ndecoder = "softmax"\nscore_threshold = 0.0\n'
                                         'top_k = 3\n')  # fmt: skip
     out = tmp_path / "bench.json"
-    result = bench("--model-repository", str(tmp_path / "models"), "--model", "means", "--targets", "worker,peer",
-                   "--concurrency", "2", "--duration", "0.8", "--warmup", "0.2", "--json", str(out))  # fmt: skip
+    # the repository as a relative path, as a user types it: the peer's gunicorn runs in a folder of its own
+    result = bench("--model-repository", "models", "--model", "means", "--targets", "worker,peer", "--concurrency",
+                   "2", "--duration", "0.8", "--warmup", "0.2", "--json", str(out), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     rows = {row["target"]: row for row in report["rows"]}
