@@ -111,7 +111,7 @@ class EngineLink:
         self.free = list(range(slots))
         self.waiting: dict[int, RemoteJob] = {}
         self.lost = threading.Event()
-        self.on_ready: Callable[[], None] = lambda: None  # the engine process's models are ready
+        self.on_ready: Callable[[dict[str, bool]], None] = lambda waits: None  # the engine process's models are ready
         self.taking: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -188,7 +188,7 @@ class EngineLink:
             while True:
                 message = self.link.receive()
                 if message[0] == "ready":
-                    self.on_ready()
+                    self.on_ready(message[1])
                 elif message[0] == "took":
                     self._took(message[1], message[2])
                 elif message[0] == "done":
@@ -246,6 +246,7 @@ class RemoteBatcher:
     def __init__(self, engine: EngineLink, name: str, spec: BatchingSpec) -> None:
         self.engine, self.name = engine, name
         self.announce = spec.max_queue_delay_ms > 0  # only a batcher that waits for arrivals needs to hear of them
+        # (and the engine process says, when ready, whether its batcher does: not for an engine on a CPU)
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[RemoteArrival | None]:
@@ -337,13 +338,16 @@ class FrontServer(Lifecycle):
             )
             for config in self.models.configs
         }  # fmt: skip
-        self.engine.on_ready = lambda: self._ready(pipelines)  # until then: NotReady, before decoding, as one process
+        # until then: NotReady, before decoding, as one process
+        self.engine.on_ready = lambda waits: self._ready(pipelines, waits)
         self.app = Flask(__name__, instance_path=str(Path(__file__).parent / "instance"))
         self.app.config.update(VISIONPOOL=settings, WORKER_ID=spec["worker_id"])
         self.app.extensions[METRICS] = metrics
         self.app.extensions[EXTENSION] = self.models
 
-    def _ready(self, pipelines: dict[str, Pipeline]) -> None:
+    def _ready(self, pipelines: dict[str, Pipeline], waits: dict[str, bool]) -> None:
+        for name, pipeline in pipelines.items():
+            pipeline.batcher.announce = waits.get(name, pipeline.batcher.announce)  # type: ignore[attr-defined]
         self.models.models.update(pipelines)
         self.models.ready.set()
 

@@ -24,9 +24,10 @@ answers thumbnails itself) never waits: Link.send_soon leaves what the socket ca
 From a front: ("listening",) once it takes connections, ("take", id, ticket, rate, burst),
 ("arrive", id, model), ("leave", id), ("submit", id, model, slot, shape, dtype, deadline, tensor or None),
 ("cancel", id), ("records", [(Tracked's fields, seconds), ...]), ("door", its front door's state). To a front:
-("ready",) once the models are, ("took", id, refusal or None), ("done", id, outputs, queue_s, inference_s,
-batch_size) and ("failed", id, (status, code, message, headers)). A tensor bigger than a slot, or sent while every
-slot is taken, travels in the message itself.
+("ready", {model: whether its batches wait for arrivals, so whether to announce them}) once the models are,
+("took", id, refusal or None), ("done", id, outputs, queue_s, inference_s, batch_size) and ("failed", id, (status,
+code, message, headers)). A tensor bigger than a slot, or sent while every slot is taken, travels in the message
+itself.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ class EngineHub:
     def _tell_ready(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         """Tell a front when the models are ready: until then it answers NotReady, as this process does."""
         self.models.ready.wait()
-        outbox.put(("ready",))
+        outbox.put(("ready", {name: model.batcher.max_delay > 0 for name, model in self.models.models.items()}))
 
 
 class Front:

@@ -59,6 +59,8 @@ class Linked:
         self.hub_thread = EngineHub(self.models, self.app.extensions[METRICS]).attach(Link(ours), region, slot, 0, 1)
         self.engine = EngineLink(Link(theirs), region, slot, slots)
         self.lost = threading.Event()
+        self.waits: dict[str, bool] = {}  # what the engine process says when ready: whose batches wait for arrivals
+        self.engine.on_ready = self.waits.update
         threading.Thread(target=self.engine.receive, args=(self.lost.set,), daemon=True).start()
         config = self.models.configs[0]
         self.batcher = RemoteBatcher(self.engine, "sleepy", config.batching)
@@ -78,6 +80,12 @@ def linked(tmp_path: Path) -> Iterator[Linked]:
 
 def tensor(value: float) -> np.ndarray:
     return np.full((3, 8, 8), value, np.float32)
+
+
+def test_a_front_announces_arrivals_only_to_a_batcher_that_waits_for_them(linked: Linked) -> None:
+    wait_until(lambda: linked.waits)
+    assert linked.waits == {"sleepy": False}  # its config: max_queue_delay_ms = 0
+    assert linked.models.get("sleepy").batcher.max_delay == 0
 
 
 def test_a_tensor_goes_through_shared_memory_and_its_outputs_come_back(linked: Linked) -> None:
@@ -259,7 +267,7 @@ def test_a_front_that_goes_leaves_no_arrival_or_job_behind(tmp_path: Path) -> No
     pair = Linked(tmp_path, seconds=0.3, max_batch_size=4, max_queue_size=8)
     try:
         batcher = pair.models.get("sleepy").batcher
-        pair.batcher.announce = True
+        batcher.max_delay, pair.batcher.announce = 5.0, True  # a batcher that waits for arrivals (full batches do not)
         arriving = pair.batcher.arriving()
         arriving.__enter__()  # announced, never submitted
         jobs = [pair.batcher.submit(tensor(0), time.monotonic() + 10) for _ in range(8)]

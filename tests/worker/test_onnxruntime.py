@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,26 @@ def test_on_a_cpu_batches_run_in_parallel_each_on_its_share_of_the_cores(tmp_pat
         run.join()
     for batch, got in zip(batches, together, strict=True):  # runs at once answer each its own batch
         np.testing.assert_allclose([out["pooled"] for out in got], batch.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine_name", ["onnxruntime", "openvino"])
+def test_on_a_cpu_a_batch_does_not_wait_for_images_still_decoding(tmp_path: Path, engine_name: str) -> None:
+    """An image costs about as much in a batch as alone on a CPU: a lone image runs at once, whatever the config's
+    max_queue_delay_ms, and the batcher does not count arrivals it would never wait for."""
+    model = (channel_means_model(tmp_path / "means.onnx", (32, 32)),)
+    engine = create_engine(engine_name, model, "images", {}, EngineHints(threads=2))
+    assert engine.details()["batch_waits"] is False
+    batcher = Batcher("means", [engine], BatchingSpec(max_batch_size=4, max_queue_delay_ms=5000))
+    try:
+        image = np.zeros((3, 32, 32), np.float32)
+        with batcher.arriving() as first, batcher.arriving():  # the second is still decoding, and stays so
+            assert batcher._arriving == 0
+            started = time.monotonic()
+            job = batcher.submit(image, started + 30, first)
+            job.wait()
+            assert job.batch_size == 1 and time.monotonic() - started < 2.5  # (a waiting batch: 5 s)
+    finally:
+        batcher.close()
 
 
 def test_engine_options_are_checked_by_name(model_repository: Path) -> None:

@@ -40,6 +40,9 @@ class Engine(ABC):
     max_batch_size: int = 1  # the most images one ``run`` takes (1 when the model has a fixed batch of 1)
     batch_limit: str = "the model's fixed batch axis"  # why max_batch_size is what it is, for /models and the log
     parallel: int = 1  # runs in flight at once (OpenVINO streams); the batcher gives it that many threads
+    # whether a batch may wait (the config's max_queue_delay_ms) for images still being decoded: not on a CPU, where
+    # an image costs about as much in a batch as alone and the wait only idles a run (docs/models.md)
+    batch_waits: bool = True
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -47,7 +50,10 @@ class Engine(ABC):
 
     def details(self) -> dict[str, object]:
         """How the engine runs, for /models and the start-up log."""
-        return {"device": self.device, "precision": self.precision, "parallel": self.parallel}
+        return {
+            "device": self.device, "precision": self.precision, "parallel": self.parallel,
+            "batch_waits": self.batch_waits,
+        }  # fmt: skip
 
     def close(self) -> None:  # noqa: B027 - optional: most engines hold nothing to release by hand
         """Release what the engine holds."""

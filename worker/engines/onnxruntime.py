@@ -85,6 +85,7 @@ class OnnxRuntimeEngine(Engine):
             self.session, self.provider = _gpu_session(path, session_options, wanted, gpu, tensorrt)
             self.device = hints.device
             self.precision = "fp16" if fp16 and self.provider == "tensorrt" else "f32"
+        self.batch_waits = self.provider != "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = _input_named(input_name, inputs)
         self.max_batch_size, self.batch_limit = batch_axis(inputs[self.input_name].shape[0])

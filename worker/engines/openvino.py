@@ -77,6 +77,7 @@ class OpenVinoEngine(Engine):
         )
         self.compile_s = time.monotonic() - started
         self.device = device.lower()
+        self.batch_waits = not self.device.startswith("cpu")
         self.precision = _short(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.parallel = requests or 2 * self.streams
