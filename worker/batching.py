@@ -11,8 +11,8 @@ Like Triton's dynamic batcher, a batch closes at ``max_batch_size`` or after
 ``max_queue_delay_ms``, but the batcher only waits when a request is on its way
 (announced and still decoding): with nothing coming, a lone request runs at once
 and batching costs it no latency. On an engine that runs on a CPU (Engine.batch_waits)
-a batch never waits: an image costs about as much in a batch as alone there, and the
-wait only idles a run (batches still form from what is queued).
+a batch never waits: there the wait idles a run while the other cores decode, and
+under load batches form from what is queued without it (docs/models.md).
 """
 
 from __future__ import annotations

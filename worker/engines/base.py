@@ -41,7 +41,7 @@ class Engine(ABC):
     batch_limit: str = "the model's fixed batch axis"  # why max_batch_size is what it is, for /models and the log
     parallel: int = 1  # runs in flight at once (OpenVINO streams); the batcher gives it that many threads
     # whether a batch may wait (the config's max_queue_delay_ms) for images still being decoded: not on a CPU, where
-    # an image costs about as much in a batch as alone and the wait only idles a run (docs/models.md)
+    # the wait idles a run while the other cores decode, and batches pair up from the queue under load (docs/models.md)
     batch_waits: bool = True
 
     @abstractmethod
