@@ -12,6 +12,8 @@ import pytest
 from graphs import channel_means_model
 from helpers import debian_packages, write_sleepy_model
 
+from visionpool.worker.engines import host_cores
+
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 
@@ -68,6 +70,12 @@ def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> Non
     assert report["soak"]["requests"] == 40 and report["soak"]["rss_at_end_mb"] > 0
     assert report["proxy_overhead"]["pairs"] > 10 and report["proxy_overhead"]["proxy_p50_ms"] > 0
     assert "proxy adds" in result.stdout and "p2p" in result.stdout and "of limit" in result.stdout
+    # the worker against the CPU ceiling measured before and after its series (the host's speed drifts)
+    before, after = report["ceiling_cpu_ms_around_worker"]
+    assert before == alone["cpu_ms_per_image"] and after > 0
+    ceiling = points["worker", 1]["cpu_ceiling_images_per_s"]
+    assert ceiling == pytest.approx(host_cores() * 2000 / (before + after), rel=0.01)
+    assert "of the CPU ceiling measured before and after it" in result.stdout
 
 
 @pytest.mark.parametrize("load", ["python", "wrk"])
