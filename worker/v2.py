@@ -207,7 +207,7 @@ class V2Model:
                 for n, (d, s) in self.outputs.items()
             ],
             "dynamic_batching": {
-                "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
+                "max_queue_delay_microseconds": round(pipeline.batcher.max_delay * 1_000_000),  # 0 on a CPU
                 "preferred_batch_size": [pipeline.batcher.max_batch],
             },
             "instance_group": [
