@@ -160,11 +160,11 @@ def run(args: BenchSettings) -> int:
                         for row in rows_now:
                             row["cpu_ceiling_images_per_s"] = round(host_cores() * 2000 / sum(around[-2:]), 1)
                     measured += rows_now
-        if around:
-            report["ceiling_cpu_ms_around_worker"] = around
             for target in ("v2-rest", "v2-grpc"):
                 if target in targets:
                     measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
+        if around:
+            report["ceiling_cpu_ms_around_worker"] = around
         if "peer" in targets:
             measured += _peer_series(args, images, concurrencies, limit, report)
         rows += _medians(measured)

@@ -78,6 +78,18 @@ def test_bench_starts_its_own_pool_and_reports_everything(tmp_path: Path) -> Non
     assert "of the CPU ceiling measured before and after it" in result.stdout
 
 
+def test_the_open_inference_protocol_targets_run_in_every_round(tmp_path: Path) -> None:
+    repository = write_sleepy_model(tmp_path / "models", seconds=0.01, max_batch_size=4)
+    out = tmp_path / "bench.json"
+    result = bench("--model", "sleepy", "--model-repository", str(repository), "--targets", "v2-rest,v2-grpc",
+                   "--concurrency", "1", "--duration", "0.5", "--warmup", "0.1", "--rounds", "2",
+                   "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["target"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"v2-rest", "v2-grpc"}  # without the worker target, or a CPU ceiling, too
+    assert all(row["rounds"] == 2 and row["errors"] == 0 and row["images_per_s"] > 0 for row in rows.values())
+
+
 @pytest.mark.parametrize("load", ["python", "wrk"])
 def test_bench_measures_a_running_pool(make_pool, tmp_path: Path, load: str) -> None:
     if load == "wrk":
