@@ -57,9 +57,11 @@ def engine_limit(
 def cpu_costs(pipeline: Pipeline, images: Sequence[bytes], batch: int, seconds: float) -> dict[str, float]:
     """CPU-ms per image of each stage, measured apart: decode+preprocess in one thread, inference with every
     stream kept busy (at ``batch``), postprocessing; and the CPU ceiling they give: the cores / their sum."""
-    started = time.process_time()
-    prepared = [pipeline.prepare(pipeline.decode(data)) for data in images for _ in range(8)]
-    decode_ms = (time.process_time() - started) * 1000 / len(prepared)
+    started, decoded = time.process_time(), 0
+    while decoded < 32 or time.process_time() - started < min(seconds / 6, 0.5):  # half a second: a steadier figure
+        prepared = [pipeline.prepare(pipeline.decode(data)) for data in images]
+        decoded += len(prepared)
+    decode_ms = (time.process_time() - started) * 1000 / decoded
     [inference] = inference_limit(pipeline, images, [batch], seconds)
     infer_ms = inference.cpu["worker"] * 1000 / max(inference.images, 1)
     outputs = pipeline.engine.run(prepared[0][0][None])
