@@ -69,3 +69,31 @@ def test_the_event_loop_answers_small_models_only(tmp_path, task: str, decoder: 
     pipeline = Pipeline(config, decoder=unloaded, batcher=unloaded, engine=unloaded, max_image_pixels=10**6)
     thumbnail = encode(np.zeros((64, 64, 3), np.uint8), "JPEG")
     assert pipeline.fits_loop(thumbnail) is in_the_loop
+
+
+@pytest.mark.parametrize(
+    ("resize", "photo", "decoded"),
+    [
+        pytest.param("crop", (640, 480), (640, 480), id="crop-not-below-its-shorter-side"),  # 320x240 < 256
+        pytest.param("crop", (1280, 960), (640, 480), id="crop-reduced-to-its-shorter-side"),
+        pytest.param("stretch", (640, 480), (320, 240), id="stretch-reduced-to-the-input"),
+    ],
+)
+def test_a_jpeg_is_reduced_no_further_than_the_resize_needs(tmp_path, resize: str, photo, decoded) -> None:
+    """A crop model (shorter side to 256, then the centre 224x224) needs the picture's shorter side at 256: a JPEG
+    reduced in the DCT below that would be scaled up again."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.py").write_text("")
+    shorter = "resize_shorter = 256\n" if resize == "crop" else ""
+    (tmp_path / "m" / "config.toml").write_text(
+        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 224\nheight = 224\n'
+        f'resize = "{resize}"\n{shorter}[output]\ndecoder = "softmax"\n'
+    )
+    config = ModelRepository(tmp_path).load("m")
+    unloaded: Any = None  # decode reads the config alone
+    pipeline = Pipeline(config, decoder=unloaded, batcher=unloaded, engine=unloaded, max_image_pixels=10**7)
+    width, height = photo
+    picture = np.random.default_rng(0).integers(0, 256, (height, width, 3), np.uint8)
+    image = pipeline.decode(encode(picture, "JPEG"))
+    assert (image.width, image.height) == photo and image.pixels.shape[1::-1] == decoded
+
