@@ -118,8 +118,8 @@ class Batcher:
         capped = min(engines, key=lambda e: e.max_batch_size)
         self.max_batch = max(1, min(spec.max_batch_size, capped.max_batch_size))  # what the engines allow
         self.batch_limit = capped.batch_limit if self.max_batch < spec.max_batch_size else ""
-        self.waits = all(engine.batch_waits for engine in engines)  # whether a batch waits for images on their way
-        self.max_delay = spec.max_queue_delay_ms / 1000.0 if self.waits else 0.0
+        waits = all(engine.batch_waits for engine in engines)  # whether a batch waits for images on their way
+        self.max_delay = spec.max_queue_delay_ms / 1000.0 if waits else 0.0
         self.max_queue = spec.max_queue_size
         self.on_batch = on_batch  # told each batch's size (the batch-size histogram)
         self._jobs: collections.deque[Job] = collections.deque()

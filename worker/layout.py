@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidImage
 
@@ -211,11 +211,10 @@ def _gif(data: bytes) -> None:
 def _tiff(data: bytes) -> None:
     """The first directory (the picture Pillow opens) and the EXIF, GPS and interoperability ones it reads as it
     loads: their tags, each number tag's count (Pillow makes an object of each value), the strips or tiles."""
-    layout = TiffLayout("<" if data[:2] == b"II" else ">", data[2] == 0x2B)  # as Pillow tells a BigTIFF
-    where, size = (8, 8) if layout.big else (4, 4)  # the first directory's offset
-    if where + size > len(data):
+    layout = _tiff_layout(data)
+    if layout.field + layout.offset.size > len(data):
         return
-    first = int.from_bytes(data[where : where + size], "little" if layout.order == "<" else "big")
+    (first,) = layout.offset.unpack_from(data, layout.field)  # the first directory's offset, after the header's start
     entries = _tiff_directory(data, first, layout)
     compressed = entries.get(259, (3, 1, 1))[2] != 1
     most = MAX_TIFF_STRIPS if compressed else MAX_TIFF_VALUES
@@ -231,19 +230,31 @@ def _tiff(data: bytes) -> None:
         raise InvalidImage(f"The TIFF's EXIF and GPS directories hold {numbers:,} numbers; cameras write hundreds.")
 
 
-@dataclass(frozen=True)
-class TiffLayout:
-    """How a TIFF writes its numbers: byte order, and classic (4-byte offsets) or BigTIFF (8-byte)."""
+class TiffLayout(NamedTuple):
+    """How a TIFF writes its numbers: classic (4-byte offsets and value fields) or BigTIFF (8-byte), in its order."""
 
-    order: str  # "<" or ">", for struct
-    big: bool
+    field: int  # bytes of an offset, and of a tag's value field
+    offset: struct.Struct  # the first directory's offset
+    count: struct.Struct  # a directory's number of tags
+    entry: struct.Struct  # a tag: its id, type, count, and value or offset
+    big_endian: bool
+
+
+def _tiff_layout(data: bytes) -> TiffLayout:
+    order, big = "<" if data[:2] == b"II" else ">", data[2] == 0x2B  # as Pillow tells a BigTIFF
+    return TiffLayout(
+        8 if big else 4,
+        struct.Struct(order + ("Q" if big else "I")),
+        struct.Struct(order + ("Q" if big else "H")),
+        struct.Struct(order + ("HHQQ" if big else "HHII")),
+        order == ">",
+    )
 
 
 def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple[int, int, int]]:
     """The directory at ``at``: tag -> (type, count, value or offset), refused past MAX_SEGMENTS tags or with a
     number tag of more than MAX_TIFF_VALUES values (strips, tiles and a palette have their own bounds)."""
-    count = struct.Struct(layout.order + ("Q" if layout.big else "H"))
-    entry = struct.Struct(layout.order + ("HHQQ" if layout.big else "HHII"))
+    count, entry = layout.count, layout.entry
     if at + count.size > len(data):
         return {}
     (tags,) = count.unpack_from(data, at)
@@ -255,8 +266,8 @@ def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple
         tag, kind, values, value = entry.unpack_from(data, start)
         width = TIFF_INLINE.get(kind, 0)
         if width and values == 1:  # one number, kept in the first bytes of the field
-            unused = 8 * ((8 if layout.big else 4) - width)
-            value = value >> unused if layout.order == ">" else value & ((1 << 8 * width) - 1)
+            unused = 8 * (layout.field - width)
+            value = value >> unused if layout.big_endian else value & ((1 << 8 * width) - 1)
         entries[tag] = (kind, values, value)
         limit = 3 * 65536 if tag == TIFF_PALETTE else MAX_TIFF_VALUES
         if kind in TIFF_NUMBERS and tag not in TIFF_PIECES and tag not in TIFF_UNREAD and values > limit:
@@ -267,9 +278,7 @@ def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple
 def _bmp(data: bytes) -> None:
     """An RLE-compressed BMP: Pillow decodes its runs, and pads each row, one by one in Python."""
     if len(data) >= 34 and int.from_bytes(data[14:18], "little") >= 40:
-        width, height = abs(int.from_bytes(data[18:22], "little", signed=True)), abs(
-            int.from_bytes(data[22:26], "little", signed=True)
-        )
+        width, height = (abs(side) for side in struct.unpack_from("<ii", data, 18))  # negative: rows top-down
         compression = int.from_bytes(data[30:34], "little")
         if compression in (1, 2) and (len(data) > MAX_RLE_BYTES or width * height > MAX_RLE_PIXELS):  # RLE8, RLE4
             raise InvalidImage(

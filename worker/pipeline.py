@@ -27,7 +27,7 @@ from .decoders import Decoder, Prediction
 from .engines import Engine
 from .imaging import DecodedImage, decode_image, small_jpeg
 from .masks import png, polygons
-from .preprocess import Frame, preprocess
+from .preprocess import Frame, preprocess, smallest_picture
 from .repository import ModelConfig
 
 MASK_FORMATS = ("polygons", "png")  # how an answer gives instance masks: /predict's ?masks=
@@ -59,13 +59,7 @@ class Pipeline:
 
     def decode(self, data: bytes) -> DecodedImage:
         """RGB pixels, reduced no further than the model's input needs; ImageTooLarge, InvalidImage."""
-        spec = self.config.input
-        # a crop scales the picture's shorter side to resize_shorter before it cuts the input out: a JPEG reduced
-        # below that was scaled up again (640x480 to 320x240, then to 341x256 for EfficientNet-Lite0: its top score
-        # moved by up to 0.13 on real photos against the picture decoded whole)
-        shorter = (spec.resize_shorter or 0) if spec.resize == "crop" else 0
-        size = (max(spec.width, shorter), max(spec.height, shorter))
-        return decode_image(data, max_pixels=self.max_image_pixels, min_size=size)
+        return decode_image(data, max_pixels=self.max_image_pixels, min_size=smallest_picture(self.config.input))
 
     def prepare(self, image: DecodedImage) -> tuple[np.ndarray, Frame]:
         """The model input for one image, and where the picture sits in it."""

@@ -246,21 +246,22 @@ def test_jpeg_segments_pillow_parses_are_bounded(photos) -> None:
     refused(jpeg[:2] + photoshop * 17 + jpeg[2:], "16 Photoshop blocks")
 
 
+A_4X4_PAGE = [(256, 3, 1, 4), (257, 3, 1, 4), (273, 4, 1, 8), (279, 4, 1, 16)]  # size, one strip and its bytes
+
+
 def test_exif_and_gps_directories_of_a_tiff_are_bounded_together() -> None:
     """Pillow reads them in full as it loads, once for each tag that points at them: 38 tags of 65,536 rationals
     shared by both took 7-11 s."""
-    size = [(256, 3, 1, 4), (257, 3, 1, 4), (273, 4, 1, 8), (279, 4, 1, 16)]
     inner_at = 8 + 2 + 6 * 12 + 4
-    top = tiff_entries(b"II*\x00", [*size, (34665, 4, 1, inner_at), (34853, 4, 1, inner_at)]) + bytes(4)
+    top = tiff_entries(b"II*\x00", [*A_4X4_PAGE, (34665, 4, 1, inner_at), (34853, 4, 1, inner_at)]) + bytes(4)
     inner = struct.pack("<H", 3) + b"".join(struct.pack("<HHII", 0x9000 + i, 5, 20_000, 0) for i in range(3))
     refused(top + inner + bytes(4), "EXIF and GPS directories hold 120,000 numbers")
 
 
 def test_an_offset_past_any_file_is_refused_not_a_500() -> None:
     """A BigTIFF's EXIF offset of 2^64 - 1: Pillow's seek overflows."""
-    size = [(256, 3, 1, 4), (257, 3, 1, 4), (273, 4, 1, 8), (279, 4, 1, 16)]
     with pytest.raises(InvalidImage):
-        decode_image(tiff_entries(b"II+\x00", [*size, (34665, 16, 1, 2**64 - 1)], big=True) + bytes(64),
+        decode_image(tiff_entries(b"II+\x00", [*A_4X4_PAGE, (34665, 16, 1, 2**64 - 1)], big=True) + bytes(64),
                      max_pixels=LIMIT)  # fmt: skip
 
 

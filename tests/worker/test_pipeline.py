@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,15 @@ def test_the_supervisor_restarts_the_worker_from_its_settings(tmp_path) -> None:
     assert environ["VISIONPOOL_MODEL_REPOSITORY"] == str(tmp_path)
 
 
+def config_only(root: Path, config: str, max_image_pixels: int) -> Pipeline:
+    """A pipeline of a model's config alone (a Python model, no engine loaded): for what reads only the config."""
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "1" / "model.py").write_text("")
+    (root / "m" / "config.toml").write_text('engine = "python"\nfiles = ["model.py"]\n' + config)
+    unloaded: Any = None
+    return Pipeline(ModelRepository(root).load("m"), unloaded, unloaded, unloaded, max_image_pixels)
+
+
 @pytest.mark.parametrize(
     ("task", "decoder", "side", "in_the_loop"),
     [
@@ -58,15 +68,11 @@ def test_the_supervisor_restarts_the_worker_from_its_settings(tmp_path) -> None:
     ],
 )
 def test_the_event_loop_answers_small_models_only(tmp_path, task: str, decoder: str, side: int, in_the_loop: bool):
-    (tmp_path / "m" / "1").mkdir(parents=True)
-    (tmp_path / "m" / "1" / "model.py").write_text("")
-    (tmp_path / "m" / "config.toml").write_text(
-        f'task = "{task}"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = {side}\nheight = {side}\n'
-        f'[output]\ndecoder = "{decoder}"\n'
-    )
-    config = ModelRepository(tmp_path).load("m")
-    unloaded: Any = None  # fits_loop reads the config alone
-    pipeline = Pipeline(config, decoder=unloaded, batcher=unloaded, engine=unloaded, max_image_pixels=10**6)
+    pipeline = config_only(
+        tmp_path,
+        f'task = "{task}"\n[input]\nwidth = {side}\nheight = {side}\n[output]\ndecoder = "{decoder}"\n',
+        max_image_pixels=10**6,
+    )  # fits_loop reads the config
     thumbnail = encode(np.zeros((64, 64, 3), np.uint8), "JPEG")
     assert pipeline.fits_loop(thumbnail) is in_the_loop
 
@@ -82,18 +88,14 @@ def test_the_event_loop_answers_small_models_only(tmp_path, task: str, decoder: 
 def test_a_jpeg_is_reduced_no_further_than_the_resize_needs(tmp_path, resize: str, photo, decoded) -> None:
     """A crop model (shorter side to 256, then the centre 224x224) needs the picture's shorter side at 256: a JPEG
     reduced in the DCT below that would be scaled up again."""
-    (tmp_path / "m" / "1").mkdir(parents=True)
-    (tmp_path / "m" / "1" / "model.py").write_text("")
     shorter = "resize_shorter = 256\n" if resize == "crop" else ""
-    (tmp_path / "m" / "config.toml").write_text(
-        'task = "classification"\nengine = "python"\nfiles = ["model.py"]\n[input]\nwidth = 224\nheight = 224\n'
-        f'resize = "{resize}"\n{shorter}[output]\ndecoder = "softmax"\n'
+    pipeline = config_only(
+        tmp_path,
+        'task = "classification"\n[input]\nwidth = 224\nheight = 224\n'
+        f'resize = "{resize}"\n{shorter}[output]\ndecoder = "softmax"\n',
+        max_image_pixels=10**7,
     )
-    config = ModelRepository(tmp_path).load("m")
-    unloaded: Any = None  # decode reads the config alone
-    pipeline = Pipeline(config, decoder=unloaded, batcher=unloaded, engine=unloaded, max_image_pixels=10**7)
     width, height = photo
     picture = np.random.default_rng(0).integers(0, 256, (height, width, 3), np.uint8)
     image = pipeline.decode(encode(picture, "JPEG"))
     assert (image.width, image.height) == photo and image.pixels.shape[1::-1] == decoded
-
