@@ -129,7 +129,7 @@ def run(args: BenchSettings) -> int:
         small = sample_images(args.images) if args.images else [overhead.small_jpeg()]
         report["overhead"] = [
             overhead.measure(small, concurrency, args.duration, args.warmup, args.front_processes, args.load_generator,
-                             args.cpus)  # fmt: skip
+                             args.cpus, args.rounds)  # fmt: skip
             for concurrency in concurrencies
         ]
         for rows in report["overhead"]:
@@ -144,7 +144,7 @@ def run(args: BenchSettings) -> int:
     report["engine_limit_images_per_s"] = round(limit, 1)
     report["engines"] = {name: _ceiling(measured) for name, measured in limits.items()}
     rows = [{**m.row(limit), "engine": name} for name, (measured, _) in limits.items() for m in measured]
-    with _pool(args) as (proxy, worker):
+    with _pool(args) as (proxy, worker), _peer(args, report, "peer" in targets) as peer:
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
         measured: list[dict[str, Any]] = []
@@ -160,13 +160,13 @@ def run(args: BenchSettings) -> int:
                         for row in rows_now:
                             row["cpu_ceiling_images_per_s"] = round(host_cores() * 2000 / sum(around[-2:]), 1)
                     measured += rows_now
+            if peer is not None:  # in the same rounds as the worker, so that the host's drift falls on both alike
+                measured += _peer_series(args, peer, images, concurrencies, limit)
             for target in ("v2-rest", "v2-grpc"):
                 if target in targets:
                     measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
         if around:
             report["ceiling_cpu_ms_around_worker"] = around
-        if "peer" in targets:
-            measured += _peer_series(args, images, concurrencies, limit, report)
         rows += _medians(measured)
         if {"worker", "proxy"} <= targets:
             report["proxy_overhead"] = asyncio.run(
@@ -305,24 +305,39 @@ def _series(
     return rows
 
 
-def _peer_series(
-    args: BenchSettings, images: list[bytes], concurrencies: list[int], limit: float, report: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The model in gunicorn + Flask + ONNX Runtime (tools/peer.py), at every concurrency; none when it cannot run."""
+Peer = tuple[str, Callable[[], float]]  # the peer's url and CPU clock
+
+
+@contextlib.contextmanager
+def _peer(args: BenchSettings, report: dict[str, Any], wanted: bool) -> Iterator[Peer | None]:
+    """The model in gunicorn + Flask + ONNX Runtime (tools/peer.py), up through every round: (url, its CPU clock);
+    None when not asked for or when it cannot run."""
+    if not wanted:
+        yield None
+        return
     from visionpool.worker.repository import BUILTIN_REPOSITORY, ModelRepository
 
     config = ModelRepository(Path(args.model_repository or BUILTIN_REPOSITORY)).load(args.model)
-    rows = []
     with serve_peer(config, args.cpus) as (url, clock, versions):
         report["peer"] = {"versions": versions} if url else {"not_measured": versions}
-        if url is None:
-            print(f"peer not measured: {versions}")
-            return []
-        for concurrency in concurrencies:
-            m = measure_load(args.load_generator, "peer", url, "proxy", None, images, concurrency, args.duration,
-                             args.warmup, {"worker": clock})  # fmt: skip
-            rows.append(m.row(limit))
-    print(f"peer: gunicorn + Flask + ONNX Runtime ({versions})")
+        print(f"peer: gunicorn + Flask + ONNX Runtime ({versions})" if url else f"peer not measured: {versions}")
+        yield (url, clock) if url else None
+
+
+def _peer_series(
+    args: BenchSettings,
+    peer: Peer,
+    images: list[bytes],
+    concurrencies: list[int],
+    limit: float,
+) -> list[dict[str, Any]]:
+    """The peer at every concurrency, once."""
+    url, clock = peer
+    rows = []
+    for concurrency in concurrencies:
+        m = measure_load(args.load_generator, "peer", url, "proxy", None, images, concurrency, args.duration,
+                         args.warmup, {"worker": clock})  # fmt: skip
+        rows.append(m.row(limit))
     return rows
 
 

@@ -108,36 +108,60 @@ def measure(
     fronts: int = 0,
     load: str = "python",
     cpus: frozenset[int] | None = None,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     """One row per server (the worker, with ``fronts`` front processes, then gunicorn + Flask when gunicorn is
-    installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms."""
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
+    installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms. Both
+    run at once and are measured ``rounds`` times in turn, the order reversed every other round (worker, gunicorn,
+    gunicorn, worker, ...), so that a host's drift falls on both alike; a row is its server's median round, with
+    the CPU-ms per request of every round in ``rounds_cpu_ms_per_request`` (round i of each server side by side)."""
+    with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch, contextlib.ExitStack() as stack:
         folder = Path(scratch)
-        name = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
-        servers = ((name, functools.partial(_worker, fronts=fronts), True), ("gunicorn + Flask", _gunicorn, False))
-        for name, start, ours in servers:
-            with start(folder, cpus=cpus) as (url, clock, versions, log):
-                if url is None:
-                    rows.append({"server": name, "versions": versions})
-                    continue
-                stages = _pipeline_seconds(url) if ours else None  # gunicorn's app keeps no stage histograms
-                measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup,
-                                        {"server": clock})  # fmt: skip
-                row = measured.row(0.0)
-                if row["errors"]:
-                    raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
-                                     f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
-                pipeline_ms = None
-                if stages is not None:  # over the warm-up and the measured seconds
-                    now = _pipeline_seconds(url)
-                    spent, images_done = (after - before for after, before in zip(now, stages, strict=True))
-                    pipeline_ms = round(1000 * spent / images_done, 3) if images_done else None
-                rows.append({"server": name, "versions": versions, "concurrency": concurrency,
-                             "images_per_s": row["images_per_s"], "errors": row["errors"],
-                             "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
-                             "p50_ms": row["p50_ms"], "pipeline_ms_per_request": pipeline_ms})  # fmt: skip
-    return rows
+        worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
+        starts = ((worker, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn))
+        servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
+        measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
+        for turn in range(rounds):
+            for name, served in servers if turn % 2 == 0 else servers[::-1]:
+                if served[0] is not None:
+                    window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
+                    measured[name].append({"server": name, "versions": served[2], **window})
+        return [_median(measured[name]) if measured[name] else {"server": name, "versions": served[2]}
+                for name, served in servers]  # fmt: skip
+
+
+def _window(
+    name: str,
+    served: Served,
+    ours: bool,
+    images: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    load: str,
+) -> dict[str, Any]:
+    """One server measured once: its rate, cores, CPU-ms per request and (the worker's) pipeline stages."""
+    url, clock, _, log = served
+    assert url is not None
+    stages = _pipeline_seconds(url) if ours else None  # gunicorn's app keeps no stage histograms
+    measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
+    row = measured.row(0.0)
+    if row["errors"]:
+        raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
+                         f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
+    pipeline_ms = None
+    if stages is not None:  # over the warm-up and the measured seconds
+        spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages, strict=True))
+        pipeline_ms = round(1000 * spent / images_done, 3) if images_done else None
+    return {"concurrency": concurrency, "images_per_s": row["images_per_s"], "errors": row["errors"],
+            "cores": row.get("server_cores"), "cpu_ms_per_request": row.get("server_cpu_ms"),
+            "p50_ms": row["p50_ms"], "pipeline_ms_per_request": pipeline_ms}  # fmt: skip
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A server's round of median CPU per request, with every round's figure in the order measured."""
+    ranked = sorted(rounds, key=lambda r: r["cpu_ms_per_request"] or 0.0)
+    return {**ranked[len(ranked) // 2], "rounds_cpu_ms_per_request": [r["cpu_ms_per_request"] for r in rounds]}
 
 
 def _pipeline_seconds(url: str) -> tuple[float, float]:
@@ -166,12 +190,22 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{row['images_per_s']:>6} {row['cores']!s:>6} {row['p50_ms']:>7}  {row['versions']}")  # fmt: skip
     measured = [r for r in rows if r.get("cpu_ms_per_request")]
     if len(measured) == 2:
-        ratio = measured[1]["cpu_ms_per_request"] / measured[0]["cpu_ms_per_request"]
-        lines.append(f"gunicorn + Flask spends {ratio:.2f}x the worker's CPU per request")
+        lines.append(f"gunicorn + Flask spends {_ratio(*measured)} the worker's CPU per request")
     if (worker := measured[:1]) and worker[0].get("pipeline_ms_per_request") is not None:
         around = worker[0]["cpu_ms_per_request"] - worker[0]["pipeline_ms_per_request"]
         lines.append(f"the worker's CPU per request around its pipeline's stages: {around:.3f} ms")
     return "\n".join(lines)
+
+
+def _ratio(worker: dict[str, Any], peer: dict[str, Any]) -> str:
+    """gunicorn's CPU per request over the worker's: of the median rounds, or the median of the rounds side by side
+    (each pair measured minutes apart at most) with their range."""
+    rounds = zip(worker["rounds_cpu_ms_per_request"], peer["rounds_cpu_ms_per_request"], strict=True)
+    pairs = [p / w for w, p in rounds if w and p]
+    if len(pairs) < 2:
+        return f"{peer['cpu_ms_per_request'] / worker['cpu_ms_per_request']:.2f}x"
+    pairs.sort()
+    return f"{pairs[len(pairs) // 2]:.2f}x (median of {len(pairs)} rounds in turn; {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
 
 
 Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not started), CPU clock, versions, log

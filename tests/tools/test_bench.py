@@ -114,13 +114,19 @@ def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> N
     shell = {**os.environ, "VISIONPOOL_POOL_SECRET_FILE": str(tmp_path / "pool.secret"),  # this shell's pool settings
              "VISIONPOOL_REGISTRY": "consul", "VISIONPOOL_CONSUL_URL": "http://127.0.0.1:9"}  # must not reach it
     result = bench("--targets", "overhead", "--concurrency", "2", "--duration", "1", "--warmup", "0.3",
-                   "--json", str(out), env=shell)  # fmt: skip
+                   "--rounds", "3", "--json", str(out), env=shell)  # fmt: skip
     assert result.returncode == 0, result.stderr
     [rows] = json.loads(out.read_text())["overhead"]
     assert [row["server"] for row in rows] == ["visionpool worker", "gunicorn + Flask"]
     for row in rows:  # both served every request, and their CPU per request is measured and printed
         assert row["images_per_s"] > 0 and row["errors"] == 0 and row["cpu_ms_per_request"] > 0
         assert str(row["cpu_ms_per_request"]) in result.stdout
+        # measured three times in turn, the row its median round
+        assert len(row["rounds_cpu_ms_per_request"]) == 3
+        assert row["cpu_ms_per_request"] == sorted(row["rounds_cpu_ms_per_request"])[1]
+    ratios = sorted(g / w for w, g in zip(rows[0]["rounds_cpu_ms_per_request"], rows[1]["rounds_cpu_ms_per_request"],
+                                          strict=True))  # fmt: skip
+    assert f"spends {ratios[1]:.2f}x (median of 3 rounds in turn; {ratios[0]:.2f}-{ratios[2]:.2f}x)" in result.stdout
     assert "gunicorn" in rows[1]["versions"] and "flask" in rows[0]["versions"]
     assert "the worker's CPU per request" in result.stdout
     # what its pipeline's stages took of it, from the worker's own histograms (gunicorn keeps none)
@@ -156,10 +162,12 @@ def test_the_peer_serves_the_same_onnx_model_beside_the_worker(tmp_path: Path) -
     out = tmp_path / "bench.json"
     # the repository as a relative path, as a user types it: the peer's gunicorn runs in a folder of its own
     result = bench("--model-repository", "models", "--model", "means", "--targets", "worker,peer", "--concurrency",
-                   "2", "--duration", "0.8", "--warmup", "0.2", "--json", str(out), cwd=tmp_path)  # fmt: skip
+                   "2", "--duration", "0.8", "--warmup", "0.2", "--rounds", "2", "--json", str(out),
+                   cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     rows = {row["target"]: row for row in report["rows"]}
+    assert rows["peer"]["rounds"] == 2 and rows["worker"]["rounds"] == 2  # the peer in turn with the worker
     assert rows["peer"]["images_per_s"] > 0 and rows["peer"]["errors"] == 0 and rows["peer"]["worker_cpu_ms"] > 0
     assert "onnxruntime" in report["peer"]["versions"]
     assert "x the img/s of gunicorn + Flask + ONNX Runtime" in result.stdout
