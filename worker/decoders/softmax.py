@@ -32,7 +32,8 @@ class SoftmaxDecoder(Decoder):
         elif self.apply_softmax:
             scores = np.exp(scores - scores.max())
             scores /= scores.sum()
-        return [Prediction(int(i), float(scores[i])) for i in best(scores, top_k) if scores[i] >= threshold]
+        top = best(scores, top_k)  # Python numbers at once: a numpy scalar costs more to index, compare and convert
+        return [Prediction(i, s) for i, s in zip(top.tolist(), scores[top].tolist(), strict=True) if s >= threshold]
 
 
 def best(scores: np.ndarray, k: int) -> np.ndarray:
