@@ -81,7 +81,10 @@ class BenchSettings:
     batch_sizes: str = option("1,2,4,8,16", "Engine batch sizes tried for the limit.", no_env=True)
     duration: float = option(10.0, "Seconds measured per point.", no_env=True)
     warmup: float = option(2.0, "Seconds of load before measuring.", no_env=True)
-    rounds: int = option(1, "Measure every target this many times in turn; report the median round.", no_env=True)
+    rounds: int = option(
+        1, "Measure every served target this many times in turn (the engine limit once, its CPU ceiling after each "
+        "round); report the median round.", no_env=True,
+    )  # fmt: skip
     load_generator: str = option(
         "python", "Where the load comes from: python (the client's own, every target) or wrk (a C load generator, "
         "apt-get install wrk: worker, proxy, peer and overhead; a few hundredths of a core where Python clients "

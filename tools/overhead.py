@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -113,8 +114,9 @@ def measure(
     """One row per server (the worker, with ``fronts`` front processes, then gunicorn + Flask when gunicorn is
     installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms. Both
     run at once and are measured ``rounds`` times in turn, the order reversed every other round (worker, gunicorn,
-    gunicorn, worker, ...), so that a host's drift falls on both alike; a row is its server's median round, with
-    the CPU-ms per request of every round in ``rounds_cpu_ms_per_request`` (round i of each server side by side)."""
+    gunicorn, worker, ...), so that a host's drift falls on both alike (the idle one costs next to nothing: a front
+    process wakes ten times a second); a row is its server's median round (the upper of an even count), with the
+    CPU-ms per request of every round in ``rounds_cpu_ms_per_request`` (round i of each server side by side)."""
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch, contextlib.ExitStack() as stack:
         folder = Path(scratch)
         worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
@@ -205,7 +207,7 @@ def _ratio(worker: dict[str, Any], peer: dict[str, Any]) -> str:
     if len(pairs) < 2:
         return f"{peer['cpu_ms_per_request'] / worker['cpu_ms_per_request']:.2f}x"
     pairs.sort()
-    return f"{pairs[len(pairs) // 2]:.2f}x (median of {len(pairs)} rounds in turn; {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
+    return f"{statistics.median(pairs):.2f}x (median of {len(pairs)} rounds in turn; {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
 
 
 Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not started), CPU clock, versions, log
