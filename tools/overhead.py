@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,10 +125,10 @@ def measure(
         measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
         for turn in range(rounds):
             for name, served in servers if turn % 2 == 0 else servers[::-1]:
-                if served[0] is not None:
+                if served.url is not None:
                     window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
-                    measured[name].append({"server": name, "versions": served[2], **window})
-        return [_median(measured[name]) if measured[name] else {"server": name, "versions": served[2]}
+                    measured[name].append({"server": name, "versions": served.versions, **window})
+        return [_median(measured[name]) if measured[name] else {"server": name, "versions": served.versions}
                 for name, served in servers]  # fmt: skip
 
 
@@ -143,14 +143,15 @@ def _window(
     load: str,
 ) -> dict[str, Any]:
     """One server measured once: its rate, cores, CPU-ms per request and (the worker's) pipeline stages."""
-    url, clock, _, log = served
+    url = served.url
     assert url is not None
     stages = _pipeline_seconds(url) if ours else None  # gunicorn's app keeps no stage histograms
-    measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup, {"server": clock})
+    clocks = {"server": served.clock}
+    measured = measure_load(load, name, url, "proxy", None, images, concurrency, seconds, warmup, clocks)
     row = measured.row(0.0)
     if row["errors"]:
         raise SystemExit(f"visionpool bench: {name} answered {row['errors']} requests with errors; "
-                         f"its log ends:\n{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
+                         f"its log ends:\n{served.log.read_text(errors='replace')[-2000:]}")  # fmt: skip
     pipeline_ms = None
     if stages is not None:  # over the warm-up and the measured seconds
         spent, images_done = (after - before for after, before in zip(_pipeline_seconds(url), stages, strict=True))
@@ -210,7 +211,13 @@ def _ratio(worker: dict[str, Any], peer: dict[str, Any]) -> str:
     return f"{statistics.median(pairs):.2f}x (median of {len(pairs)} rounds in turn; {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
 
 
-Served = tuple[str | None, Callable[[], float], str, Path]  # url (None: not started), CPU clock, versions, log
+class Served(NamedTuple):
+    """A server the overhead target started (or could not)."""
+
+    url: str | None  # None: not started (gunicorn is not installed)
+    clock: Callable[[], float]  # its CPU seconds so far
+    versions: str  # what it runs, or why it did not start
+    log: Path
 
 
 @contextlib.contextmanager
@@ -226,17 +233,19 @@ def _worker(folder: Path, fronts: int = 0, cpus: frozenset[int] | None = None) -
                "--registry", "none", "--front-processes", str(fronts)]  # fmt: skip
     log = folder / "worker.log"
     with running(command, f"http://127.0.0.1:{port}", log, cpus=cpus) as process:
-        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("visionpool", "aiohttp", "flask"), log
+        yield Served(f"http://127.0.0.1:{port}", family_clock(process.pid), versions("visionpool", "aiohttp", "flask"),
+                     log)  # fmt: skip
 
 
 @contextlib.contextmanager
 def _gunicorn(folder: Path, cpus: frozenset[int] | None = None) -> Iterator[Served]:
     log = folder / "gunicorn.log"
     if not installed("gunicorn"):
-        yield None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn", log
+        yield Served(None, lambda: 0.0, "gunicorn is not installed: pip install gunicorn", log)
         return
     (folder / "overhead_peer.py").write_text(PEER)
     port = free_port()
     command = gunicorn_command(folder, "overhead_peer:app", port)
     with running(command, f"http://127.0.0.1:{port}", log, path="/predict", cpus=cpus) as process:
-        yield f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow"), log
+        yield Served(f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow"),
+                     log)  # fmt: skip

@@ -233,17 +233,20 @@ def _tiff(data: bytes) -> None:
 class TiffLayout(NamedTuple):
     """How a TIFF writes its numbers: classic (4-byte offsets and value fields) or BigTIFF (8-byte), in its order."""
 
-    field: int  # bytes of an offset, and of a tag's value field
     offset: struct.Struct  # the first directory's offset
-    count: struct.Struct  # a directory's number of tags
+    tags: struct.Struct  # a directory's number of tags (`count` would hide the tuple's method)
     entry: struct.Struct  # a tag: its id, type, count, and value or offset
     big_endian: bool
+
+    @property
+    def field(self) -> int:
+        """Bytes of an offset, and of a tag's value field."""
+        return self.offset.size
 
 
 def _tiff_layout(data: bytes) -> TiffLayout:
     order, big = "<" if data[:2] == b"II" else ">", data[2] == 0x2B  # as Pillow tells a BigTIFF
     return TiffLayout(
-        8 if big else 4,
         struct.Struct(order + ("Q" if big else "I")),
         struct.Struct(order + ("Q" if big else "H")),
         struct.Struct(order + ("HHQQ" if big else "HHII")),
@@ -254,7 +257,7 @@ def _tiff_layout(data: bytes) -> TiffLayout:
 def _tiff_directory(data: bytes, at: int, layout: TiffLayout) -> dict[int, tuple[int, int, int]]:
     """The directory at ``at``: tag -> (type, count, value or offset), refused past MAX_SEGMENTS tags or with a
     number tag of more than MAX_TIFF_VALUES values (strips, tiles and a palette have their own bounds)."""
-    count, entry = layout.count, layout.entry
+    count, entry = layout.tags, layout.entry
     if at + count.size > len(data):
         return {}
     (tags,) = count.unpack_from(data, at)
