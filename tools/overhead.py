@@ -115,21 +115,29 @@ def measure(
     installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms. Both
     run at once and are measured ``rounds`` times in turn, the order reversed every other round (worker, gunicorn,
     gunicorn, worker, ...), so that a host's drift falls on both alike (the idle one costs next to nothing: a front
-    process wakes ten times a second); a row is its server's median round (the upper of an even count), with the
-    CPU-ms per request of every round in ``rounds_cpu_ms_per_request`` (round i of each server side by side)."""
-    with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch, contextlib.ExitStack() as stack:
-        folder = Path(scratch)
-        worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
-        starts = ((worker, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn))
-        servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
-        measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
+    process wakes ten times a second), each round in processes started for it: a process keeps a speed of its own
+    for its life (two workers of one build, measured in turn here, differed by up to 3%, the same way in five or
+    six of six windows of one start and not of the next), so each round draws both anew. A row is its server's
+    median round (the upper of an even count), with the CPU-ms per request of every round in
+    ``rounds_cpu_ms_per_request`` (round i of each server side by side) and its processes' ids in ``rounds_pids``."""
+    worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
+    starts = ((worker, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn))
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in starts}
+    versions: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         for turn in range(rounds):
-            for name, served in servers if turn % 2 == 0 else servers[::-1]:
-                if served.url is not None:
-                    window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
-                    measured[name].append({"server": name, "versions": served.versions, **window})
-        return [_median(measured[name]) if measured[name] else {"server": name, "versions": served.versions}
-                for name, served in servers]  # fmt: skip
+            with contextlib.ExitStack() as stack:
+                folder = Path(scratch) / f"round-{turn + 1}"
+                folder.mkdir()
+                servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
+                for name, served in servers if turn % 2 == 0 else servers[::-1]:
+                    versions[name] = served.versions
+                    if served.url is not None:
+                        window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
+                        measured[name].append({"server": name, "versions": served.versions, "pid": served.pid,
+                                               **window})  # fmt: skip
+    return [_median(measured[name]) if measured[name] else {"server": name, "versions": versions[name]}
+            for name, _ in starts]  # fmt: skip
 
 
 def _window(
@@ -164,7 +172,8 @@ def _window(
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """A server's round of median CPU per request, with every round's figure in the order measured."""
     ranked = sorted(rounds, key=lambda r: r["cpu_ms_per_request"] or 0.0)
-    return {**ranked[len(ranked) // 2], "rounds_cpu_ms_per_request": [r["cpu_ms_per_request"] for r in rounds]}
+    return {**ranked[len(ranked) // 2], "rounds_cpu_ms_per_request": [r["cpu_ms_per_request"] for r in rounds],
+            "rounds_pids": [r["pid"] for r in rounds]}  # fmt: skip
 
 
 def _pipeline_seconds(url: str) -> tuple[float, float]:
@@ -218,6 +227,7 @@ class Served(NamedTuple):
     clock: Callable[[], float]  # its CPU seconds so far
     versions: str  # what it runs, or why it did not start
     log: Path
+    pid: int | None = None  # its (first) process
 
 
 @contextlib.contextmanager
@@ -234,7 +244,7 @@ def _worker(folder: Path, fronts: int = 0, cpus: frozenset[int] | None = None) -
     log = folder / "worker.log"
     with running(command, f"http://127.0.0.1:{port}", log, cpus=cpus) as process:
         yield Served(f"http://127.0.0.1:{port}", family_clock(process.pid), versions("visionpool", "aiohttp", "flask"),
-                     log)  # fmt: skip
+                     log, process.pid)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -248,4 +258,4 @@ def _gunicorn(folder: Path, cpus: frozenset[int] | None = None) -> Iterator[Serv
     command = gunicorn_command(folder, "overhead_peer:app", port)
     with running(command, f"http://127.0.0.1:{port}", log, path="/predict", cpus=cpus) as process:
         yield Served(f"http://127.0.0.1:{port}", family_clock(process.pid), versions("gunicorn", "flask", "pillow"),
-                     log)  # fmt: skip
+                     log, process.pid)  # fmt: skip

@@ -121,8 +121,8 @@ def test_overhead_puts_the_worker_beside_gunicorn_and_flask(tmp_path: Path) -> N
     for row in rows:  # both served every request, and their CPU per request is measured and printed
         assert row["images_per_s"] > 0 and row["errors"] == 0 and row["cpu_ms_per_request"] > 0
         assert str(row["cpu_ms_per_request"]) in result.stdout
-        # measured three times in turn, the row its median round
-        assert len(row["rounds_cpu_ms_per_request"]) == 3
+        # measured three times in turn, each time in processes of its own, the row its median round
+        assert len(row["rounds_cpu_ms_per_request"]) == 3 and len(set(row["rounds_pids"])) == 3
         assert row["cpu_ms_per_request"] == sorted(row["rounds_cpu_ms_per_request"])[1]
     ratios = sorted(g / w for w, g in zip(rows[0]["rounds_cpu_ms_per_request"], rows[1]["rounds_cpu_ms_per_request"],
                                           strict=True))  # fmt: skip

@@ -110,6 +110,20 @@ def test_crop_resizes_the_short_side_then_takes_the_centre() -> None:
     assert frame.to_pixels((0.0, 0.0, 1.0, 1.0), 200, 100) == {"x": 58, "y": 8, "width": 84, "height": 84}
 
 
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_float_planes_of_a_crop_are_the_textbook_values(color: str) -> None:
+    """A crop's centre is a window into a wider picture (rows further apart than its width): its planes come out
+    the same as from a picture of its own."""
+    pixels = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    spec = InputSpec(width=20, height=30, color=color, mean=mean, std=std, resize="crop", resize_shorter=30)
+    tensor, _ = preprocess(pixels, spec)
+    centre = pixels[:, 15:35, ::-1] if color == "BGR" else pixels[:, 15:35]
+    expected = ((centre.astype(np.float32) - np.float32(mean)) * (1 / np.float32(std))).transpose(2, 0, 1)
+    assert tensor.shape == (3, 30, 20) and tensor.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(tensor, expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("width", [16_384, 4_096])
 def test_a_long_strip_is_cropped_without_scaling_all_of_it(width: int) -> None:
     """A 16384x1 JPEG is 16,384 pixels (a thumbnail's count), but scaling its short side to 256 would make a
