@@ -160,9 +160,12 @@ class Batcher:
         deadline: float,
         arrival: Arrival | None = None,
         on_done: Callable[[Job], None] | None = None,
+        wake: bool = True,
     ) -> Job:
         """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full. ``on_done``
-        is told when the job ends (in the thread that ends it)."""
+        is told when the job ends (in the thread that ends it). ``wake=False`` leaves the batcher's threads
+        asleep: the caller calls wake() once it has queued what else it has (an arrival that a forming batch
+        waits for still wakes it as it ends)."""
         job = Job(tensor, deadline, on_done)
         with self._changed:
             if arrival is not None:
@@ -170,8 +173,15 @@ class Batcher:
             if len(self._jobs) >= self.max_queue:
                 raise Overloaded(self.name)
             self._jobs.append(job)
-            self._changed.notify()
+            if wake:
+                self._changed.notify()
         return job
+
+    def wake(self) -> None:
+        """Wake a thread for each batch the queue holds (after submits with ``wake=False``)."""
+        with self._changed:
+            if self._jobs:
+                self._changed.notify(-(-len(self._jobs) // self.max_batch))
 
     def close(self) -> None:
         """Stop the threads once the queue ahead of them is done."""

@@ -267,11 +267,16 @@ class RemoteBatcher:
         deadline: float,
         arrival: RemoteArrival | None = None,
         on_done: Callable[[RemoteJob], None] | None = None,
+        wake: bool = True,
     ) -> RemoteJob:
+        """Sent at once, whatever ``wake`` says (the engine process's batcher wakes as each message comes)."""
         rid = self.engine.new_id() if arrival is None else arrival.rid
         if arrival is not None:
             arrival.ended = True
         return self.engine.submit(rid, self.name, tensor, deadline, on_done)
+
+    def wake(self) -> None:
+        """Nothing to do: submit sent each job at once."""
 
 
 class RemoteMetrics:

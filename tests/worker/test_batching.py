@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -129,5 +130,55 @@ def test_the_engine_may_change_its_batch_in_place_whatever_its_size() -> None:
         assert not frozen.flags.writeable
         job = batcher.submit(frozen, time.monotonic() + 10)
         assert job.wait()["out"].tolist() == [4.0] * 4 and frozen.tolist() == [8.0] * 4
+    finally:
+        batcher.close()
+
+
+def test_images_that_come_together_in_the_event_loop_go_to_the_engine_as_one_batch(
+    sleepy_app: Callable[..., Flask],
+) -> None:
+    """Small JPEGs answered in the event loop's thread wake the batcher once the loop has taken in every request
+    that came with them, not once each: one engine call for all six, and each its own answer."""
+    pipeline = get_models(sleepy_app(seconds=0.0, max_batch_size=8)).get("sleepy")
+    engine = pipeline.batcher.engines[0].model
+    ran = len(engine.batches)  # the warm-up's
+    images = [encode(np.full((16, 16, 3), value, np.uint8), "JPEG") for value in range(0, 240, 40)]
+
+    async def together() -> list:
+        deadline = time.monotonic() + 30
+        return await asyncio.gather(*(pipeline.predict_here(image, deadline=deadline) for image in images))
+
+    answers = asyncio.run(together())
+    assert engine.batches[ran:] == [6]
+    assert [answer.batch_size for answer in answers] == [6] * 6 and all(a.predictions for a in answers)
+    assert asyncio.run(together())[0].batch_size == 6  # a second loop, after the first closed, is woken as well
+
+
+def test_jobs_queued_without_waking_wait_for_wake_then_take_a_thread_each() -> None:
+    from visionpool.worker.batching import Batcher
+    from visionpool.worker.engines import Engine
+    from visionpool.worker.repository import BatchingSpec
+
+    class Slow(Engine):
+        max_batch_size, parallel = 1, 2  # two runs at once, one image each
+
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+            self.threads.append(threading.current_thread().name)
+            time.sleep(0.3)
+            return [{"out": image} for image in batch]
+
+    engine = Slow()
+    batcher = Batcher("slow", [engine], BatchingSpec(max_batch_size=1, max_queue_delay_ms=0))
+    try:
+        jobs = [batcher.submit(np.zeros(4, np.float32), time.monotonic() + 30, wake=False) for _ in range(2)]
+        time.sleep(0.2)
+        assert batcher.depth() == 2 and not engine.threads  # asleep until woken
+        batcher.wake()
+        for job in jobs:
+            job.wait()
+        assert len(set(engine.threads)) == 2  # both runs at once, not one after the other in one thread
     finally:
         batcher.close()
