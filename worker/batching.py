@@ -120,6 +120,7 @@ class Batcher:
         self.batch_limit = capped.batch_limit if self.max_batch < spec.max_batch_size else ""
         waits = all(engine.batch_waits for engine in engines)  # whether a batch waits for images on their way
         self.max_delay = spec.max_queue_delay_ms / 1000.0 if waits else 0.0
+        self.wakes_on_submit = self.max_delay > 0  # an arrival's end wakes every thread: submit(wake=False) as well
         self.max_queue = spec.max_queue_size
         self.on_batch = on_batch  # told each batch's size (the batch-size histogram)
         self._jobs: collections.deque[Job] = collections.deque()
@@ -164,8 +165,8 @@ class Batcher:
     ) -> Job:
         """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full. ``on_done``
         is told when the job ends (in the thread that ends it). ``wake=False`` leaves the batcher's threads
-        asleep: the caller calls wake() once it has queued what else it has (an arrival that a forming batch
-        waits for still wakes it as it ends)."""
+        asleep until a full batch is queued: the caller calls wake() once it has queued what else it has. It
+        changes nothing where batches wait for arrivals (``wakes_on_submit``): an arrival's end wakes them all."""
         job = Job(tensor, deadline, on_done)
         with self._changed:
             if arrival is not None:
@@ -173,7 +174,7 @@ class Batcher:
             if len(self._jobs) >= self.max_queue:
                 raise Overloaded(self.name)
             self._jobs.append(job)
-            if wake:
+            if wake or len(self._jobs) >= self.max_batch:  # waiting cannot make a full batch bigger
                 self._changed.notify()
         return job
 

@@ -246,6 +246,7 @@ class RemoteBatcher:
     def __init__(self, engine: EngineLink, name: str, spec: BatchingSpec) -> None:
         self.engine, self.name = engine, name
         self.announce = spec.max_queue_delay_ms > 0  # only a batcher that waits for arrivals needs to hear of them
+        self.wakes_on_submit = True  # each job goes to the engine process at once, which wakes its own batcher
         # (and the engine process says, when ready, whether its batcher does: not for an engine on a CPU)
 
     @contextlib.contextmanager
@@ -269,14 +270,12 @@ class RemoteBatcher:
         on_done: Callable[[RemoteJob], None] | None = None,
         wake: bool = True,
     ) -> RemoteJob:
-        """Sent at once, whatever ``wake`` says (the engine process's batcher wakes as each message comes)."""
+        """Sent at once, whatever ``wake`` says."""
         rid = self.engine.new_id() if arrival is None else arrival.rid
         if arrival is not None:
             arrival.ended = True
         return self.engine.submit(rid, self.name, tensor, deadline, on_done)
 
-    def wake(self) -> None:
-        """Nothing to do: submit sent each job at once."""
 
 
 class RemoteMetrics:

@@ -56,7 +56,7 @@ class Pipeline:
     batcher: Batcher
     engine: Engine  # the first instance: what /models says of how the model runs
     max_image_pixels: int
-    _waking: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)  # _wake_after's
+    _waking: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False, compare=False)
 
     def decode(self, data: bytes) -> DecodedImage:
         """RGB pixels, reduced no further than the model's input needs; ImageTooLarge, InvalidImage."""
@@ -125,9 +125,11 @@ class Pipeline:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, ended)
 
+        wake = self.batcher.wakes_on_submit
         with self.batcher.arriving() as arrival:
-            job, image, frame, stages = self._submit(data, deadline, arrival, on_done, wake=False)
-        self._wake_after(loop)
+            job, image, frame, stages = self._submit(data, deadline, arrival, on_done, wake=wake)
+        if not wake:
+            self._wake_after(loop)
         timer = loop.call_later(max(deadline - time.monotonic(), 0.0), job.abandon)
         try:
             await ended
@@ -138,8 +140,9 @@ class Pipeline:
 
     def _wake_after(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake the batcher once ``loop`` has run what else was ready beside this request (the requests that came
-        with it): their jobs go to one wake-up of a batcher thread, and one move of the lock Python's threads share,
-        instead of one each (no-op model, 8 clients: 0.011-0.025 CPU-ms a request less, 8-10% more requests/s)."""
+        with it), unless a full batch woke it before: their jobs go to one wake-up of a batcher thread, and one move
+        of the lock Python's threads share, instead of one each (no-op model: 0.018-0.036 CPU-ms a request less at 8
+        clients, 0.090 at 64; docs/performance.md)."""
         if self._waking is not loop:  # a loop that closed with its wake-up pending leaves it to the next one
             self._waking = loop
             loop.call_soon(self._wake)

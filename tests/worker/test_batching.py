@@ -151,34 +151,23 @@ def test_images_that_come_together_in_the_event_loop_go_to_the_engine_as_one_bat
     answers = asyncio.run(together())
     assert engine.batches[ran:] == [6]
     assert [answer.batch_size for answer in answers] == [6] * 6 and all(a.predictions for a in answers)
-    assert asyncio.run(together())[0].batch_size == 6  # a second loop, after the first closed, is woken as well
+    closed = asyncio.new_event_loop()
+    pipeline._wake_after(closed)  # a loop that closed with its wake-up still to run
+    closed.close()
+    assert asyncio.run(together())[0].batch_size == 6  # does not leave the next loop's jobs asleep
 
 
-def test_jobs_queued_without_waking_wait_for_wake_then_take_a_thread_each() -> None:
-    from visionpool.worker.batching import Batcher
-    from visionpool.worker.engines import Engine
-    from visionpool.worker.repository import BatchingSpec
-
-    class Slow(Engine):
-        max_batch_size, parallel = 1, 2  # two runs at once, one image each
-
-        def __init__(self) -> None:
-            self.threads: list[str] = []
-
-        def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
-            self.threads.append(threading.current_thread().name)
-            time.sleep(0.3)
-            return [{"out": image} for image in batch]
-
-    engine = Slow()
-    batcher = Batcher("slow", [engine], BatchingSpec(max_batch_size=1, max_queue_delay_ms=0))
-    try:
-        jobs = [batcher.submit(np.zeros(4, np.float32), time.monotonic() + 30, wake=False) for _ in range(2)]
-        time.sleep(0.2)
-        assert batcher.depth() == 2 and not engine.threads  # asleep until woken
-        batcher.wake()
-        for job in jobs:
-            job.wait()
-        assert len(set(engine.threads)) == 2  # both runs at once, not one after the other in one thread
-    finally:
-        batcher.close()
+def test_jobs_queued_without_waking_wait_for_wake_or_a_full_batch(sleepy_app: Callable[..., Flask]) -> None:
+    batcher = get_models(sleepy_app(seconds=0.0, max_batch_size=3)).get("sleepy").batcher
+    engine = batcher.engines[0].model
+    ran = len(engine.batches)  # the warm-up's
+    wait_until(lambda: len(batcher._changed._waiters) == 1)  # its thread asleep, waiting for jobs
+    tensor = np.zeros((3, 8, 8), np.float32)
+    jobs = [batcher.submit(tensor, time.monotonic() + 30, wake=False) for _ in range(2)]
+    time.sleep(0.2)
+    assert batcher.depth() == 2 and len(engine.batches) == ran  # asleep until woken
+    batcher.wake()
+    assert all(job.wait() is not None for job in jobs) and engine.batches[ran:] == [2]
+    jobs = [batcher.submit(tensor, time.monotonic() + 30, wake=False) for _ in range(3)]
+    assert all(job.wait() is not None for job in jobs)  # a full batch woke it: waiting cannot make it bigger
+    assert engine.batches[ran:] == [2, 3]
