@@ -120,7 +120,6 @@ class Batcher:
         self.batch_limit = capped.batch_limit if self.max_batch < spec.max_batch_size else ""
         waits = all(engine.batch_waits for engine in engines)  # whether a batch waits for images on their way
         self.max_delay = spec.max_queue_delay_ms / 1000.0 if waits else 0.0
-        self.wakes_on_submit = self.max_delay > 0  # an arrival's end wakes every thread: submit(wake=False) as well
         self.max_queue = spec.max_queue_size
         self.on_batch = on_batch  # told each batch's size (the batch-size histogram)
         self._jobs: collections.deque[Job] = collections.deque()
@@ -134,6 +133,12 @@ class Batcher:
         ]
         for thread in self.threads:
             thread.start()
+
+    @property
+    def wakes_on_submit(self) -> bool:
+        """Whether a submit wakes the threads whatever its ``wake`` says: where batches wait for arrivals, an
+        arrival's end wakes them all."""
+        return self.max_delay > 0
 
     def depth(self) -> int:
         """Jobs waiting for an engine."""

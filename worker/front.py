@@ -246,8 +246,8 @@ class RemoteBatcher:
     def __init__(self, engine: EngineLink, name: str, spec: BatchingSpec) -> None:
         self.engine, self.name = engine, name
         self.announce = spec.max_queue_delay_ms > 0  # only a batcher that waits for arrivals needs to hear of them
-        self.wakes_on_submit = True  # each job goes to the engine process at once, which wakes its own batcher
         # (and the engine process says, when ready, whether its batcher does: not for an engine on a CPU)
+        self.wakes_on_submit = True  # each job goes to the engine process at once, which wakes its own batcher
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[RemoteArrival | None]:
@@ -275,7 +275,6 @@ class RemoteBatcher:
         if arrival is not None:
             arrival.ended = True
         return self.engine.submit(rid, self.name, tensor, deadline, on_done)
-
 
 
 class RemoteMetrics:
