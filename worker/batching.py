@@ -170,7 +170,8 @@ class Batcher:
     ) -> Job:
         """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full. ``on_done``
         is told when the job ends (in the thread that ends it). ``wake=False`` leaves the batcher's threads
-        asleep until a full batch is queued: the caller calls wake() once it has queued what else it has. It
+        asleep until a full batch (or a full queue) is queued: the caller calls wake() once it has queued what
+        else it has. It
         changes nothing where batches wait for arrivals (``wakes_on_submit``): an arrival's end wakes them all."""
         job = Job(tensor, deadline, on_done)
         with self._changed:
@@ -179,8 +180,8 @@ class Batcher:
             if len(self._jobs) >= self.max_queue:
                 raise Overloaded(self.name)
             self._jobs.append(job)
-            if wake or len(self._jobs) >= self.max_batch:  # waiting cannot make a full batch bigger
-                self._changed.notify()
+            if wake or len(self._jobs) >= min(self.max_batch, self.max_queue):  # waiting cannot make a full batch
+                self._changed.notify()  # bigger, and a full queue must be drained, not refuse the next
         return job
 
     def wake(self) -> None:

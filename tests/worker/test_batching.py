@@ -171,3 +171,15 @@ def test_jobs_queued_without_waking_wait_for_wake_or_a_full_batch(sleepy_app: Ca
     jobs = [batcher.submit(tensor, time.monotonic() + 30, wake=False) for _ in range(3)]
     assert all(job.wait() is not None for job in jobs)  # a full batch woke it: waiting cannot make it bigger
     assert engine.batches[ran:] == [2, 3]
+
+
+def test_a_full_queue_wakes_the_batcher_however_big_its_batches(sleepy_app: Callable[..., Flask]) -> None:
+    """A queue shorter than a batch: queued without waking, it is drained once full, not left to refuse the next."""
+    batcher = get_models(sleepy_app(seconds=0.0, max_batch_size=8, max_queue_size=2)).get("sleepy").batcher
+    wait_until(lambda: len(batcher._changed._waiters) == 1)  # its thread asleep, waiting for jobs
+    tensor = np.zeros((3, 8, 8), np.float32)
+    jobs = [batcher.submit(tensor, time.monotonic() + 5, wake=False) for _ in range(2)]
+    assert all(job.wait() is not None for job in jobs)  # not DeadlineExceeded, unrun
+    wait_until(lambda: batcher.depth() == 0)
+    assert batcher.submit(tensor, time.monotonic() + 30, wake=False) is not None  # room again
+    batcher.wake()
