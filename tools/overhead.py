@@ -123,7 +123,7 @@ def measure(
     worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
     starts = ((worker, functools.partial(_worker, fronts=fronts)), ("gunicorn + Flask", _gunicorn))
     measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in starts}
-    versions: dict[str, str] = {}
+    not_started: dict[str, str] = {}  # a server that could not start: why
     with tempfile.TemporaryDirectory(prefix="visionpool-overhead-") as scratch:
         for turn in range(rounds):
             with contextlib.ExitStack() as stack:
@@ -131,12 +131,13 @@ def measure(
                 folder.mkdir()
                 servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
                 for name, served in servers if turn % 2 == 0 else servers[::-1]:
-                    versions[name] = served.versions
-                    if served.url is not None:
-                        window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
-                        measured[name].append({"server": name, "versions": served.versions, "pid": served.pid,
-                                               **window})  # fmt: skip
-    return [_median(measured[name]) if measured[name] else {"server": name, "versions": versions[name]}
+                    if served.url is None:
+                        not_started[name] = served.versions
+                        continue
+                    window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
+                    measured[name].append({"server": name, "versions": served.versions, "pid": served.pid,
+                                           **window})  # fmt: skip
+    return [_median(measured[name]) if measured[name] else {"server": name, "versions": not_started[name]}
             for name, _ in starts]  # fmt: skip
 
 

@@ -171,8 +171,8 @@ class Batcher:
         """Queue one preprocessed image (ending its arrival); Overloaded when the queue is full. ``on_done``
         is told when the job ends (in the thread that ends it). ``wake=False`` leaves the batcher's threads
         asleep until a full batch (or a full queue) is queued: the caller calls wake() once it has queued what
-        else it has. It
-        changes nothing where batches wait for arrivals (``wakes_on_submit``): an arrival's end wakes them all."""
+        else it has. It changes nothing where batches wait for arrivals (``wakes_on_submit``): an arrival's end
+        wakes them all."""
         job = Job(tensor, deadline, on_done)
         with self._changed:
             if arrival is not None:
