@@ -109,6 +109,28 @@ def test_on_a_cpu_batches_run_in_parallel_each_on_its_share_of_the_cores(tmp_pat
         np.testing.assert_allclose([out["pooled"] for out in got], batch.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
 
 
+def test_on_a_cpu_each_run_takes_one_image_unless_the_config_says_more(tmp_path: Path) -> None:
+    """Batches of two or more ran their images one after another while another run waited: one image a run, as the
+    batcher then forms them, and what the batch limit says of it; ``max_batch`` lifts it."""
+    model = (channel_means_model(tmp_path / "means.onnx", (32, 32)),)
+    engine = create_engine("onnxruntime", model, "images", {}, EngineHints(threads=2))
+    assert engine.max_batch_size == 1 and "batches of one image" in engine.batch_limit
+    batcher = Batcher("means", [engine], BatchingSpec(max_batch_size=4))
+    try:
+        assert batcher.max_batch == 1 and batcher.batch_limit == engine.batch_limit
+        images = [np.full((3, 32, 32), value, np.float32) for value in range(6)]
+        jobs = [batcher.submit(image, time.monotonic() + 30) for image in images]
+        for value, job in enumerate(jobs):
+            np.testing.assert_allclose(job.wait()["pooled"], [value] * 3)
+            assert job.batch_size == 1
+    finally:
+        batcher.close()
+    wider = create_engine("onnxruntime", model, "images", {"max_batch": 4}, EngineHints(threads=2))
+    wide = Batcher("means", [wider], BatchingSpec(max_batch_size=4))
+    assert wider.max_batch_size == 4 and wide.max_batch == 4 and not wide.batch_limit
+    wide.close()
+
+
 @pytest.mark.parametrize("engine_name", ["onnxruntime", "openvino"])
 def test_on_a_cpu_a_batch_does_not_wait_for_images_still_decoding(tmp_path: Path, engine_name: str) -> None:
     """An image costs about as much in a batch as alone on a CPU: a lone image runs at once, whatever the config's

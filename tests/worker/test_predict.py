@@ -196,8 +196,9 @@ def test_readyz_healthz_and_models(client: FlaskClient) -> None:
         "labels": 91,
     }
     if ssd["engine"] == "onnxruntime":
-        expected = ("f32", min(host_cores(), 2), 8)  # a batch at once per core, at most 2 (as OpenVINO's streams)
-        assert (ssd["precision"], ssd["parallel"], ssd["max_batch_size"]) == expected
+        expected = ("f32", min(host_cores(), 2), 1)  # a run at once per core, at most 2 (as OpenVINO's streams),
+        assert (ssd["precision"], ssd["parallel"], ssd["max_batch_size"]) == expected  # of one image each
+        assert (ssd["configured_max_batch_size"], "batches of one image" in ssd["batch_limit"]) == (8, True)
     else:  # the hardware's best precision; streams in parallel, each with small batches (the engine's cap)
         expected = "bf16" if cpu_bf16() else "f32"
         assert (ssd["engine"], ssd["precision"], ssd["streams"]) == ("openvino", expected, min(host_cores(), 2))

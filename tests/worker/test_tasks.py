@@ -208,14 +208,19 @@ def test_predict_answers_read_into_the_clients_types(client: FlaskClient) -> Non
 
 
 @pytest.mark.parametrize(
-    ("engine", "in_force", "cap"),
+    ("engine", "options", "in_force", "cap"),
     [
-        pytest.param("openvino", 2, "OpenVINO on a CPU runs parallel streams of small batches", id="openvino-caps"),
-        pytest.param("onnxruntime", 4, None, id="onnxruntime-open-axis"),
+        pytest.param("openvino", "", 2, "OpenVINO on a CPU runs parallel streams of small batches", id="openvino-caps"),
+        pytest.param("onnxruntime", "", 1, "ONNX Runtime on a CPU runs parallel batches of one", id="onnxruntime-caps"),
+        pytest.param("onnxruntime", "max_batch = 8", 4, None, id="onnxruntime-open-axis"),
     ],
 )
-def test_models_says_when_an_engine_holds_the_batch_below_the_config(tmp_path: Path, engine, in_force, cap) -> None:
+def test_models_says_when_an_engine_holds_the_batch_below_the_config(
+    tmp_path: Path, engine, options, in_force, cap
+) -> None:
     root = task_repository(tmp_path, engine=engine)  # max_batch_size = 4 in every config
+    config = root / "yolo8" / "config.toml"
+    config.write_text(config.read_text() + f"\n[engine_options.{engine}]\n{options}\n")
     app = create_app(WorkerSettings(models=["yolo8"], model_repository=root), background=False)
     try:
         [model] = app.test_client().get("/models").get_json()["models"]
