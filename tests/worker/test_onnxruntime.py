@@ -129,6 +129,8 @@ def test_on_a_cpu_each_run_takes_one_image_unless_the_config_says_more(tmp_path:
     wide = Batcher("means", [wider], BatchingSpec(max_batch_size=4))
     assert wider.max_batch_size == 4 and wide.max_batch == 4 and not wide.batch_limit
     wide.close()
+    two = create_engine("onnxruntime", model, "images", {"max_batch": 2}, EngineHints(threads=2))
+    assert two.max_batch_size == 2 and "parallel batches of 2 images" in two.batch_limit
 
 
 @pytest.mark.parametrize("engine_name", ["onnxruntime", "openvino"])

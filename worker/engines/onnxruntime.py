@@ -65,9 +65,9 @@ class OnnxRuntimeEngine(Engine):
         options = dict(options)
         wanted = [str(p) for p in options.pop("providers", ["cuda"]) if p != "cpu"]  # the CPU always comes last
         fp16 = bool(options.pop("fp16", False))
-        max_batch = int(options.pop("max_batch", TENSORRT_MAX_BATCH if hints.gpu() is not None else CPU_MAX_BATCH))
-        self.io_binding = bool(options.pop("io_binding", False))
         path, gpu = files[0], hints.gpu()
+        max_batch = int(options.pop("max_batch", TENSORRT_MAX_BATCH if gpu is not None else CPU_MAX_BATCH))
+        self.io_binding = bool(options.pop("io_binding", False))
         # On a CPU, like OpenVINO's streams: several batches at once, each on its own threads, so one batch's
         # inference overlaps the next one's decoding (one run at a time left a core waiting). A GPU runs one.
         self.parallel = int(options.pop("parallel", (hints.streams or min(hints.threads, 2)) if gpu is None else 1))
@@ -96,8 +96,9 @@ class OnnxRuntimeEngine(Engine):
         self.max_batch_size, self.batch_limit = batch_axis(inputs[self.input_name].shape[0])
         if self.provider == "cpu" and max_batch < self.max_batch_size:
             self.max_batch_size = max_batch
+            size = "one image" if max_batch == 1 else f"{max_batch} images"
             self.batch_limit = (
-                "ONNX Runtime on a CPU runs parallel batches of one image, which measured faster than bigger batches "
+                f"ONNX Runtime on a CPU runs parallel batches of {size}, which measured faster than bigger batches "
                 "here (engine option max_batch)"
             )
         self.output_names = [o.name for o in self.session.get_outputs()]
