@@ -219,8 +219,9 @@ def test_models_says_when_an_engine_holds_the_batch_below_the_config(
     tmp_path: Path, engine, options, in_force, cap
 ) -> None:
     root = task_repository(tmp_path, engine=engine)  # max_batch_size = 4 in every config
-    config = root / "yolo8" / "config.toml"
-    config.write_text(config.read_text() + f"\n[engine_options.{engine}]\n{options}\n")
+    if options:
+        config = root / "yolo8" / "config.toml"
+        config.write_text(config.read_text() + f"\n[engine_options.{engine}]\n{options}\n")
     app = create_app(WorkerSettings(models=["yolo8"], model_repository=root), background=False)
     try:
         [model] = app.test_client().get("/models").get_json()["models"]

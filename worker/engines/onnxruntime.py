@@ -8,7 +8,7 @@ Options (``[engine_options.onnxruntime]``):
                                       # CPU: images per run (default 1: parallel runs of one image each beat
                                       # batches here, docs/performance.md)
     io_binding = false                # bind input and outputs in host memory for each run (CUDA, TensorRT)
-    parallel = 2                      # CPU: batches run at once, each by its own batcher thread (default: the
+    parallel = 2                      # CPU: runs at once, each by its own batcher thread (default: the
                                       # worker's --engine-streams, else its share of the cores, at most 2)
     intra_op_threads = 1              # CPU threads per run (default: the worker's share of the cores / parallel)
     inter_op_threads = 1
