@@ -46,12 +46,13 @@ from visionpool.tools.loadgen import (
     triton_loop,
 )
 from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total
+from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total, wait_until_idle
 from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.worker.engines import host_cores
 from visionpool.worker.pipeline import Pipeline
 
 SOAK_CHECKPOINT = 1_000
+SETTLE_MOST_S = 15.0  # the longest a point waits for the servers started here to finish the last point's requests
 
 
 @dataclass
@@ -150,6 +151,7 @@ def run(args: BenchSettings) -> int:
     with _pool(args) as (proxy, worker), _peer(args, report, "peer" in targets) as peer:
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
+        settle = _settler([*(clocks.values() if args.url is None else []), *([peer[1]] if peer else [])])
         measured: list[dict[str, Any]] = []
         ceiling = report["engines"].get(served or "", {})
         around = [ceiling["cpu_ms_per_image"]] if "worker" in targets and ceiling else []  # the CPU ceiling's costs
@@ -157,17 +159,19 @@ def run(args: BenchSettings) -> int:
             for target, url, mode in (("worker", worker, "proxy"), ("proxy", proxy, "proxy"), ("p2p", proxy, "p2p")):
                 if target in targets:
                     watched = {k: clock for k, clock in clocks.items() if k == "worker" or target != "worker"}
-                    rows_now = _series(target, url, mode, args, images, concurrencies, limit, report, watched)
+                    rows_now = _series(target, url, mode, args, images, concurrencies, limit, report, watched,
+                                       settle)  # fmt: skip
                     if target == "worker" and around:  # measured again after it: the ceiling around these rows
+                        settle()
                         around.append(_costs_again(args, images, served or "", ceiling["inference_batch"]))
                         for row in rows_now:
                             row["cpu_ceiling_images_per_s"] = round(host_cores() * 2000 / sum(around[-2:]), 1)
                     measured += rows_now
             if peer is not None:  # in the same rounds as the worker, so that the host's drift falls on both alike
-                measured += _peer_series(args, peer, images, concurrencies, limit)
+                measured += _peer_series(args, peer, images, concurrencies, limit, settle)
             for target in ("v2-rest", "v2-grpc"):
                 if target in targets:
-                    measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks)
+                    measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks, settle)
         if around:
             report["ceiling_cpu_ms_around_worker"] = around
         rows += _medians(measured)
@@ -294,11 +298,13 @@ def _series(
     limit: float,
     report: dict[str, Any],
     clocks: dict[str, Callable[[], float]],
+    settle: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """One target at every concurrency (with the CPU its servers used); the bytes the proxy carried meanwhile."""
     rows = []
     carried = _proxy_bytes(report["proxy"])
     for concurrency in concurrencies:
+        settle()
         m = measure_load(args.load_generator, target, url, mode, args.model, images, concurrency, args.duration,
                          args.warmup, clocks)  # fmt: skip
         rows.append(m.row(limit))
@@ -333,11 +339,13 @@ def _peer_series(
     images: list[bytes],
     concurrencies: list[int],
     limit: float,
+    settle: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """The peer at every concurrency, once."""
     url, clock = peer
     rows = []
     for concurrency in concurrencies:
+        settle()
         m = measure_load(args.load_generator, "peer", url, "proxy", None, images, concurrency, args.duration,
                          args.warmup, {"worker": clock})  # fmt: skip
         rows.append(m.row(limit))
@@ -365,6 +373,7 @@ def _v2_series(
     concurrencies: list[int],
     limit: float,
     clocks: dict[str, Callable[[], float]],
+    settle: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """The Open Inference Protocol straight to the worker, with Triton's own client: REST, or gRPC."""
     listed = requests.get(proxy + wire.WORKERS, timeout=10).json()["workers"]
@@ -378,6 +387,7 @@ def _v2_series(
     watched = {name: clock for name, clock in clocks.items() if name == "worker"}
     rows = []
     for concurrency in concurrencies:
+        settle()
         load = triton_loop(
             target, address, protocol, args.model, images, concurrency, args.duration, args.warmup, watched
         )
@@ -406,6 +416,20 @@ def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
         if readers:
             clocks[name] = total(readers)
     return clocks
+
+
+def _settler(clocks: list[Callable[[], float]]) -> Callable[[], None]:
+    """What runs before each point: wait until the servers started here (``clocks``: the pool unless --url, the
+    peer) have finished the requests the last point's clients left queued, which they would otherwise answer in
+    this point's time (tools/servers.py)."""
+    clock = total(clocks)
+
+    def settle() -> None:
+        if clocks and not wait_until_idle(clock, SETTLE_MOST_S):
+            print(f"visionpool bench: the servers started here were still busy {SETTLE_MOST_S:.0f} s after the last "
+                  "point's clients stopped; measuring the next point anyway", file=sys.stderr)  # fmt: skip
+
+    return settle
 
 
 def _proxy_bytes(proxy: str) -> float | None:
