@@ -46,13 +46,20 @@ from visionpool.tools.loadgen import (
     triton_loop,
 )
 from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, total, wait_until_idle
+from visionpool.tools.servers import (
+    REST_MOST_S,
+    family_clock,
+    free_port,
+    on_cpus,
+    parse_cpus,
+    total,
+    wait_until_idle,
+)
 from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.worker.engines import host_cores
 from visionpool.worker.pipeline import Pipeline
 
 SOAK_CHECKPOINT = 1_000
-SETTLE_MOST_S = 15.0  # the longest a point waits for the servers started here to finish the last point's requests
 
 
 @dataclass
@@ -425,8 +432,8 @@ def _settler(clocks: list[Callable[[], float]]) -> Callable[[], None]:
     clock = total(clocks)
 
     def settle() -> None:
-        if clocks and not wait_until_idle(clock, SETTLE_MOST_S):
-            print(f"visionpool bench: the servers started here were still busy {SETTLE_MOST_S:.0f} s after the last "
+        if clocks and not wait_until_idle(clock, REST_MOST_S):
+            print(f"visionpool bench: the servers started here were still busy {REST_MOST_S:.0f} s after the last "
                   "point's clients stopped; measuring the next point anyway", file=sys.stderr)  # fmt: skip
 
     return settle

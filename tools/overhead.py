@@ -29,7 +29,17 @@ from typing import Any, NamedTuple
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .servers import family_clock, free_port, gunicorn_command, installed, running, versions
+from .servers import (
+    REST_MOST_S,
+    family_clock,
+    free_port,
+    gunicorn_command,
+    installed,
+    running,
+    total,
+    versions,
+    wait_until_idle,
+)
 from .wrk import measure_load
 
 SIZE = 224  # the model's input: what both servers resize to
@@ -114,8 +124,8 @@ def measure(
     """One row per server (the worker, with ``fronts`` front processes, then gunicorn + Flask when gunicorn is
     installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms. Both
     run at once and are measured ``rounds`` times in turn, the order reversed every other round (worker, gunicorn,
-    gunicorn, worker, ...), so that a host's drift falls on both alike (the idle one costs next to nothing: a front
-    process wakes ten times a second), each round in processes started for it: a process keeps a speed of its own
+    gunicorn, worker, ...), each once both are at rest, so that a host's drift falls on both alike (the idle one
+    costs next to nothing: a front process wakes ten times a second), each round in processes started for it: a process keeps a speed of its own
     for its life (two workers of one build, measured in turn here, differed by up to 3%, the same way in five or
     six of six windows of one start and not of the next), so each round draws both anew. A row is its server's
     median round (the upper of an even count), with the CPU-ms per request of every round in
@@ -130,10 +140,12 @@ def measure(
                 folder = Path(scratch) / f"round-{turn + 1}"
                 folder.mkdir()
                 servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
+                both = total([served.clock for _, served in servers if served.url is not None])
                 for name, served in servers if turn % 2 == 0 else servers[::-1]:
                     if served.url is None:
                         not_started[name] = served.versions
                         continue
+                    wait_until_idle(both, REST_MOST_S)  # the other's last requests answered (tools/servers.py)
                     window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
                     measured[name].append({"server": name, "versions": served.versions, "pid": served.pid,
                                            **window})  # fmt: skip

@@ -90,6 +90,7 @@ def running(
 
 
 IDLE_SHARE = 0.05  # of one core: what a server started here spends at rest (health checks, heartbeats)
+REST_MOST_S = 15.0  # the longest the bench waits for its servers to finish the last point's requests
 
 
 def wait_until_idle(clock: Callable[[], float], most: float, step: float = 0.25) -> bool:
