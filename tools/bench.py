@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -46,15 +47,7 @@ from visionpool.tools.loadgen import (
     triton_loop,
 )
 from visionpool.tools.peer import serve_peer
-from visionpool.tools.servers import (
-    REST_MOST_S,
-    family_clock,
-    free_port,
-    on_cpus,
-    parse_cpus,
-    total,
-    wait_until_idle,
-)
+from visionpool.tools.servers import family_clock, free_port, on_cpus, parse_cpus, settle, total
 from visionpool.tools.wrk import LOAD_GENERATORS, measure_load
 from visionpool.worker.engines import host_cores
 from visionpool.worker.pipeline import Pipeline
@@ -158,7 +151,7 @@ def run(args: BenchSettings) -> int:
     with _pool(args) as (proxy, worker), _peer(args, report, "peer" in targets) as peer:
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
-        settle = _settler([*(clocks.values() if args.url is None else []), *([peer[1]] if peer else [])])
+        at_rest = _at_rest([*(clocks.values() if args.url is None else []), *([peer[1]] if peer else [])])
         measured: list[dict[str, Any]] = []
         ceiling = report["engines"].get(served or "", {})
         around = [ceiling["cpu_ms_per_image"]] if "worker" in targets and ceiling else []  # the CPU ceiling's costs
@@ -167,18 +160,18 @@ def run(args: BenchSettings) -> int:
                 if target in targets:
                     watched = {k: clock for k, clock in clocks.items() if k == "worker" or target != "worker"}
                     rows_now = _series(target, url, mode, args, images, concurrencies, limit, report, watched,
-                                       settle)  # fmt: skip
+                                       at_rest)  # fmt: skip
                     if target == "worker" and around:  # measured again after it: the ceiling around these rows
-                        settle()
+                        at_rest()
                         around.append(_costs_again(args, images, served or "", ceiling["inference_batch"]))
                         for row in rows_now:
                             row["cpu_ceiling_images_per_s"] = round(host_cores() * 2000 / sum(around[-2:]), 1)
                     measured += rows_now
             if peer is not None:  # in the same rounds as the worker, so that the host's drift falls on both alike
-                measured += _peer_series(args, peer, images, concurrencies, limit, settle)
+                measured += _peer_series(args, peer, images, concurrencies, limit, at_rest)
             for target in ("v2-rest", "v2-grpc"):
                 if target in targets:
-                    measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks, settle)
+                    measured += _v2_series(target, proxy, worker, args, images, concurrencies, limit, clocks, at_rest)
         if around:
             report["ceiling_cpu_ms_around_worker"] = around
         rows += _medians(measured)
@@ -305,13 +298,13 @@ def _series(
     limit: float,
     report: dict[str, Any],
     clocks: dict[str, Callable[[], float]],
-    settle: Callable[[], None],
+    at_rest: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """One target at every concurrency (with the CPU its servers used); the bytes the proxy carried meanwhile."""
     rows = []
     carried = _proxy_bytes(report["proxy"])
     for concurrency in concurrencies:
-        settle()
+        at_rest()
         m = measure_load(args.load_generator, target, url, mode, args.model, images, concurrency, args.duration,
                          args.warmup, clocks)  # fmt: skip
         rows.append(m.row(limit))
@@ -346,13 +339,13 @@ def _peer_series(
     images: list[bytes],
     concurrencies: list[int],
     limit: float,
-    settle: Callable[[], None],
+    at_rest: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """The peer at every concurrency, once."""
     url, clock = peer
     rows = []
     for concurrency in concurrencies:
-        settle()
+        at_rest()
         m = measure_load(args.load_generator, "peer", url, "proxy", None, images, concurrency, args.duration,
                          args.warmup, {"worker": clock})  # fmt: skip
         rows.append(m.row(limit))
@@ -380,7 +373,7 @@ def _v2_series(
     concurrencies: list[int],
     limit: float,
     clocks: dict[str, Callable[[], float]],
-    settle: Callable[[], None],
+    at_rest: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """The Open Inference Protocol straight to the worker, with Triton's own client: REST, or gRPC."""
     listed = requests.get(proxy + wire.WORKERS, timeout=10).json()["workers"]
@@ -394,7 +387,7 @@ def _v2_series(
     watched = {name: clock for name, clock in clocks.items() if name == "worker"}
     rows = []
     for concurrency in concurrencies:
-        settle()
+        at_rest()
         load = triton_loop(
             target, address, protocol, args.model, images, concurrency, args.duration, args.warmup, watched
         )
@@ -425,18 +418,11 @@ def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
     return clocks
 
 
-def _settler(clocks: list[Callable[[], float]]) -> Callable[[], None]:
+def _at_rest(clocks: list[Callable[[], float]]) -> Callable[[], None]:
     """What runs before each point: wait until the servers started here (``clocks``: the pool unless --url, the
     peer) have finished the requests the last point's clients left queued, which they would otherwise answer in
     this point's time (tools/servers.py)."""
-    clock = total(clocks)
-
-    def settle() -> None:
-        if clocks and not wait_until_idle(clock, REST_MOST_S):
-            print(f"visionpool bench: the servers started here were still busy {REST_MOST_S:.0f} s after the last "
-                  "point's clients stopped; measuring the next point anyway", file=sys.stderr)  # fmt: skip
-
-    return settle
+    return functools.partial(settle, total(clocks)) if clocks else lambda: None
 
 
 def _proxy_bytes(proxy: str) -> float | None:

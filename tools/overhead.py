@@ -29,17 +29,7 @@ from typing import Any, NamedTuple
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .servers import (
-    REST_MOST_S,
-    family_clock,
-    free_port,
-    gunicorn_command,
-    installed,
-    running,
-    total,
-    versions,
-    wait_until_idle,
-)
+from .servers import family_clock, free_port, gunicorn_command, installed, running, settle, total, versions
 from .wrk import measure_load
 
 SIZE = 224  # the model's input: what both servers resize to
@@ -125,9 +115,10 @@ def measure(
     installed), each on ``cpus`` when given, its load from ``load`` (python or wrk): rate, cores, CPU-ms. Both
     run at once and are measured ``rounds`` times in turn, the order reversed every other round (worker, gunicorn,
     gunicorn, worker, ...), each once both are at rest, so that a host's drift falls on both alike (the idle one
-    costs next to nothing: a front process wakes ten times a second), each round in processes started for it: a process keeps a speed of its own
-    for its life (two workers of one build, measured in turn here, differed by up to 3%, the same way in five or
-    six of six windows of one start and not of the next), so each round draws both anew. A row is its server's
+    costs next to nothing: a front process wakes ten times a second), each round in processes started for it: a
+    process keeps a speed of its own for its life (two workers of one build, measured in turn here, differed by up
+    to 3%, the same way in five or six of six windows of one start and not of the next), so each round draws both
+    anew. A row is its server's
     median round (the upper of an even count), with the CPU-ms per request of every round in
     ``rounds_cpu_ms_per_request`` (round i of each server side by side) and its processes' ids in ``rounds_pids``."""
     worker = f"visionpool worker ({fronts} front processes)" if fronts else "visionpool worker"
@@ -145,7 +136,7 @@ def measure(
                     if served.url is None:
                         not_started[name] = served.versions
                         continue
-                    wait_until_idle(both, REST_MOST_S)  # the other's last requests answered (tools/servers.py)
+                    settle(both)  # the other's last requests answered (tools/servers.py)
                     window = _window(name, served, name == worker, images, concurrency, seconds, warmup, load)
                     measured[name].append({"server": name, "versions": served.versions, "pid": served.pid,
                                            **window})  # fmt: skip

@@ -113,6 +113,14 @@ def wait_until_idle(clock: Callable[[], float], most: float, step: float = 0.25)
     return False
 
 
+def settle(clock: Callable[[], float]) -> None:
+    """Before a measurement: wait until the servers ``clock`` reads are at rest (at most REST_MOST_S), and say so
+    when they are not."""
+    if not wait_until_idle(clock, REST_MOST_S):
+        print(f"visionpool bench: the servers started here were still busy {REST_MOST_S:.0f} s after the last "
+              "measurement's clients stopped; measuring anyway", file=sys.stderr)  # fmt: skip
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server's process group (gunicorn's workers too), SIGKILL when it has not gone in 30 s."""
     with contextlib.suppress(ProcessLookupError):
