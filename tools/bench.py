@@ -256,8 +256,8 @@ def _engine(
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         batch_sizes = sizes if pipeline.config.batching.max_batch_size > 1 else [1]
         measured = engine_limit(pipeline, images, batch_sizes, args.duration / 2)
-        best = max(measured, key=lambda m: m.rate)
-        costs = cpu_costs(pipeline, images, min(best.concurrency, pipeline.batcher.max_batch), _costs_seconds(args))
+        runs = [size for size in batch_sizes if size <= pipeline.batcher.max_batch] or [1]  # what the worker runs
+        costs = cpu_costs(pipeline, images, runs, _costs_seconds(args))
         if inference:
             measured += inference_limit(pipeline, images, batch_sizes, args.duration / 2)
         return measured, costs
@@ -267,7 +267,7 @@ def _costs_again(args: BenchSettings, images: list[bytes], engine: str, batch: i
     """The CPU-ms per image of the CPU ceiling, measured again (after a round of the worker's series): this host's
     speed drifts by a fifth between minutes, so each round's share of the ceiling is against the ceiling around it."""
     with _loaded(args, engine) as pipeline:
-        return cpu_costs(pipeline, images, batch, _costs_seconds(args))["cpu_ms_per_image"]
+        return cpu_costs(pipeline, images, [batch], _costs_seconds(args))["cpu_ms_per_image"]
 
 
 def _costs_seconds(args: BenchSettings) -> float:
