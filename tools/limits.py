@@ -58,7 +58,7 @@ def cpu_costs(pipeline: Pipeline, images: Sequence[bytes], batches: Sequence[int
     """CPU-ms per image of each stage, measured apart: decode+preprocess in one thread, inference with every
     stream kept busy at the cheapest of ``batches`` per image (``seconds`` each), postprocessing; and the CPU ceiling
     they give: the cores / their sum. The cheapest, not the batch with the best engine limit: that pick flipped
-    between runs on a 2% difference, and SSD MobileNet v2's inference costs 4-6% more an image at batch 1 than 2."""
+    between runs on a 2% difference, and SSD MobileNet v2's inference costs 4-7% more an image at batch 1 than 2."""
     started, decoded = time.process_time(), 0
     while decoded < 32 or time.process_time() - started < min(seconds / 6, 0.5):  # half a second: a steadier figure
         prepared = [pipeline.prepare(pipeline.decode(data)) for data in images]
