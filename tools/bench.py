@@ -151,7 +151,8 @@ def run(args: BenchSettings) -> int:
     with _pool(args) as (proxy, worker), _peer(args, report, "peer" in targets) as peer:
         report["proxy"], report["worker"] = proxy, worker
         clocks = _clocks({"worker": _worker_urls(proxy, args.model), "proxy": [proxy]})
-        at_rest = _at_rest([*(clocks.values() if args.url is None else []), *([peer[1]] if peer else [])])
+        started_here = [*(clocks.values() if args.url is None else []), *([peer[1]] if peer else [])]  # the pool, peer
+        at_rest = functools.partial(settle, started_here)  # before each point: their last requests answered
         measured: list[dict[str, Any]] = []
         ceiling = report["engines"].get(served or "", {})
         around = [ceiling["cpu_ms_per_image"]] if "worker" in targets and ceiling else []  # the CPU ceiling's costs
@@ -416,13 +417,6 @@ def _clocks(servers: dict[str, list[str]]) -> dict[str, Callable[[], float]]:
         if readers:
             clocks[name] = total(readers)
     return clocks
-
-
-def _at_rest(clocks: list[Callable[[], float]]) -> Callable[[], None]:
-    """What runs before each point: wait until the servers started here (``clocks``: the pool unless --url, the
-    peer) have finished the requests the last point's clients left queued, which they would otherwise answer in
-    this point's time (tools/servers.py)."""
-    return functools.partial(settle, total(clocks)) if clocks else lambda: None
 
 
 def _proxy_bytes(proxy: str) -> float | None:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .servers import family_clock, free_port, gunicorn_command, installed, running, settle, total, versions
+from .servers import family_clock, free_port, gunicorn_command, installed, running, settle, versions
 from .wrk import measure_load
 
 SIZE = 224  # the model's input: what both servers resize to
@@ -131,7 +131,7 @@ def measure(
                 folder = Path(scratch) / f"round-{turn + 1}"
                 folder.mkdir()
                 servers = [(name, stack.enter_context(start(folder, cpus=cpus))) for name, start in starts]
-                both = total([served.clock for _, served in servers if served.url is not None])
+                both = [served.clock for _, served in servers if served.url is not None]
                 for name, served in servers if turn % 2 == 0 else servers[::-1]:
                     if served.url is None:
                         not_started[name] = served.versions

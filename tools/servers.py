@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import requests
@@ -113,10 +113,10 @@ def wait_until_idle(clock: Callable[[], float], most: float, step: float = 0.25)
     return False
 
 
-def settle(clock: Callable[[], float]) -> None:
-    """Before a measurement: wait until the servers ``clock`` reads are at rest (at most REST_MOST_S), and say so
-    when they are not."""
-    if not wait_until_idle(clock, REST_MOST_S):
+def settle(clocks: Sequence[Callable[[], float]]) -> None:
+    """Before a measurement: wait until the servers these ``clocks`` read are at rest (at most REST_MOST_S), and
+    say so when they are not; none to wait for, none waited for."""
+    if clocks and not wait_until_idle(total(list(clocks)), REST_MOST_S):
         print(f"visionpool bench: the servers started here were still busy {REST_MOST_S:.0f} s after the last "
               "measurement's clients stopped; measuring anyway", file=sys.stderr)  # fmt: skip
 

@@ -47,7 +47,7 @@ def test_gives_up_on_a_server_that_stays_busy_and_says_so(
     try:
         assert not wait_until_idle(family_clock(process.pid), most=1.0)  # a pool serving others: bounded
         monkeypatch.setattr(servers, "REST_MOST_S", 0.6)
-        servers.settle(family_clock(process.pid))  # the bench measures anyway, and says why its figures may be off
+        servers.settle([family_clock(process.pid)])  # the bench measures anyway, and says why its figures may be off
         assert "still busy" in capsys.readouterr().err
         assert not (tmp_path / "done").exists()
     finally:
